@@ -1,0 +1,337 @@
+"""The per-page gap table: mapcount decrement -> the TLB flush that covers it.
+
+Rules (see README "The measure"):
+
+* A *decrement* is an rmap event for a PTE-mapped page made inside a zap
+  bracket of the same task (``immediate``) or inside ``tlb_flush_rmaps``
+  (``delayed``, 6.2+).  Other rmap events are ``other-path``: kept in the
+  table, never paired.
+* The *covering flush* of an immediate decrement by task T on mm M is the
+  first flush T issues for M after it; of a delayed decrement, the last
+  flush T completed for M before it in the same zap.  A flush completes when
+  ``flush_tlb_mm_range`` returns (``tlb_flush_mmu`` when the arch flush was
+  not recorded).  ``gap_mmu_ns`` applies the same rule to ``tlb_flush_mmu``.
+* ``gap_ns`` = flush completion - decrement, signed.  > 0: the window was
+  open that long; <= 0: the flush came first.
+* Class ``anon`` / ``file-dirty`` / ``file-clean``: file-dirty when the zap's
+  own PTE-dirty marker (folio_mark_dirty/set_page_dirty of that folio by the
+  same task in the same zap, before the decrement) exists.  PG_dirty at the
+  decrement is kept as ``pg_dirty`` but is not the criterion.
+* A *window hit* is a mkclean of the same folio, by any task, overlapping
+  the open window [decrement, flush completion].
+
+Everything is vectorised (sorts and ``merge_asof``); events are taken in
+timestamp order whatever order the ring buffer delivered them in.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+import pandas as pd
+
+from .load import Trace
+
+CLASSES = ("anon", "file-clean", "file-dirty")
+PATHS = ("immediate", "delayed", "other-path")
+
+R_LOST = "lost events: the covering flush may not have been recorded"
+R_NO_FLUSH_AFTER = "no later flush by the task for this mm (trace ended or task exited)"
+R_NO_FLUSH_BEFORE = "no flush completed by the task for this mm earlier in the same zap"
+R_NO_RETURN = "the covering flush has no recorded return"
+R_OTHER = "other-path: not in a zap nor in tlb_flush_rmaps (migration, reclaim, COW...)"
+R_PMD = "other-path: PMD-mapped (compound) removal, not a PTE"
+
+_INF = 1 << 62          # "never returned": later than any timestamp, still exact in float64
+
+
+def _rows(ev: pd.DataFrame, code: int, cols) -> pd.DataFrame:
+    return ev.loc[ev["kind"].to_numpy() == code, list(cols)]
+
+
+def calls(ev: pd.DataFrame, enter: int, exit_: int, extra_exit=()) -> pd.DataFrame:
+    """Pair entry and return events of one function per task.
+
+    Returns one row per entry: ts (entry), done (return time, NaN when the
+    return is missing), tid, mm, cpu, plus columns of the return event.
+    A return is accepted only if it comes before the task's next entry.
+    """
+    en = _rows(ev, enter, ("ts", "tid", "tgid", "mm", "cpu", "page", "folio", "pfn", "flags"))
+    ex = _rows(ev, exit_, ("ts", "tid") + tuple(extra_exit)).rename(
+        columns={"ts": "done", **{c: "exit_" + c for c in extra_exit}})
+    if en.empty:
+        out = en.copy()
+        out["done"] = pd.Series(dtype="float64")
+        for c in extra_exit:
+            out["exit_" + c] = pd.Series(dtype="float64")
+        return out.reset_index(drop=True)
+    en = en.sort_values("ts", kind="stable")
+    nxt = en.groupby("tid", sort=False)["ts"].shift(-1)
+    m = pd.merge_asof(en, ex.sort_values("done", kind="stable"), left_on="ts", right_on="done",
+                      by="tid", direction="forward", allow_exact_matches=True)
+    done = m["done"].astype("float64")
+    nx = nxt.to_numpy(dtype="float64")
+    bad = ~np.isnan(nx) & (done.to_numpy() > nx)
+    done[bad] = np.nan
+    m["done"] = done
+    for c in extra_exit:
+        col = m["exit_" + c].astype("float64")
+        col[bad] = np.nan
+        m["exit_" + c] = col
+    return m.reset_index(drop=True)
+
+
+def _flush_source(trace: Trace) -> Tuple[str, int, int]:
+    attached = {p.get("event"): bool(p.get("attach")) for p in trace.head.get("probes") or []}
+    if attached.get("flush_range", True):
+        return "flush_tlb_mm_range", trace.code("flush_range_enter"), trace.code("flush_range_exit")
+    return "tlb_flush_mmu", trace.code("tlb_flush_enter"), trace.code("tlb_flush_exit")
+
+
+def _expand_pages(dec: pd.DataFrame, page_size: int) -> pd.DataFrame:
+    """One row per page of a multi-page decrement (folio_remove_rmap_ptes nr > 1)."""
+    nr = dec["nr"].to_numpy().astype(np.int64)
+    nr = np.where(nr < 1, 1, nr)
+    if (nr == 1).all():
+        out = dec.copy()
+        out["nr_in_call"] = nr
+        return out
+    idx = np.repeat(np.arange(len(dec)), nr)
+    start = np.repeat(np.cumsum(nr) - nr, nr)
+    off = (np.arange(len(idx)) - start).astype(np.uint64)
+    out = dec.iloc[idx].reset_index(drop=True)
+    out["page"] = out["page"].to_numpy() + off * np.uint64(page_size)
+    pfn = out["pfn"].to_numpy()
+    out["pfn"] = np.where(pfn > 0, pfn + off, pfn)
+    out["nr_in_call"] = nr[idx]
+    return out
+
+
+def _asof(left: pd.DataFrame, right: pd.DataFrame, lon: str, ron: str, by, direction: str,
+          exact: bool, take) -> pd.DataFrame:
+    """merge_asof on integer nanosecond keys, keeping left's row order.
+
+    Rows of ``right`` whose key is NaN are ignored; ``left``'s key must be
+    non-null.  Returns the ``take`` columns of the matched right rows (NaN
+    where none), indexed like ``left``.
+    """
+    by = list(by)
+    if left.empty:
+        return pd.DataFrame({c: pd.Series(dtype="float64") for c in take}, index=left.index)
+    l2 = pd.DataFrame({"_on": left[lon].to_numpy().astype(np.int64), "_row": np.arange(len(left))})
+    for b in by:
+        l2[b] = left[b].to_numpy()
+    rk = right[ron].to_numpy(dtype="float64")
+    keep = ~np.isnan(rk)
+    r2 = pd.DataFrame({"_on": rk[keep].astype(np.int64)})
+    for b in by:
+        r2[b] = right[b].to_numpy()[keep]
+    for c in take:
+        r2["_t_" + c] = right[c].to_numpy()[keep]
+    m = pd.merge_asof(l2.sort_values("_on", kind="stable"), r2.sort_values("_on", kind="stable"),
+                      on="_on", by=by or None, direction=direction, allow_exact_matches=exact)
+    m = m.sort_values("_row", kind="stable")
+    return pd.DataFrame({c: m["_t_" + c].to_numpy() for c in take}, index=left.index)
+
+
+def gap_table(trace: Trace) -> pd.DataFrame:
+    """One row per decremented page (and per other-path removal); see module doc."""
+    ev = trace.events
+    F = trace.flags
+    rmap = _rows(ev, trace.code("rmap"), ("ts", "tid", "tgid", "cpu", "mm", "page", "folio", "pfn", "nr", "flags"))
+    fl = rmap["flags"].to_numpy()
+    compound = (fl & F.get("compound", 0x20)) != 0
+    in_rmaps = (fl & F["in_rmaps"]) != 0
+    in_zap = (fl & F["in_zap"]) != 0
+    path = np.where(in_rmaps & ~compound, "delayed",
+                    np.where(in_zap & ~compound, "immediate", "other-path"))
+    dec = rmap.assign(path=path, compound=compound)
+    dec = _expand_pages(dec.reset_index(drop=True), trace.struct_page_size)
+    fl = dec["flags"].to_numpy()
+    dec["anon"] = (fl & F["anon"]) != 0
+    dec["pg_dirty"] = (fl & F["pgdirty"]) != 0
+
+    # The zap each event belongs to: the task's latest zap_enter before it.
+    zaps = _rows(ev, trace.code("zap_enter"), ("ts", "tid")).rename(columns={"ts": "zap_ts"})
+    zaps["zap_ts"] = zaps["zap_ts"].astype(np.int64)
+    dec["zap_ts"] = _asof(dec, zaps, "ts", "zap_ts", ["tid"], "backward", True, ["zap_ts"])["zap_ts"]
+
+    # PTE-dirty marker of the same folio, same task, same zap, not after the decrement.
+    dirty = _rows(ev, trace.code("dirty"), ("ts", "tid", "folio")).rename(columns={"ts": "dirty_ts"})
+    m = _asof(dec, dirty, "ts", "dirty_ts", ["tid", "folio"], "backward", True, ["dirty_ts"])
+    dirty_ts = m["dirty_ts"].to_numpy(dtype="float64")
+    zap_ts = dec["zap_ts"].to_numpy(dtype="float64")
+    pte_dirty = ~np.isnan(dirty_ts) & (np.isnan(zap_ts) | (dirty_ts >= zap_ts))
+    dec["pte_dirty"] = pte_dirty
+    dec["class"] = np.where(dec["anon"], "anon", np.where(pte_dirty, "file-dirty", "file-clean"))
+
+    src, fen, fex = _flush_source(trace)
+    flushes = calls(ev, fen, fex)
+    mmu = calls(ev, trace.code("tlb_flush_enter"), trace.code("tlb_flush_exit"))
+    flush_enter, flush_done = _cover(dec, flushes)
+    mmu_enter, mmu_done = _cover(dec, mmu)
+    dec["flush_enter_ts"] = flush_enter
+    dec["flush_done_ts"] = flush_done
+    dec["mmu_done_ts"] = mmu_done
+    ts = dec["ts"].to_numpy(dtype="float64")
+    dec["gap_ns"] = flush_done - ts
+    dec["gap_mmu_ns"] = mmu_done - ts
+    dec["flush_source"] = src
+
+    paired = ~np.isnan(flush_done)
+    p = dec["path"].to_numpy()
+    dec["paired"] = paired & (p != "other-path")
+    lost = (trace.lost_events or 0) > 0
+    reason = np.full(len(dec), "", dtype=object)
+    no_ret = ~paired & ~np.isnan(flush_enter)
+    reason[(p == "immediate") & ~paired] = R_NO_FLUSH_AFTER
+    reason[(p == "delayed") & ~paired] = R_NO_FLUSH_BEFORE
+    reason[no_ret & (p != "other-path")] = R_NO_RETURN
+    if lost:
+        reason[(p != "other-path") & ~paired] = R_LOST
+    reason[p == "other-path"] = R_OTHER
+    reason[(p == "other-path") & dec["compound"].to_numpy()] = R_PMD
+    dec["unpaired_reason"] = reason
+    gap = dec["gap_ns"].to_numpy()
+    dec["open"] = dec["paired"].to_numpy() & (gap > 0)
+
+    hits, _ = window_hits(trace, dec)
+    dec["hits"] = hits
+    dec["loss_suspect"] = _loss_suspect(trace, dec)
+    cols = ["ts", "tid", "tgid", "cpu", "mm", "page", "folio", "pfn", "nr_in_call", "class", "path",
+            "anon", "pte_dirty", "pg_dirty", "zap_ts", "flush_enter_ts", "flush_done_ts", "gap_ns",
+            "mmu_done_ts", "gap_mmu_ns", "flush_source", "paired", "unpaired_reason", "open", "hits",
+            "loss_suspect"]
+    return dec[cols].reset_index(drop=True)
+
+
+def _cover(dec: pd.DataFrame, fl: pd.DataFrame) -> Tuple[np.ndarray, np.ndarray]:
+    """(flush entry, flush completion) covering each decrement, NaN when none."""
+    n = len(dec)
+    enter = np.full(n, np.nan)
+    done = np.full(n, np.nan)
+    if fl.empty or n == 0:
+        return enter, done
+    fl = fl[["ts", "tid", "mm", "done"]].rename(columns={"ts": "f_enter"})
+    path = dec["path"].to_numpy()
+    imm = dec.loc[path == "immediate"]
+    if len(imm):
+        m = _asof(imm, fl, "ts", "f_enter", ["tid", "mm"], "forward", False, ["f_enter", "done"])
+        sel = np.flatnonzero(path == "immediate")
+        enter[sel] = m["f_enter"].to_numpy(dtype="float64")
+        done[sel] = m["done"].to_numpy(dtype="float64")
+    dl = dec.loc[path == "delayed"]
+    if len(dl):
+        m = _asof(dl, fl, "ts", "done", ["tid", "mm"], "backward", True, ["f_enter", "done"])
+        sel = np.flatnonzero(path == "delayed")
+        e = m["f_enter"].to_numpy(dtype="float64", copy=True)
+        d = m["done"].to_numpy(dtype="float64", copy=True)
+        z = dl["zap_ts"].to_numpy(dtype="float64")
+        outside = ~np.isnan(z) & ~np.isnan(e) & (e < z)      # that flush belongs to an earlier zap
+        e[outside] = np.nan
+        d[outside] = np.nan
+        enter[sel] = e
+        done[sel] = d
+    return enter, done
+
+
+def mkclean_calls(trace: Trace) -> pd.DataFrame:
+    ev = trace.events
+    mk = calls(ev, trace.code("mkclean_enter"), trace.code("mkclean_exit"), extra_exit=("nr",))
+    return mk.rename(columns={"exit_nr": "ret"})
+
+
+def window_hits(trace: Trace, dec: pd.DataFrame) -> Tuple[np.ndarray, pd.DataFrame]:
+    """Per decrement row: how many mkcleans of its folio overlap its open window;
+    and the list of hits (one row per decrement x mkclean)."""
+    n = len(dec)
+    counts = np.zeros(n, dtype=np.int64)
+    mk = mkclean_calls(trace)
+    empty = pd.DataFrame(columns=HIT_COLUMNS)
+    is_open = dec["open"].to_numpy() if "open" in dec else np.zeros(n, bool)
+    if mk.empty or not is_open.any():
+        return counts, empty
+    mk = mk.assign(done=mk["done"].fillna(float(_INF))).sort_values(["folio", "ts"], kind="stable")
+    mk = mk.reset_index(drop=True)
+    mk["k"] = mk.groupby("folio", sort=False).cumcount()
+    size = mk.groupby("folio", sort=False)["k"].transform("size")
+    w = dec.loc[is_open, ["ts", "flush_done_ts", "folio"]]
+    # first mkclean of the folio that ends after the decrement...
+    lo = _asof(w, mk, "ts", "done", ["folio"], "forward", False, ["k"])["k"].to_numpy(dtype="float64")
+    # ...and the first that starts at or after the flush completed
+    mk_sizes = dict(zip(mk["folio"].to_numpy().tolist(), size.to_numpy().tolist()))
+    hi = _asof(w, mk, "flush_done_ts", "ts", ["folio"], "forward", True, ["k"])["k"].to_numpy(dtype="float64",
+                                                                                          copy=True)
+    nohi = np.isnan(hi)
+    if nohi.any():
+        hi[nohi] = [mk_sizes.get(f, 0) for f in w["folio"].to_numpy()[nohi].tolist()]
+    c = np.where(np.isnan(lo), 0, np.maximum(hi - np.nan_to_num(lo), 0)).astype(np.int64)
+    counts[np.flatnonzero(is_open)] = c
+    if not c.any():
+        return counts, empty
+    rows = np.repeat(np.flatnonzero(is_open), c)
+    first = np.repeat(lo[c > 0].astype(np.int64), c[c > 0])
+    step = np.arange(len(rows)) - np.repeat(np.cumsum(c[c > 0]) - c[c > 0], c[c > 0])
+    d = dec.iloc[rows].reset_index(drop=True)
+    key = pd.DataFrame({"folio": d["folio"].to_numpy(), "k": first + step})
+    mkr = key.merge(mk, on=["folio", "k"], how="left")
+    done = mkr["done"].to_numpy(dtype="float64", copy=True)
+    done[done >= float(_INF)] = np.nan
+    hits = pd.DataFrame({
+        "page": d["page"].to_numpy(), "folio": d["folio"].to_numpy(), "pfn": d["pfn"].to_numpy(),
+        "class": d["class"].to_numpy(), "path": d["path"].to_numpy(),
+        "dec_ts": d["ts"].to_numpy(), "flush_done_ts": d["flush_done_ts"].to_numpy(),
+        "gap_ns": d["gap_ns"].to_numpy(),
+        "zap_tid": d["tid"].to_numpy(), "zap_cpu": d["cpu"].to_numpy(),
+        "mkclean_tid": mkr["tid"].to_numpy(), "mkclean_cpu": mkr["cpu"].to_numpy(),
+        "mkclean_enter_ts": mkr["ts"].to_numpy(), "mkclean_exit_ts": done,
+        "mkclean_ret": mkr["ret"].to_numpy(),
+    })
+    return counts, hits
+
+
+HIT_COLUMNS = ["page", "folio", "pfn", "class", "path", "dec_ts", "flush_done_ts", "gap_ns", "zap_tid",
+               "zap_cpu", "mkclean_tid", "mkclean_cpu", "mkclean_enter_ts", "mkclean_exit_ts", "mkclean_ret"]
+
+
+def hit_table(trace: Trace, gaps: pd.DataFrame) -> pd.DataFrame:
+    return window_hits(trace, gaps)[1]
+
+
+def _loss_suspect(trace: Trace, dec: pd.DataFrame) -> np.ndarray:
+    """True for rows whose window overlaps a stretch of time in which events were lost.
+
+    The recorder writes cumulative lost counts in STAT chunks about once a
+    second; rows between two STATs whose lost count grew are suspect.  When
+    only the total is known, every row is suspect if anything was lost.
+    """
+    n = len(dec)
+    if not (trace.lost_events or 0):
+        return np.zeros(n, dtype=bool)
+    marks: Optional[np.ndarray] = None
+    series = trace.stat_series
+    if series:
+        t = np.array([s[0] for s in series], dtype="float64")
+        lost = np.array([s[1] for s in series], dtype="float64")
+        grew = np.flatnonzero(np.diff(np.concatenate([[0.0], lost])) > 0)
+        if len(grew):
+            lo = np.where(grew > 0, t[np.maximum(grew - 1, 0)], -np.inf)
+            lo[grew == 0] = -np.inf
+            hi = t[grew]
+            marks = np.stack([lo, hi], axis=1)
+    if marks is None:
+        return np.ones(n, dtype=bool)
+    a = dec["ts"].to_numpy(dtype="float64")
+    b = np.where(np.isnan(dec["flush_done_ts"].to_numpy(dtype="float64")), a,
+                 dec["flush_done_ts"].to_numpy(dtype="float64"))
+    out = np.zeros(n, dtype=bool)
+    for lo, hi in marks:
+        out |= (b >= lo) & (a <= hi)
+    return out
+
+
+def class_path_counts(gaps: pd.DataFrame) -> Dict[str, Dict[str, int]]:
+    out: Dict[str, Dict[str, int]] = {}
+    for (c, p), n in gaps.groupby(["class", "path"]).size().items():
+        out.setdefault(c, {})[p] = int(n)
+    return out

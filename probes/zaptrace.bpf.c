@@ -1,0 +1,486 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * zaptrace: per-page mapcount decrements, TLB flushes and mkclean calls.
+ *
+ * Compiled by BCC against the running kernel's headers.  Which handlers
+ * exist and which argument register holds which value is decided in user
+ * space from the probe catalog (zaptrace/catalog.py) and arrives here as
+ * compile-time constants:
+ *
+ *   ZT_HAVE_<EVENT>       the logical event is attached on this kernel
+ *   ZT_<EVENT>_<ROLE>     1-based argument position of ROLE, 0 = absent
+ *   ZT_RINGBUF_PAGES      ring buffer size in pages (power of two)
+ *   ZT_PERFBUF            use a perf buffer (kernels without BPF ring buffer)
+ *
+ * Nothing from the command line is pasted into this text: filters are
+ * values in the "config" and "tgids" maps.
+ */
+#include <uapi/linux/ptrace.h>
+#include <linux/sched.h>
+#include <linux/mm_types.h>
+#include <linux/page-flags.h>
+
+#include "zaptrace_event.h"
+
+struct zt_config {
+	__u32 follow_all;      /* 1: every process (-a); 0: only tgids in "tgids" */
+	__u32 mkclean_all;     /* 1: mkclean by any task (writeback runs in kworkers) */
+	__u64 vmemmap_addr;    /* address of the vmemmap_base variable, 0 = unknown */
+	__u64 vmemmap;         /* its value, read once by the BPF side */
+	__u64 page_size;       /* sizeof(struct page), filled in by the BPF side */
+};
+
+/* Per-task state while a zap or a tlb_flush_rmaps() runs. */
+struct zt_task {
+	__u64 zap_mm;
+	__u64 rmaps_mm;
+	__u32 zap_depth;
+	__u32 rmaps_depth;
+};
+
+BPF_ARRAY(config, struct zt_config, 1);
+BPF_HASH(tgids, __u32, __u8, 65536);
+BPF_HASH(tasks, __u32, struct zt_task, 16384);
+BPF_HASH(mkclean_arg, __u32, __u64, 16384);
+/* mm of an open flush, keyed by tid | kind << 32: return probes lose the arguments. */
+BPF_HASH(flush_mm, __u64, __u64, 16384);
+BPF_PERCPU_ARRAY(counts, __u64, ZT_COUNT_SLOTS);
+
+#ifdef ZT_PERFBUF
+BPF_PERF_OUTPUT(events);
+#else
+BPF_RINGBUF_OUTPUT(events, ZT_RINGBUF_PAGES);
+#endif
+
+#define ZT_ARG(ctx, n)                                              \
+	((n) == 1 ? PT_REGS_PARM1(ctx) : (n) == 2 ? PT_REGS_PARM2(ctx) : \
+	 (n) == 3 ? PT_REGS_PARM3(ctx) : (n) == 4 ? PT_REGS_PARM4(ctx) : \
+	 (n) == 5 ? PT_REGS_PARM5(ctx) : (n) == 6 ? PT_REGS_PARM6(ctx) : 0)
+
+static __always_inline struct zt_config *cfg(void)
+{
+	__u32 zero = 0;
+	return config.lookup(&zero);
+}
+
+static __always_inline int followed(struct zt_config *c, __u32 tgid)
+{
+	if (!c)
+		return 0;
+	if (c->follow_all)
+		return 1;
+	return tgids.lookup(&tgid) != NULL;
+}
+
+static __always_inline void count(__u32 slot)
+{
+	__u64 *v = counts.lookup(&slot);
+	if (v)
+		(*v)++;
+}
+
+static __always_inline void emit(void *ctx, struct zt_event *e)
+{
+	int err;
+
+	count(e->kind);
+#ifdef ZT_PERFBUF
+	err = events.perf_submit(ctx, e, sizeof(*e));
+#else
+	err = events.ringbuf_output(e, sizeof(*e), 0);
+#endif
+	if (err)
+		count(ZT_NKINDS + e->kind);
+}
+
+static __always_inline void fill(struct zt_event *e, __u8 kind, __u64 pid_tgid)
+{
+	e->ts = bpf_ktime_get_ns();
+	e->tid = (__u32)pid_tgid;
+	e->tgid = pid_tgid >> 32;
+	e->cpu = bpf_get_smp_processor_id();
+	e->kind = kind;
+}
+
+/* current->mm, or current->active_mm while exit_mmap() runs with mm == NULL. */
+static __always_inline __u64 current_mm(void)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	__u64 mm = 0;
+
+	bpf_probe_read_kernel(&mm, sizeof(mm), &t->mm);
+	if (!mm)
+		bpf_probe_read_kernel(&mm, sizeof(mm), &t->active_mm);
+	return mm;
+}
+
+/* struct mmu_gather's first member has been "struct mm_struct *mm" since 2.6. */
+static __always_inline __u64 tlb_mm(__u64 tlb)
+{
+	__u64 mm = 0;
+
+	bpf_probe_read_kernel(&mm, sizeof(mm), (void *)tlb);
+	return mm;
+}
+
+static __always_inline __u64 vma_mm(__u64 vma)
+{
+	__u64 mm = 0;
+
+	bpf_probe_read_kernel(&mm, sizeof(mm), &((struct vm_area_struct *)vma)->vm_mm);
+	return mm;
+}
+
+/* Compound head of a page (folio pointer), as compound_head() computes it. */
+static __always_inline __u64 head_of(__u64 page)
+{
+	unsigned long ch = 0;
+
+	bpf_probe_read_kernel(&ch, sizeof(ch), &((struct page *)page)->compound_head);
+	return (ch & 1) ? ch - 1 : page;
+}
+
+static __always_inline __u64 pfn_of(struct zt_config *c, __u64 page)
+{
+	if (!c || !page)
+		return 0;
+	if (!c->vmemmap) {
+		__u64 v = 0;
+
+		if (c->vmemmap_addr)
+			bpf_probe_read_kernel(&v, sizeof(v), (void *)c->vmemmap_addr);
+		else
+			v = 0xffffea0000000000ULL;      /* x86-64 VMEMMAP_START without KASLR */
+		c->vmemmap = v;
+		c->page_size = sizeof(struct page);
+	}
+	if (page < c->vmemmap)
+		return 0;
+	return (page - c->vmemmap) / sizeof(struct page);
+}
+
+/* ANON and PGDIRTY flags of a folio. */
+static __always_inline __u8 folio_flags(__u64 folio)
+{
+	unsigned long flags = 0, mapping = 0;
+	__u8 out = 0;
+
+	bpf_probe_read_kernel(&flags, sizeof(flags), &((struct page *)folio)->flags);
+	bpf_probe_read_kernel(&mapping, sizeof(mapping), &((struct page *)folio)->mapping);
+	if (mapping & PAGE_MAPPING_ANON)
+		out |= ZT_F_ANON;
+	if (flags & (1UL << PG_dirty))
+		out |= ZT_F_PGDIRTY;
+	return out;
+}
+
+static __always_inline void flush_open(__u64 id, __u32 kind, __u64 mm)
+{
+	__u64 key = (__u32)id | ((__u64)kind << 32);
+
+	flush_mm.update(&key, &mm);
+}
+
+/* The exit event carries the mm its entry saw (the argument is gone at return). */
+static __always_inline void flush_close(__u64 id, __u32 kind, struct zt_event *e)
+{
+	__u64 key = (__u32)id | ((__u64)kind << 32);
+	__u64 *mm = flush_mm.lookup(&key);
+
+	if (mm) {
+		e->mm = *mm;
+		flush_mm.delete(&key);
+	} else {
+		e->mm = current_mm();
+		e->flags |= ZT_F_MM_GUESS;
+	}
+}
+
+/* Follow the process tree: children of followed processes are followed. */
+TRACEPOINT_PROBE(sched, sched_process_fork)
+{
+	__u32 parent = bpf_get_current_pid_tgid() >> 32;
+	__u32 child = args->child_pid;
+	__u8 one = 1;
+
+	if (tgids.lookup(&parent))
+		tgids.update(&child, &one);
+	return 0;
+}
+
+#ifdef ZT_HAVE_ZAP
+int zt_zap_enter(struct pt_regs *ctx)
+{
+	struct zt_config *c = cfg();
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = id;
+	struct zt_event e = {};
+	struct zt_task zero = {}, *t;
+
+	if (!followed(c, id >> 32))
+		return 0;
+	fill(&e, ZT_ZAP_ENTER, id);
+	if (ZT_ZAP_VMA)
+		e.mm = vma_mm(ZT_ARG(ctx, ZT_ZAP_VMA));
+	else if (ZT_ZAP_TLB)
+		e.mm = tlb_mm(ZT_ARG(ctx, ZT_ZAP_TLB));
+	if (!e.mm) {
+		e.mm = current_mm();
+		e.flags |= ZT_F_MM_GUESS;
+	}
+	if (ZT_ZAP_START)
+		e.page = ZT_ARG(ctx, ZT_ZAP_START);
+	if (ZT_ZAP_END)
+		e.folio = ZT_ARG(ctx, ZT_ZAP_END);
+	t = tasks.lookup_or_try_init(&tid, &zero);
+	if (t) {
+		t->zap_mm = e.mm;
+		t->zap_depth++;
+	}
+	emit(ctx, &e);
+	return 0;
+}
+
+int zt_zap_exit(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = id;
+	struct zt_event e = {};
+	struct zt_task *t = tasks.lookup(&tid);
+
+	if (!t || !t->zap_depth)
+		return 0;
+	fill(&e, ZT_ZAP_EXIT, id);
+	e.mm = t->zap_mm;
+	if (--t->zap_depth == 0 && !t->rmaps_depth)
+		tasks.delete(&tid);
+	emit(ctx, &e);
+	return 0;
+}
+#endif
+
+#ifdef ZT_HAVE_RMAP
+int zt_rmap(struct pt_regs *ctx)
+{
+	struct zt_config *c = cfg();
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = id;
+	struct zt_event e = {};
+	struct zt_task *t;
+
+	if (!followed(c, id >> 32))
+		return 0;
+	fill(&e, ZT_RMAP, id);
+	if (ZT_RMAP_PAGE)
+		e.page = ZT_ARG(ctx, ZT_RMAP_PAGE);
+	if (ZT_RMAP_FOLIO)
+		e.folio = ZT_ARG(ctx, ZT_RMAP_FOLIO);
+	else if (e.page)
+		e.folio = head_of(e.page);
+	if (!e.page)
+		e.page = e.folio;
+	e.nr = 1;
+	if (ZT_RMAP_NR)
+		e.nr = (int)ZT_ARG(ctx, ZT_RMAP_NR);
+	if (ZT_RMAP_COMPOUND && (ZT_ARG(ctx, ZT_RMAP_COMPOUND) & 0xff)) {
+		e.flags |= ZT_F_COMPOUND;
+		e.nr = 0;       /* a PMD mapping: not a per-PTE decrement */
+	}
+	e.pfn = pfn_of(c, e.page);
+	e.flags |= folio_flags(e.folio);
+	t = tasks.lookup(&tid);
+	if (t && t->rmaps_depth) {
+		e.flags |= ZT_F_IN_RMAPS;
+		e.mm = t->rmaps_mm;
+	}
+	if (t && t->zap_depth) {
+		e.flags |= ZT_F_IN_ZAP;
+		if (!e.mm)
+			e.mm = t->zap_mm;
+	}
+	if (!e.mm && ZT_RMAP_VMA)
+		e.mm = vma_mm(ZT_ARG(ctx, ZT_RMAP_VMA));
+	if (!e.mm) {
+		e.mm = current_mm();
+		e.flags |= ZT_F_MM_GUESS;
+	}
+	emit(ctx, &e);
+	return 0;
+}
+#endif
+
+#ifdef ZT_HAVE_DIRTY
+/* Only the calls a zapping task makes inside its zap are markers. */
+int zt_dirty(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = id;
+	struct zt_task *t = tasks.lookup(&tid);
+	struct zt_event e = {};
+
+	if (!t || !t->zap_depth)
+		return 0;
+	fill(&e, ZT_DIRTY, id);
+	e.mm = t->zap_mm;
+	if (ZT_DIRTY_PAGE)
+		e.page = ZT_ARG(ctx, ZT_DIRTY_PAGE);
+	if (ZT_DIRTY_FOLIO)
+		e.folio = ZT_ARG(ctx, ZT_DIRTY_FOLIO);
+	else if (e.page)
+		e.folio = head_of(e.page);
+	if (!e.page)
+		e.page = e.folio;
+	e.nr = 1;
+	e.pfn = pfn_of(cfg(), e.page);
+	e.flags = ZT_F_IN_ZAP | folio_flags(e.folio);
+	emit(ctx, &e);
+	return 0;
+}
+#endif
+
+#ifdef ZT_HAVE_TLBFLUSH
+int zt_tlb_flush_enter(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct zt_event e = {};
+
+	if (!followed(cfg(), id >> 32))
+		return 0;
+	fill(&e, ZT_TLB_FLUSH_ENTER, id);
+	e.mm = tlb_mm(ZT_ARG(ctx, ZT_TLBFLUSH_TLB));
+	flush_open(id, ZT_TLB_FLUSH_ENTER, e.mm);
+	emit(ctx, &e);
+	return 0;
+}
+
+int zt_tlb_flush_exit(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct zt_event e = {};
+
+	if (!followed(cfg(), id >> 32))
+		return 0;
+	fill(&e, ZT_TLB_FLUSH_EXIT, id);
+	flush_close(id, ZT_TLB_FLUSH_ENTER, &e);
+	emit(ctx, &e);
+	return 0;
+}
+#endif
+
+#ifdef ZT_HAVE_FLUSHRANGE
+int zt_flush_range_enter(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct zt_event e = {};
+
+	if (!followed(cfg(), id >> 32))
+		return 0;
+	fill(&e, ZT_FLUSH_RANGE_ENTER, id);
+	e.mm = ZT_ARG(ctx, ZT_FLUSHRANGE_MM);
+	e.page = ZT_ARG(ctx, ZT_FLUSHRANGE_START);
+	e.folio = ZT_ARG(ctx, ZT_FLUSHRANGE_END);
+	flush_open(id, ZT_FLUSH_RANGE_ENTER, e.mm);
+	emit(ctx, &e);
+	return 0;
+}
+
+int zt_flush_range_exit(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct zt_event e = {};
+
+	if (!followed(cfg(), id >> 32))
+		return 0;
+	fill(&e, ZT_FLUSH_RANGE_EXIT, id);
+	flush_close(id, ZT_FLUSH_RANGE_ENTER, &e);
+	emit(ctx, &e);
+	return 0;
+}
+#endif
+
+#ifdef ZT_HAVE_RMAPS
+int zt_rmaps_enter(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = id;
+	struct zt_event e = {};
+	struct zt_task zero = {}, *t;
+
+	if (!followed(cfg(), id >> 32))
+		return 0;
+	fill(&e, ZT_RMAPS_ENTER, id);
+	e.mm = tlb_mm(ZT_ARG(ctx, ZT_RMAPS_TLB));
+	t = tasks.lookup_or_try_init(&tid, &zero);
+	if (t) {
+		t->rmaps_mm = e.mm;
+		t->rmaps_depth++;
+	}
+	emit(ctx, &e);
+	return 0;
+}
+
+int zt_rmaps_exit(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = id;
+	struct zt_event e = {};
+	struct zt_task *t = tasks.lookup(&tid);
+
+	if (!t || !t->rmaps_depth)
+		return 0;
+	fill(&e, ZT_RMAPS_EXIT, id);
+	e.mm = t->rmaps_mm;
+	if (--t->rmaps_depth == 0 && !t->zap_depth)
+		tasks.delete(&tid);
+	emit(ctx, &e);
+	return 0;
+}
+#endif
+
+#ifdef ZT_HAVE_MKCLEAN
+int zt_mkclean_enter(struct pt_regs *ctx)
+{
+	struct zt_config *c = cfg();
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = id;
+	struct zt_event e = {};
+
+	if (!c || (!c->mkclean_all && !followed(c, id >> 32)))
+		return 0;
+	fill(&e, ZT_MKCLEAN_ENTER, id);
+	if (ZT_MKCLEAN_FOLIO)
+		e.folio = ZT_ARG(ctx, ZT_MKCLEAN_FOLIO);
+	if (ZT_MKCLEAN_PAGE) {
+		e.page = ZT_ARG(ctx, ZT_MKCLEAN_PAGE);
+		e.folio = head_of(e.page);
+	}
+	if (!e.page)
+		e.page = e.folio;
+	e.pfn = pfn_of(c, e.page);
+	e.flags = folio_flags(e.folio);
+	e.mm = current_mm();
+	e.flags |= ZT_F_MM_GUESS;
+	mkclean_arg.update(&tid, &e.folio);
+	emit(ctx, &e);
+	return 0;
+}
+
+int zt_mkclean_exit(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = id;
+	struct zt_event e = {};
+	__u64 *folio = mkclean_arg.lookup(&tid);
+
+	if (!folio)
+		return 0;
+	fill(&e, ZT_MKCLEAN_EXIT, id);
+	e.folio = *folio;
+	e.page = *folio;
+	e.pfn = pfn_of(cfg(), e.page);
+	e.nr = (int)PT_REGS_RC(ctx);
+	mkclean_arg.delete(&tid);
+	emit(ctx, &e);
+	return 0;
+}
+#endif

@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * zaptrace event layout: declared once, here.
+ *
+ * The BPF program (probes/zaptrace.bpf.c) includes this file; the Python
+ * reader (zaptrace/layout.py) parses it to build the numpy dtype of a trace
+ * chunk, the kind names and the flag bits.  Keep the syntax simple: one
+ * member per line, fixed-width __u64/__u32/__s32/__u16/__u8 types only,
+ * naturally aligned, no padding holes.
+ */
+#ifndef ZAPTRACE_EVENT_H
+#define ZAPTRACE_EVENT_H
+
+/* Logical event kinds.  *_ENTER/*_EXIT are function entry and return. */
+enum zt_kind {
+	ZT_ZAP_ENTER = 1,        /* zap bracket opens: page = start address, folio = end address */
+	ZT_ZAP_EXIT = 2,         /* zap bracket closes */
+	ZT_RMAP = 3,             /* mapcount decrement: page, folio, pfn, nr pages */
+	ZT_DIRTY = 4,            /* PTE-dirty marker: the zapping task marked page dirty inside a zap */
+	ZT_TLB_FLUSH_ENTER = 5,  /* tlb_flush_mmu() entry */
+	ZT_TLB_FLUSH_EXIT = 6,   /* tlb_flush_mmu() return */
+	ZT_FLUSH_RANGE_ENTER = 7,/* arch flush (flush_tlb_mm_range) entry: page = start, folio = end */
+	ZT_FLUSH_RANGE_EXIT = 8, /* arch flush return */
+	ZT_RMAPS_ENTER = 9,      /* tlb_flush_rmaps() entry (delayed rmap path, 6.2+) */
+	ZT_RMAPS_EXIT = 10,      /* tlb_flush_rmaps() return */
+	ZT_MKCLEAN_ENTER = 11,   /* folio_mkclean()/page_mkclean() entry: page = folio = argument */
+	ZT_MKCLEAN_EXIT = 12,    /* its return: nr = return value (PTEs cleaned) */
+	ZT_NKINDS = 13,
+};
+
+/* Event flag bits (zt_event.flags). */
+#define ZT_F_ANON     0x01  /* page is anonymous (folio->mapping & PAGE_MAPPING_ANON) */
+#define ZT_F_PGDIRTY  0x02  /* PG_dirty set on the folio when the event fired */
+#define ZT_F_IN_ZAP   0x04  /* fired inside a zap bracket of the same task */
+#define ZT_F_IN_RMAPS 0x08  /* fired inside tlb_flush_rmaps() of the same task */
+#define ZT_F_MM_GUESS 0x10  /* mm taken from current->active_mm, not from the call's arguments */
+#define ZT_F_COMPOUND 0x20  /* rmap of a PMD-mapped (compound) page */
+
+struct zt_event {
+	__u64 ts;     /* bpf_ktime_get_ns(): CLOCK_MONOTONIC, nanoseconds */
+	__u64 mm;     /* struct mm_struct * the event acts on */
+	__u64 page;   /* struct page * (rmap, dirty, mkclean); start address (zap, flush range) */
+	__u64 folio;  /* folio (compound head) pointer; end address (zap, flush range) */
+	__u64 pfn;    /* page frame number of page, 0 when not a page event */
+	__u32 tid;
+	__u32 tgid;
+	__s32 nr;     /* pages covered (rmap); return value (mkclean exit) */
+	__u16 cpu;
+	__u8 kind;    /* enum zt_kind */
+	__u8 flags;   /* ZT_F_* */
+};
+
+/* Counter slots of the per-CPU "counts" array: [kind] generated, [ZT_NKINDS + kind] lost. */
+#define ZT_COUNT_SLOTS (2 * ZT_NKINDS)
+
+#endif /* ZAPTRACE_EVENT_H */

@@ -1,0 +1,195 @@
+"""The gap rules on small synthetic traces with hand-computed answers."""
+import math
+
+import numpy as np
+import pytest
+
+import analysis
+from analysis import gaps as G
+from tests.synth import MM, MM2, TraceBuilder, page
+
+P0, P1, P2, P3 = page(0), page(1), page(2), page(3)
+
+
+def table(tmp_path, tb, **kw):
+    t = analysis.load(tb.write(tmp_path / "t.zt", **kw))
+    return t, analysis.gap_table(t)
+
+
+def row(g, pg, path=None):
+    sel = g[g["page"] == pg]
+    if path:
+        sel = sel[sel["path"] == path]
+    assert len(sel) == 1, sel
+    return sel.iloc[0]
+
+
+def test_immediate_decrements_before_the_flush(tmp_path):
+    # 5.10/6.1 shape: rmap x2 -> flush_tlb_mm_range -> tlb_flush_mmu
+    tb = (TraceBuilder().zap(1000).dirty(1100, P0).rmap(1200, P0).dirty(1300, P1).rmap(1400, P1)
+          .flush(1500, 1600).mmu(1700, 1800).zap_exit(1900))
+    _, g = table(tmp_path, tb)
+    r0, r1 = row(g, P0), row(g, P1)
+    assert (r0["class"], r0["path"], r0["gap_ns"], r0["gap_mmu_ns"]) == ("file-dirty", "immediate", 400, 600)
+    assert (r1["gap_ns"], r1["gap_mmu_ns"]) == (200, 400)
+    assert r0["open"] and r1["open"] and r0["paired"]
+    assert r0["flush_enter_ts"] == 1500 and r0["flush_done_ts"] == 1600
+
+
+def test_delayed_decrements_after_the_flush(tmp_path):
+    # 6.12 shape: dirty -> flush_tlb_mm_range -> tlb_flush_rmaps{rmap x2} -> tlb_flush_mmu
+    tb = (TraceBuilder().zap(1000).dirty(1100, P0).flush(1200, 1300)
+          .ev(1400, "rmaps_enter").rmap(1500, P0, delayed=True).rmap(1600, P1, delayed=True)
+          .ev(1700, "rmaps_exit").mmu(1800, 1900).zap_exit(2000))
+    _, g = table(tmp_path, tb)
+    r0, r1 = row(g, P0), row(g, P1)
+    assert (r0["class"], r0["path"], r0["gap_ns"]) == ("file-dirty", "delayed", -200)
+    assert (r1["class"], r1["path"], r1["gap_ns"]) == ("file-clean", "delayed", -300)
+    assert not r0["open"] and r0["paired"]
+    # no tlb_flush_mmu completed before them in that zap
+    assert math.isnan(r0["gap_mmu_ns"])
+
+
+def test_unpaired_immediate_and_delayed(tmp_path):
+    tb = (TraceBuilder()
+          .zap(100).flush(200, 300).zap_exit(350)           # an earlier zap's flush
+          .zap(400).ev(450, "rmaps_enter").rmap(500, P0, delayed=True).ev(550, "rmaps_exit").zap_exit(600)
+          .zap(700).rmap(800, P1).zap_exit(900))           # trace ends: no flush after
+    _, g = table(tmp_path, tb)
+    r0, r1 = row(g, P0), row(g, P1)
+    assert not r0["paired"] and r0["unpaired_reason"] == G.R_NO_FLUSH_BEFORE
+    assert not r1["paired"] and r1["unpaired_reason"] == G.R_NO_FLUSH_AFTER
+    assert math.isnan(r0["gap_ns"]) and math.isnan(r1["gap_ns"])
+
+
+def test_several_batches_in_one_zap(tmp_path):
+    tb = (TraceBuilder().zap(1000).rmap(1100, P0).rmap(1200, P1).flush(1300, 1400)
+          .rmap(1500, P2).flush(1600, 1700).zap_exit(1800))
+    _, g = table(tmp_path, tb)
+    assert [row(g, p)["gap_ns"] for p in (P0, P1, P2)] == [300, 200, 200]
+
+
+def test_interleaved_tasks_cpus_and_mms(tmp_path):
+    tb = (TraceBuilder()
+          .zap(50, tid=1, mm=MM, cpu=0).zap(60, tid=2, mm=MM2, cpu=1).zap(70, tid=3, mm=MM, cpu=1)
+          .rmap(100, P0, tid=1, mm=MM, cpu=0)
+          .rmap(150, P1, tid=2, mm=MM2, cpu=1)
+          .rmap(160, P2, tid=3, mm=MM, cpu=1)       # a thread of the same mm
+          .flush(170, 180, tid=3, mm=MM, cpu=1)     # covers only tid 3's decrement
+          .flush(200, 250, tid=2, mm=MM2, cpu=1)
+          .flush(260, 270, tid=1, mm=MM2, cpu=0)    # tid 1 flushing another mm: not its cover
+          .flush(300, 400, tid=1, mm=MM, cpu=0))
+    _, g = table(tmp_path, tb)
+    assert row(g, P0)["gap_ns"] == 300
+    assert row(g, P1)["gap_ns"] == 100
+    assert row(g, P2)["gap_ns"] == 20
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_out_of_order_records_and_chunks_give_the_same_answer(tmp_path, seed):
+    def build():
+        return (TraceBuilder().zap(1000, cpu=0).dirty(1100, P0).rmap(1200, P0).rmap(1250, P1, cpu=1)
+                .flush(1500, 1600).mkclean(1300, 1350, P0, cpu=1).zap_exit(1700))
+    _, ordered = table(tmp_path, build())
+    t2 = analysis.load(build().write(tmp_path / "s.zt", shuffle=seed, chunk=3))
+    shuffled = analysis.gap_table(t2)
+    cols = ["page", "class", "path", "gap_ns", "hits"]
+    assert ordered[cols].sort_values("page").to_dict("records") == shuffled[cols].sort_values("page").to_dict("records")
+    assert row(shuffled, P0)["hits"] == 1
+
+
+def test_other_path_decrements_are_counted_never_paired(tmp_path):
+    tb = (TraceBuilder().rmap(100, P0, in_zap=False).flush(200, 300)
+          .zap(400).rmap(450, P1, compound=True, nr=0).flush(500, 600).zap_exit(700))
+    _, g = table(tmp_path, tb)
+    r0, r1 = row(g, P0), row(g, P1)
+    assert r0["path"] == "other-path" and not r0["paired"] and r0["unpaired_reason"] == G.R_OTHER
+    assert r1["path"] == "other-path" and not r1["paired"] and r1["unpaired_reason"] == G.R_PMD
+    assert len(g) == 2
+
+
+def test_window_hits_and_near_misses(tmp_path):
+    tb = (TraceBuilder()
+          .zap(900)
+          .dirty(950, P0).rmap(1000, P0)         # window 1000..2000
+          .dirty(1050, P1).rmap(1100, P1)        # window 1100..2000
+          .dirty(1150, P2).rmap(1200, P2)        # window 1200..2000
+          .flush(1900, 2000).zap_exit(2100)
+          .mkclean(1500, 1600, P0, ret=0)        # inside P0's window: a hit
+          .mkclean(900, 1100, P1)                # ends exactly at P1's decrement: a near miss
+          .mkclean(2000, 2100, P2)               # starts exactly at the flush completion: a near miss
+          .mkclean(1500, 1600, P3, tid=998))     # a page nobody zapped
+    t, g = table(tmp_path, tb)
+    assert [row(g, p)["hits"] for p in (P0, P1, P2)] == [1, 0, 0]
+    hits = G.hit_table(t, g)
+    assert len(hits) == 1
+    h = hits.iloc[0]
+    assert (h["page"], h["dec_ts"], h["flush_done_ts"], h["mkclean_enter_ts"], h["mkclean_exit_ts"]) == (P0, 1000, 2000, 1500, 1600)
+    assert (h["zap_tid"], h["mkclean_tid"], h["zap_cpu"], h["mkclean_cpu"], h["mkclean_ret"]) == (100, 999, 0, 1, 0)
+
+
+def test_closed_window_has_no_hit_and_open_ended_mkclean_counts(tmp_path):
+    tb = (TraceBuilder().zap(1000).dirty(1100, P0).flush(1200, 1300)
+          .ev(1400, "rmaps_enter").rmap(1500, P0, delayed=True).ev(1600, "rmaps_exit").zap_exit(1700)
+          .mkclean(1250, 1550, P0)                          # overlaps, but the window is closed
+          .zap(2000).dirty(2050, P1).rmap(2100, P1).flush(2200, 2300).zap_exit(2400)
+          .mkclean(2150, None, P1))                         # never returned before the trace ended
+    _, g = table(tmp_path, tb)
+    assert row(g, P0)["hits"] == 0
+    assert row(g, P1)["hits"] == 1
+
+
+def test_multi_page_decrement_is_expanded_per_page(tmp_path):
+    tb = TraceBuilder().zap(100).rmap(200, P0, nr=4).flush(300, 400).zap_exit(500)
+    _, g = table(tmp_path, tb)
+    assert list(g["page"]) == [P0, P0 + 64, P0 + 128, P0 + 192]
+    assert list(g["pfn"] - g["pfn"].iloc[0]) == [0, 1, 2, 3]
+    assert set(g["gap_ns"]) == {200}
+
+
+def test_pg_dirty_is_not_the_criterion_and_old_markers_do_not_count(tmp_path):
+    tb = (TraceBuilder()
+          .zap(100).dirty(150, P1).rmap(160, P1).flush(170, 180).zap_exit(190)   # zap 1 marks P1
+          .zap(200).rmap(250, P0, pgdirty=True)       # PG_dirty from earlier writes, PTE clean
+          .rmap(260, P1)                              # marker from the previous zap only
+          .rmap(270, P2, anon=True).dirty(265, P2)    # anon stays anon
+          .flush(300, 400).zap_exit(500))
+    _, g = table(tmp_path, tb)
+    r0 = row(g, P0)
+    assert r0["class"] == "file-clean" and r0["pg_dirty"]
+    p1 = g[(g["page"] == P1)].sort_values("ts")
+    assert list(p1["class"]) == ["file-dirty", "file-clean"]
+    assert row(g, P2)["class"] == "anon"
+
+
+def test_lost_events_mark_unpaired_reason_and_suspects(tmp_path):
+    tb = (TraceBuilder().zap(100).rmap(200, P1).flush(300, 400).zap_exit(500)      # before any loss
+          .zap(5_000_000).rmap(5_000_100, P0).zap_exit(5_000_400))                 # its flush was lost
+    # cumulative lost count per STAT chunk: nothing by 1 ms, 2 by 9 ms
+    t, g = table(tmp_path, tb, lost={"flush_range_exit": 2}, stats=[(1_000_000, 0), (9_000_000, 2)])
+    assert t.lost_events == 2
+    r0, r1 = row(g, P0), row(g, P1)
+    assert not r0["paired"] and r0["unpaired_reason"] == G.R_LOST and r0["loss_suspect"]
+    assert r1["paired"] and not r1["loss_suspect"]
+
+
+def test_falls_back_to_tlb_flush_mmu_without_the_arch_flush(tmp_path):
+    probes = ("zap", "rmap", "dirty", "tlb_flush", "flush_rmaps", "mkclean")
+    tb = TraceBuilder(probes=probes).zap(100).rmap(200, P0).mmu(300, 450).zap_exit(500)
+    _, g = table(tmp_path, tb)
+    r = row(g, P0)
+    assert r["flush_source"] == "tlb_flush_mmu" and r["gap_ns"] == 250
+
+
+def test_missing_flush_return_is_not_taken_from_the_next_call(tmp_path):
+    tb = (TraceBuilder().zap(100).rmap(200, P0)
+          .ev(300, "flush_range_enter")                 # its return was lost
+          .ev(400, "flush_range_enter").ev(500, "flush_range_exit").zap_exit(600))
+    _, g = table(tmp_path, tb)
+    r = row(g, P0)
+    assert not r["paired"] and r["unpaired_reason"] == G.R_NO_RETURN
+
+
+def test_empty_trace(tmp_path):
+    _, g = table(tmp_path, TraceBuilder())
+    assert len(g) == 0 and "gap_ns" in g.columns

@@ -1,0 +1,138 @@
+#!/bin/sh
+# zaptrace guest, stage 2: PID 1 after switch_root into the ext4 root.
+#
+# Read over 9p from the host checkout at every boot (edits need no image
+# rebuild).  The host's vm/runner.py writes, in the control share:
+#   config.sh  ZT_* settings for this script (shell-quoted)
+#   cmd.sh     environment + cwd + the command (shell-quoted)
+# and reads back:
+#   status     the command's exit status (128+N if killed by signal N)
+#   error      a one-line reason if the guest could not run the command
+#   timing     guest uptime when the command started and ended
+# Our own stdout/stderr is the console (ttyS0 -> console.log); the command's
+# stdout/stderr go to ttyS1/ttyS2, which QEMU writes to the caller's streams.
+
+CTL=/run/zaptrace/ctl
+P9="trans=virtio,version=9p2000.L,msize=262144"
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+
+poweroff_now() {
+    sync
+    echo o > /proc/sysrq-trigger
+    sleep 60
+}
+
+fatal() {
+    echo "zaptrace: fatal: $*"
+    echo "$*" > "$CTL/error"
+    poweroff_now
+}
+
+log() {
+    read -r up _ < /proc/uptime
+    echo "zaptrace-stage2 [$up]: $*"
+}
+
+mount -t proc proc /proc
+. "$CTL/config.sh" || fatal "cannot read $CTL/config.sh"
+
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm
+mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
+mount -t tmpfs -o mode=1777 tmpfs /dev/shm
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+mount -t tracefs tracefs /sys/kernel/tracing || fatal "cannot mount tracefs"
+mount -t debugfs debugfs /sys/kernel/debug
+mount -t bpf bpf /sys/fs/bpf || fatal "cannot mount bpffs"
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+hostname zaptrace-guest
+log "filesystems mounted"
+
+# Block-backed scratch space (ext4 on virtio, discarded after the run).
+mkdir -p /scratch
+mount -t ext4 /dev/vdb /scratch || fatal "cannot mount the scratch disk /dev/vdb"
+chmod 1777 /scratch
+
+# The running kernel's modules (for modprobe) and, for a user's kernel, its headers.
+MODDIR="/lib/modules/$ZT_KVER"
+mkdir -p "$MODDIR"
+if [ "$ZT_MODULES" = 1 ]; then
+    mkdir -p /run/zaptrace/modules
+    mount -t 9p -o "$P9,ro,cache=loose" zt_mod /run/zaptrace/modules || fatal "cannot mount the modules share"
+    for entry in /run/zaptrace/modules/*; do
+        name=${entry##*/}
+        case "$name" in build|source) continue ;; esac
+        [ -e "$MODDIR/$name" ] || ln -s "$entry" "$MODDIR/$name"
+    done
+fi
+if [ "$ZT_HEADERS" = 1 ]; then
+    mkdir -p /run/zaptrace/headers
+    mount -t 9p -o "$P9,ro,cache=loose" zt_hdr /run/zaptrace/headers || fatal "cannot mount the headers share"
+    rm -f "$MODDIR/build" "$MODDIR/source"
+    ln -s /run/zaptrace/headers "$MODDIR/build"
+fi
+
+# `zaptrace` runs the checkout's packages with the guest's python3 and only
+# the guest's site-packages.
+mkdir -p /opt/zaptrace
+mount -t tmpfs -o mode=755 tmpfs /opt/zaptrace
+mkdir /opt/zaptrace/bin /opt/zaptrace/lib
+for pkg in zaptrace probes analysis vm; do
+    [ -d "/run/zaptrace/src/$pkg" ] && ln -s "/run/zaptrace/src/$pkg" "/opt/zaptrace/lib/$pkg"
+done
+cat > /opt/zaptrace/bin/zaptrace <<'EOF'
+#!/bin/sh
+PYTHONPATH=/opt/zaptrace/lib${PYTHONPATH:+:$PYTHONPATH} exec /usr/bin/python3 -P -m zaptrace "$@"
+EOF
+chmod 755 /opt/zaptrace/bin/zaptrace
+mount -o remount,ro /opt/zaptrace
+
+# The checkout at its host path (read-only), then the caller's cwd (read-write).
+if [ -n "$ZT_CHECKOUT" ]; then
+    mkdir -p "$ZT_CHECKOUT" && mount --bind /run/zaptrace/src "$ZT_CHECKOUT" \
+        || fatal "cannot bind the checkout at $ZT_CHECKOUT"
+fi
+mkdir -p "$ZT_CWD" && mount -t 9p -o "$P9" zt_cwd "$ZT_CWD" || fatal "cannot mount the cwd share at $ZT_CWD"
+
+# The command's output: raw serial lines; through a pipe unless the host
+# side is a terminal, so that the command sees what it would see on the host.
+PUMPS=""
+stream() {  # stream <ttyS*> <host-is-tty> -> prints the path the command writes to
+    stty -F "/dev/$1" raw -echo
+    if [ "$2" = 1 ]; then
+        echo "/dev/$1"
+    else
+        mkfifo "/run/zaptrace/$1.fifo"
+        echo "/run/zaptrace/$1.fifo"
+    fi
+}
+OUT=$(stream ttyS1 "$ZT_STDOUT_TTY") || fatal "cannot set up ttyS1"
+ERR=$(stream ttyS2 "$ZT_STDERR_TTY") || fatal "cannot set up ttyS2"
+for tty in ttyS1 ttyS2; do
+    if [ -p "/run/zaptrace/$tty.fifo" ]; then
+        cat "/run/zaptrace/$tty.fifo" > "/dev/$tty" &
+        PUMPS="$PUMPS $!"
+    fi
+done
+
+log "running the command"
+read -r t0 _ < /proc/uptime
+env -i /bin/sh "$CTL/cmd.sh" < /dev/null > "$OUT" 2> "$ERR"
+rc=$?
+read -r t1 _ < /proc/uptime
+log "command exited with status $rc"
+
+# Let the pumps drain; if a leftover background process holds a pipe open,
+# the watchdog ends them after five seconds.
+if [ -n "$PUMPS" ]; then
+    (sleep 5; kill $PUMPS 2>/dev/null) &
+    watchdog=$!
+    wait $PUMPS
+    kill "$watchdog" 2>/dev/null
+fi
+
+sync
+echo "cmd_start=$t0 cmd_end=$t1" > "$CTL/timing"
+echo "$rc" > "$CTL/status.tmp" && mv "$CTL/status.tmp" "$CTL/status"
+poweroff_now

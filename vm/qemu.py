@@ -1,0 +1,223 @@
+"""QEMU: choosing the accelerator, building the command line, and owning the process.
+
+KVM is used only where it really boots a Debian kernel.  Some hosts expose a
+/dev/kvm that does not (PVM-based sandboxes abort with "failed to set MSR
+0x10a" or hang after "Probing EDD"), so the first ``--accel auto`` run on a
+host boots a probe guest once, bounded by ``PROBE_TIMEOUT``, and remembers
+the answer per host kernel release and QEMU version.
+"""
+
+import ctypes
+import functools
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+from vm import cache, tools
+from vm.errors import VMError
+from vm.kernel import GuestKernel
+
+QEMU = "qemu-system-x86_64"
+ACCELS = ("auto", "kvm", "tcg")
+PROBE_TIMEOUT = 25.0
+PROBE_MARKER = b"ZAPTRACE-PROBE-OK"
+
+#: "quiet-ish": warnings and worse reach the console log, boot chatter does not.
+KERNEL_CMDLINE = "console=ttyS0 panic=-1 loglevel=4"
+
+
+class Share(NamedTuple):
+    """A host directory exported to the guest over virtio-9p."""
+
+    tag: str
+    path: str
+    readonly: bool
+
+
+@functools.lru_cache(maxsize=None)
+def version() -> str:
+    """The first line of ``qemu-system-x86_64 --version``."""
+    tools.require(QEMU)
+    return tools.run([QEMU, "--version"], "%s --version" % QEMU).splitlines()[0].strip()
+
+
+def kvm_usable() -> bool:
+    """True if /dev/kvm exists and this user may open it."""
+    try:
+        os.close(os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC))
+        return True
+    except OSError:
+        return False
+
+
+def _probe_key() -> str:
+    return "%s | %s" % (os.uname().release, version())
+
+
+def cached_probe() -> Optional[Dict[str, object]]:
+    """The remembered KVM probe result for this host, if any."""
+    results = cache.read_json(cache.kvm_probe_file()) or {}
+    return results.get(_probe_key())
+
+
+def choose_accel(requested: str, kernel: GuestKernel, initrd: Path) -> str:
+    """Resolve ``--accel`` (auto|kvm|tcg) to "kvm" or "tcg"."""
+    if requested not in ACCELS:
+        raise VMError("--accel must be one of %s, not %r" % ("|".join(ACCELS), requested))
+    if requested == "tcg":
+        return "tcg"
+    if requested == "kvm":
+        if not kvm_usable():
+            raise VMError("--accel kvm: /dev/kvm is missing or not accessible")
+        return "kvm"
+    if not kvm_usable():
+        return "tcg"
+    result = cached_probe()
+    if result is None:
+        result = probe_kvm(kernel, initrd)
+    return "kvm" if result["ok"] else "tcg"
+
+
+def probe_kvm(kernel: GuestKernel, initrd: Path) -> Dict[str, object]:
+    """Boot ``kernel`` under KVM to its initramfs and back; remember and return the outcome."""
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="zaptrace-kvm-probe-") as tmp:
+        console = Path(tmp) / "console.log"
+        argv = command(
+            kernel, initrd, "kvm", memory_mb=512, smp=1, console=console,
+            shares=[], disks=[], outputs=None, append="zaptrace.probe=1",
+        )
+        with open(Path(tmp) / "qemu.log", "wb") as qlog:
+            proc = start(argv, qlog, pass_fds=(), env=dict(os.environ, TMPDIR=tmp))
+            try:
+                proc.wait(timeout=PROBE_TIMEOUT)
+                how = "exited with status %d" % proc.returncode
+            except subprocess.TimeoutExpired:
+                how = "timed out after %.0f s" % PROBE_TIMEOUT
+            finally:
+                stop(proc)
+        ok = PROBE_MARKER in console.read_bytes()
+        if not ok:
+            detail = tools.last_line((Path(tmp) / "qemu.log").read_bytes() + b"\n" + console.read_bytes())
+            how = "%s: %s" % (how, detail)
+    result = {
+        "ok": ok,
+        "detail": "boots" if ok else how,
+        "kernel": kernel.kver,
+        "seconds": round(time.monotonic() - started, 1),
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    results = cache.read_json(cache.kvm_probe_file()) or {}
+    results[_probe_key()] = result
+    cache.write_json(cache.kvm_probe_file(), results)
+    return result
+
+
+def _escape(value: str) -> str:
+    """Quote a value for QEMU's comma-separated option syntax."""
+    return value.replace(",", ",,")
+
+
+def command(
+    kernel: GuestKernel,
+    initrd: Path,
+    accel: str,
+    *,
+    memory_mb: int,
+    smp: int,
+    console: Path,
+    shares: Sequence[Share],
+    disks: Sequence[Path],
+    outputs: Optional[Tuple[int, int]],
+    append: str = "",
+) -> List[str]:
+    """The QEMU argv.
+
+    ``disks`` become /dev/vda, /dev/vdb, ... (all ``snapshot=on``: the images
+    are never written).  ``outputs`` are the host fds (inherited by QEMU) that
+    receive the guest's ttyS1 and ttyS2.
+    """
+    argv = [QEMU, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]
+    if accel == "kvm":
+        argv += ["-accel", "kvm", "-cpu", "host"]
+    else:
+        argv += ["-accel", "tcg,thread=multi"]
+    argv += ["-m", str(memory_mb), "-smp", str(smp)]
+    argv += ["-kernel", str(kernel.vmlinuz), "-initrd", str(initrd)]
+    argv += ["-append", (KERNEL_CMDLINE + " " + append).strip()]
+    argv += ["-chardev", "file,id=console,path=%s" % _escape(str(console)), "-serial", "chardev:console"]
+    if outputs is not None:
+        for name, fd in zip(("stdout", "stderr"), outputs):
+            argv += [
+                "-chardev", "file,id=%s,path=/proc/self/fd/%d,append=on" % (name, fd),
+                "-serial", "chardev:" + name,
+            ]
+    for disk in disks:
+        argv += ["-drive", "file=%s,if=virtio,format=raw,snapshot=on" % _escape(str(disk))]
+    for share in shares:
+        argv += [
+            "-virtfs",
+            "local,path=%s,mount_tag=%s,security_model=none,multidevs=remap%s"
+            % (_escape(share.path), share.tag, ",readonly=on" if share.readonly else ""),
+        ]
+    argv += ["-device", "virtio-rng-pci"]
+    return argv
+
+
+_PR_SET_PDEATHSIG = 1
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: SIGKILL QEMU if the process that started it dies first."""
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def start(argv: List[str], log, pass_fds: Sequence[int], env: Mapping[str, str]) -> subprocess.Popen:
+    """Start QEMU in its own process group, its own output going to ``log``."""
+    tools.require(QEMU)
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        pass_fds=tuple(pass_fds),
+        env=dict(env),
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+    )
+
+
+def stop(proc: subprocess.Popen, grace: float = 3.0) -> None:
+    """Make sure QEMU's process group is gone: SIGTERM, then SIGKILL after ``grace`` s.
+
+    SIGTERM first lets QEMU delete its snapshot=on overlay files.  The group is
+    signalled only while QEMU is unreaped, so its id cannot have been reused.
+    """
+    if proc.returncode is not None:
+        return
+    _killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while not _exited(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _exited(pid: int) -> bool:
+    """True once ``pid`` has exited, without reaping it."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

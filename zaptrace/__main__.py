@@ -1,0 +1,3 @@
+from zaptrace.cli import main
+
+main()

@@ -1,0 +1,240 @@
+"""The probe catalog: logical events and the kernel functions that implement them.
+
+This table is data.  Each logical event lists alternatives in order of
+preference; each alternative names a kernel function, the roles of its
+parameters (which argument register holds the page, the folio, the mm...),
+and the kernel change that made the alternative necessary.  At run time
+:func:`resolve` picks, per logical event, the first alternative that the
+running kernel really has (``/proc/kallsyms``), that kprobes accept (not on
+the kprobe blacklist) and whose parameters BTF confirms.  Nothing here is
+chosen from a version number.
+
+The BPF side (probes/zaptrace.bpf.c) has one handler per logical event; the
+chosen alternative's parameter positions reach it as ``-DZT_<EVENT>_<ROLE>=n``
+compile-time constants (0 = the function has no such parameter).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+from .kernel import Symbols
+
+
+@dataclass(frozen=True)
+class Alternative:
+    symbol: str
+    params: Tuple[str, ...]            # parameter names in order, as BTF names them
+    roles: Dict[str, str]              # role -> parameter name
+    why: str                           # kernel commit/release that made this alternative exist
+    clones: bool = False               # also accept GCC clones (.isra.N, .constprop.N)
+
+    def position(self, role: str) -> int:
+        name = self.roles.get(role)
+        return self.params.index(name) + 1 if name in self.params else 0
+
+
+@dataclass(frozen=True)
+class LogicalEvent:
+    name: str
+    macro: str                         # BPF handler family: ZT_<macro>_*
+    description: str
+    alternatives: Tuple[Alternative, ...]
+    entry: bool = True
+    ret: bool = False                  # also attach a return probe
+    required: bool = True              # record refuses to start without it
+    roles: Tuple[str, ...] = ()
+
+
+def _alt(symbol, params, roles, why, clones=False):
+    return Alternative(symbol, tuple(params), dict(roles), why, clones)
+
+
+CATALOG: Tuple[LogicalEvent, ...] = (
+    LogicalEvent(
+        "zap", "ZAP", "zap bracket: the PTE-clearing loop of one range (munmap, MADV_DONTNEED, exit)",
+        (
+            # zap_pte_range() is static; GCC inlines it into zap_pmd_range() and
+            # unmap_page_range() on Debian's 5.10, 6.1 and 6.12 builds, and emits it
+            # as a real symbol (sometimes an IPA-SRA clone) on others.  A clone's
+            # argument registers are not trustworthy, so roles are read only from
+            # the plain symbol.
+            _alt("zap_pte_range", ("tlb", "vma", "pmd", "addr", "end", "details"),
+                 {"tlb": "tlb", "vma": "vma", "start": "addr", "end": "end"},
+                 "static in mm/memory.c since 2.6.12; probe-able only where the compiler did not inline it",
+                 clones=True),
+            # unmap_page_range() is global (called from unmap_single_vma and
+            # oom_reaper) and never inlined: its entry/return bracket the zap.
+            _alt("unmap_page_range", ("tlb", "vma", "addr", "end", "details"),
+                 {"tlb": "tlb", "vma": "vma", "start": "addr", "end": "end"},
+                 "global since 2.6.12 (mm/memory.c); brackets the inlined zap_p*_range loops"),
+        ),
+        ret=True, roles=("tlb", "vma", "start", "end"),
+    ),
+    LogicalEvent(
+        "rmap", "RMAP", "mapcount decrement of a PTE-mapped page",
+        (
+            # v6.8, b06dc281aa99 "mm/rmap: introduce folio_remove_rmap_[pte|ptes|pmd]()";
+            # page_remove_rmap() went away in the same series (v6.8, "mm/rmap: remove
+            # page_remove_rmap()").  folio_remove_rmap_pte() is a macro over _ptes.
+            _alt("folio_remove_rmap_ptes", ("folio", "page", "nr_pages", "vma"),
+                 {"folio": "folio", "page": "page", "nr": "nr_pages", "vma": "vma"},
+                 "v6.8: b06dc281aa99 mm/rmap: introduce folio_remove_rmap_[pte|ptes|pmd]()"),
+            # v5.18, cea86fe246b6 "mm/munlock: rmap call mlock_vma_page() munlock_vma_page()"
+            # added the vma parameter.
+            _alt("page_remove_rmap", ("page", "vma", "compound"),
+                 {"page": "page", "vma": "vma", "compound": "compound"},
+                 "v5.18: cea86fe246b6 mm/munlock: rmap call mlock_vma_page() munlock_vma_page() (adds vma)"),
+            # v4.5, d281ee614518 "rmap: add argument to charge compound page" (compound flag).
+            _alt("page_remove_rmap", ("page", "compound"),
+                 {"page": "page", "compound": "compound"},
+                 "v4.5: d281ee614518 rmap: add argument to charge compound page"),
+        ),
+        roles=("folio", "page", "nr", "compound", "vma"),
+    ),
+    LogicalEvent(
+        "dirty", "DIRTY", "PTE-dirty marker: the zap marks a file page dirty because its PTE was dirty",
+        (
+            # v5.16, b5e84594caa0 "mm/writeback: Add folio_mark_dirty()"; zap_pte_range
+            # calls it directly from v6.5 (folio conversion), through set_page_dirty() before.
+            _alt("folio_mark_dirty", ("folio",), {"folio": "folio"},
+                 "v5.16: b5e84594caa0 mm/writeback: Add folio_mark_dirty()"),
+            _alt("set_page_dirty", ("page",), {"page": "page"},
+                 "before v5.16 the zap calls set_page_dirty() (mm/page-writeback.c)"),
+        ),
+        roles=("folio", "page"),
+    ),
+    LogicalEvent(
+        "tlb_flush", "TLBFLUSH", "batch TLB flush and page freeing of an mmu_gather (tlb_flush_mmu)",
+        (
+            _alt("tlb_flush_mmu", ("tlb",), {"tlb": "tlb"},
+                 "global since v4.10 (mm/mmu_gather.c since v5.0, 196d9d8bb7d1)"),
+        ),
+        ret=True, roles=("tlb",),
+    ),
+    LogicalEvent(
+        "flush_range", "FLUSHRANGE", "architecture TLB invalidation of an mm range (x86 flush_tlb_mm_range)",
+        (
+            # v4.19, 016c4d92cd16 "x86/mm/tlb: Add freed_tables argument to flush_tlb_mm_range"
+            _alt("flush_tlb_mm_range", ("mm", "start", "end", "stride_shift", "freed_tables"),
+                 {"mm": "mm", "start": "start", "end": "end"},
+                 "x86, v4.19: 016c4d92cd16 x86/mm/tlb: Add freed_tables argument to flush_tlb_mm_range"),
+        ),
+        ret=True, required=False, roles=("mm", "start", "end"),
+    ),
+    LogicalEvent(
+        "flush_rmaps", "RMAPS", "delayed rmap removal after the flush (tlb_flush_rmaps)",
+        (
+            # v6.2, 5df397dec7c4 "mm: delay page_remove_rmap() until after the TLB has been flushed"
+            _alt("tlb_flush_rmaps", ("tlb", "vma"), {"tlb": "tlb", "vma": "vma"},
+                 "v6.2: 5df397dec7c4 mm: delay page_remove_rmap() until after the TLB has been flushed"),
+        ),
+        ret=True, required=False, roles=("tlb", "vma"),
+    ),
+    LogicalEvent(
+        "mkclean", "MKCLEAN", "writeback write-protects the page's mappings (folio_mkclean)",
+        (
+            # v5.16, d9c08e2232fb "mm/writeback: Add folio_mkclean()"; page_mkclean()
+            # became an inline wrapper and then disappeared.
+            _alt("folio_mkclean", ("folio",), {"folio": "folio"},
+                 "v5.16: d9c08e2232fb mm/writeback: Add folio_mkclean()"),
+            _alt("page_mkclean", ("page",), {"page": "page"},
+                 "before v5.16: page_mkclean() in mm/rmap.c"),
+        ),
+        ret=True, roles=("folio", "page"),
+    ),
+)
+
+
+@dataclass
+class Choice:
+    """How one logical event is attached on this kernel (or why it is not)."""
+
+    event: str
+    symbol: Optional[str] = None           # the alternative's symbol
+    attach: List[str] = field(default_factory=list)   # real symbols to probe (clones included)
+    positions: Dict[str, int] = field(default_factory=dict)
+    why: str = ""
+    verified: str = ""                      # how the signature was confirmed
+    tried: List[Tuple[str, str]] = field(default_factory=list)   # (symbol, reason it was not used)
+    required: bool = True
+    ret: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.attach)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def symbols_of_interest() -> List[str]:
+    return sorted({a.symbol for ev in CATALOG for a in ev.alternatives})
+
+
+def resolve(syms: Symbols, btf: Optional[Dict[str, List[str]]], blacklist=None,
+            skip: Tuple[str, ...] = ()) -> List[Choice]:
+    """Pick one alternative per logical event for the running kernel."""
+    out: List[Choice] = []
+    for ev in CATALOG:
+        ch = Choice(ev.name, required=ev.required, ret=ev.ret)
+        if ev.name in skip:
+            ch.tried.append(("-", "disabled with --no-" + ev.name.replace("_", "-")))
+            out.append(ch)
+            continue
+        for alt in ev.alternatives:
+            plain = syms.has(alt.symbol)
+            clones = syms.clones_of(alt.symbol) if alt.clones else []
+            if not plain and not clones:
+                ch.tried.append((alt.symbol, "not in /proc/kallsyms (inlined by the compiler, renamed, or not built)"))
+                continue
+            targets = ([alt.symbol] if plain else []) + sorted(set(clones))
+            if blacklist is not None:
+                bad = [t for t in targets if t in blacklist]
+                targets = [t for t in targets if t not in blacklist]
+                if not targets:
+                    ch.tried.append((alt.symbol, "on the kprobe blacklist (" + ", ".join(bad) + ")"))
+                    continue
+            positions = {r: alt.position(r) for r in ev.roles}
+            if not plain:
+                # Only clones: IPA-SRA may have dropped or reordered parameters.
+                positions = {r: 0 for r in ev.roles}
+                verified = "GCC clone: arguments not read (IPA-SRA may have changed them)"
+            elif btf is None:
+                verified = "unverified: no BTF; parameters as in the catalog"
+            elif alt.symbol not in btf:
+                verified = "unverified: function not described in BTF; parameters as in the catalog"
+            else:
+                have = tuple(btf[alt.symbol])
+                if have != alt.params:
+                    ch.tried.append((alt.symbol, "signature differs: BTF has (%s), this alternative expects (%s)"
+                                     % (", ".join(have), ", ".join(alt.params))))
+                    continue
+                verified = "BTF: (%s)" % ", ".join(have)
+            ch.symbol = alt.symbol
+            ch.attach = targets
+            ch.positions = positions
+            ch.why = alt.why
+            ch.verified = verified
+            break
+        out.append(ch)
+    return out
+
+
+def cflags(choices: List[Choice]) -> List[str]:
+    """Compile-time constants that select and parameterise the BPF handlers."""
+    flags = []
+    for ev, ch in zip(CATALOG, choices):
+        if not ch.ok:
+            continue
+        flags.append(f"-DZT_HAVE_{ev.macro}=1")
+        for role in ev.roles:
+            flags.append(f"-DZT_{ev.macro}_{role.upper()}={ch.positions.get(role, 0)}")
+    return flags
+
+
+def event(name: str) -> LogicalEvent:
+    for ev in CATALOG:
+        if ev.name == name:
+            return ev
+    raise KeyError(name)

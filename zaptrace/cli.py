@@ -1,0 +1,276 @@
+"""The zaptrace command line.
+
+Written for typer 0.7 (Debian bookworm, what runs inside the guest) and
+current typer alike: options use the ``name: T = typer.Option(...)`` form.
+Every known failure ends in one line, ``zaptrace: error: ...``, and exit
+status 2; never a traceback.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from typing import List, Optional
+
+import typer
+
+from . import __version__
+
+CTX = {"help_option_names": ["-h", "--help"]}
+CMD_CTX = dict(CTX, allow_interspersed_args=False, ignore_unknown_options=True)
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, context_settings=CTX,
+                  help="zaptrace: measure, per page, how long a page's mapcount is already dropped "
+                       "while a stale TLB entry for it may still exist.")
+workload_app = typer.Typer(add_completion=False, no_args_is_help=True, context_settings=CTX,
+                           help="Bundled workloads that zap pages (run them under `zaptrace record`).")
+app.add_typer(workload_app, name="workload")
+
+
+def err(msg: str) -> None:
+    sys.stderr.write(f"zaptrace: error: {msg}\n")
+    sys.stderr.flush()
+
+
+def info(msg: str) -> None:
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
+def _known_errors():
+    from .recorder import RecordError
+    from .plan import PlanError
+    from .tracefile import TraceError
+    from .workloads import WorkloadError
+    from .bccload import BCCMissing
+    errs = [RecordError, PlanError, TraceError, WorkloadError, BCCMissing]
+    try:
+        from analysis.errors import AnalysisError
+        errs.append(AnalysisError)
+    except ImportError:
+        pass
+    try:
+        from vm.errors import VMError
+        errs.append(VMError)
+    except ImportError:
+        pass
+    return tuple(errs)
+
+
+def clean_errors(fn):
+    """Turn the project's exceptions into one line and exit status 2."""
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        try:
+            return fn(*a, **kw)
+        except _known_errors() as e:
+            err(str(e))
+            raise typer.Exit(2)
+        except BrokenPipeError:
+            raise typer.Exit(1)
+        except KeyboardInterrupt:
+            err("interrupted")
+            raise typer.Exit(130)
+    return wrapper
+
+
+# ------------------------------------------------------------------ record --
+
+RECORD_HELP = """Record zap events of a command (or a process, or the whole system) to a trace file.
+
+\b
+The probes are attached before CMD starts, CMD's whole process tree is
+followed, recording stops when CMD exits, and zaptrace exits with CMD's
+status.  Under sudo, CMD runs as the invoking user and the trace file
+belongs to that user.  Needs root and a kernel with kprobes; on a machine
+without them, record inside the QEMU guest (`zaptrace vm`).
+
+\b
+Examples:
+  sudo zaptrace record -- ./workload --flag       # trace a command
+  sudo zaptrace record -o munmap.zt -- zaptrace workload run munmap-anon
+  sudo zaptrace record -p 4242 -d 10               # a running process, 10 s
+  sudo zaptrace record -a -d 5                     # every process, 5 s
+  zaptrace record --ebpf                           # print the BPF program only
+  zaptrace vm run --kernel 6.1 -- zaptrace record -o t.zt -- zaptrace workload run race
+  sudo $(command -v zaptrace) record -- ./workload # from a venv: sudo needs the full path
+
+\b
+Overhead: every probed call costs a kprobe hit (about 1 us on real hardware,
+much more under QEMU TCG) and a 56-byte ring-buffer record.  The summary
+counts events lost when the buffer was full; none are dropped silently.
+"""
+
+
+@app.command(context_settings=CMD_CTX, help=RECORD_HELP)
+@clean_errors
+def record(
+    command: Optional[List[str]] = typer.Argument(None, metavar="[-- CMD [ARG...]]",
+                                                  help="Command to run and trace."),
+    output: Optional[str] = typer.Option(None, "--output", "-o",
+                                         help="Trace file (default: ./zaptrace.data; an old one becomes .old)."),
+    pid: Optional[int] = typer.Option(None, "--pid", "-p", help="Follow an existing process and its children."),
+    all_processes: bool = typer.Option(False, "--all", "-a", help="Record every process."),
+    duration: Optional[float] = typer.Option(None, "--duration", "-d", help="Stop after this many seconds."),
+    buffer_pages: int = typer.Option(4096, "--buffer-pages",
+                                     help="Ring buffer size in pages (power of two; 4096 = 16 MiB)."),
+    perf_buffer: bool = typer.Option(False, "--perf-buffer", help="Use the perf buffer even if a ring buffer exists."),
+    mkclean_all: bool = typer.Option(True, "--mkclean-all/--mkclean-followed",
+                                     help="Record folio_mkclean of any task (writeback runs in kworkers), "
+                                          "or only of followed tasks."),
+    ebpf: bool = typer.Option(False, "--ebpf", help="Print the BPF program for this kernel and exit."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors and the summary."),
+):
+    from . import plan as planmod
+    from .recorder import RecordOptions, Recorder, RecordError, summary_lines
+
+    if ebpf:
+        p = planmod.build(ringbuf_pages=buffer_pages, force_perfbuf=perf_buffer)
+        sys.stdout.write(p.annotated_source())
+        return
+    command = list(command or [])
+    if command and command[0] == "--":
+        command = command[1:]
+    if pid is not None and all_processes:
+        raise RecordError("-p and -a exclude each other")
+    if duration is not None and duration <= 0:
+        raise RecordError("-d needs a positive number of seconds")
+    if output is None:
+        output = "zaptrace.data"
+        if os.path.exists(output):
+            os.replace(output, output + ".old")
+    opts = RecordOptions(output=output, command=command, pid=pid, all_processes=all_processes,
+                         duration=duration, ringbuf_pages=buffer_pages, perfbuf=perf_buffer,
+                         mkclean_all=mkclean_all, quiet=quiet)
+    res = Recorder(opts, info).run()
+    for line in summary_lines(res):
+        info(line)
+    raise typer.Exit(res.status)
+
+
+# ------------------------------------------------------------------ doctor --
+
+@app.command(context_settings=CTX)
+@clean_errors
+def doctor():
+    """Check whether `zaptrace record` can work on this kernel, and which probes it would use.
+
+    \b
+    Exit status 0 when recording can work, 1 when it cannot.
+    """
+    from . import plan as planmod
+    from .bccload import BCCMissing, bcc_version, load_bcc
+
+    p = planmod.build()
+    print(f"zaptrace {__version__} doctor: kernel {p.release} ({os.uname().machine})")
+    try:
+        load_bcc()
+        bcc_line = ("ok", f"BCC {bcc_version()}")
+    except BCCMissing as e:
+        bcc_line = ("FAIL", str(e))
+    for c in p.checks:
+        print(f"  {'ok' if c.ok else ('FAIL' if c.fatal else 'warn'):5} {c.name:9} {c.detail}")
+    print(f"  {bcc_line[0]:5} {'bcc':9} {bcc_line[1]}")
+    print("probes:")
+    for ch in p.choices:
+        if ch.ok:
+            print(f"  {ch.event:12} {', '.join(ch.attach)}{' (+return)' if ch.ret else ''}")
+            print(f"  {'':12}   {ch.verified}; {ch.why}")
+        else:
+            need = "REQUIRED, missing" if ch.required else "optional, missing"
+            print(f"  {ch.event:12} {need}")
+        for sym, why in ch.tried:
+            print(f"  {'':12}   tried {sym}: {why}")
+    reasons = p.blocking()
+    if bcc_line[0] == "FAIL":
+        reasons.append(bcc_line[1])
+    if reasons:
+        try:
+            planmod.require_recordable(p)
+            msg = reasons[0]
+        except planmod.PlanError as e:
+            msg = str(e)
+        err(f"record cannot work here: {msg}")
+        raise typer.Exit(1)
+    print("verdict: zaptrace record can work on this kernel")
+
+
+# ---------------------------------------------------------------- workload --
+
+@workload_app.command("list", context_settings=CTX)
+def workload_list():
+    """List the bundled workloads."""
+    from .workloads import describe
+    for name, doc in describe().items():
+        print(f"{name:16} {doc}")
+
+
+WORKLOAD_HELP = """Run a bundled workload (usually under `zaptrace record`).
+
+\b
+Files go to --dir, else $ZAPTRACE_SCRATCH (the guest's block-backed scratch
+disk), else the current directory; writeback (and so folio_mkclean) only
+happens on a block-backed filesystem, not on tmpfs or 9p.
+
+\b
+Examples:
+  zaptrace workload run dontneed-shared --pages 256 --iterations 200
+  zaptrace workload run race --duration 5
+  sudo zaptrace record -- zaptrace workload run munmap-anon --pages 1024
+"""
+
+
+@workload_app.command("run", context_settings=CTX, help=WORKLOAD_HELP)
+@clean_errors
+def workload_run(
+    name: str = typer.Argument(..., help="dontneed-shared, munmap-anon or race."),
+    pages: int = typer.Option(256, "--pages", "-n", help="Pages per zap."),
+    iterations: int = typer.Option(200, "--iterations", "-i", help="Zaps to do."),
+    duration: Optional[float] = typer.Option(None, "--duration", "-d", help="Run for this long instead."),
+    directory: Optional[str] = typer.Option(None, "--dir", help="Where the workload's file lives."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    from . import workloads
+    workloads.run(name, workloads.Params(pages=pages, iterations=iterations, duration=duration,
+                                         directory=directory, quiet=quiet))
+
+
+def _mount_optional():
+    try:
+        from vm.cli import app as vm_app
+    except ImportError:
+        return
+    app.add_typer(vm_app, name="vm")
+
+
+_mount_optional()
+
+
+def version_callback(value: bool):
+    if value:
+        print(f"zaptrace {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(False, "--version", callback=version_callback, is_eager=True,
+                                 help="Print the version and exit."),
+):
+    """zaptrace: measure, per page, how long a page's mapcount is already dropped
+    while a stale TLB entry for it may still exist.
+
+    \b
+    Typical use:
+      sudo zaptrace record -- ./workload      # record (needs kprobes)
+      zaptrace report                         # per-page gap summary
+      zaptrace vm build && zaptrace vm run --kernel 6.1 -- zaptrace record -- ...
+    """
+
+
+def main() -> None:
+    try:
+        app(prog_name="zaptrace")
+    except KeyboardInterrupt:
+        err("interrupted")
+        sys.exit(130)

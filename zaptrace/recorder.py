@@ -1,0 +1,381 @@
+"""zaptrace record: attach the probes, run the workload, stream events to a trace.
+
+The flow is one way: probes (BPF, in the kernel) -> ring buffer -> raw
+records appended to a chunk buffer -> EVTS chunks in the trace file.  No
+event is decoded or formatted on the recording path; the per-kind delivered
+counts come from one vectorised bincount per chunk.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from . import __version__, plan as planmod, process
+from .bccload import load_bcc
+from .layout import layout
+from .tracefile import TraceWriter
+
+
+class RecordError(Exception):
+    """Recording failed before or while starting (one line, with what to do)."""
+
+
+@dataclass
+class RecordOptions:
+    output: str
+    command: List[str] = field(default_factory=list)
+    pid: Optional[int] = None
+    all_processes: bool = False
+    duration: Optional[float] = None
+    ringbuf_pages: int = 4096
+    chunk_bytes: int = 4 << 20
+    flush_interval: float = 1.0
+    mkclean_all: bool = True
+    skip: tuple = ()
+    perfbuf: bool = False
+    quiet: bool = False
+
+
+# handler names in probes/zaptrace.bpf.c, per logical event: (entry, return)
+HANDLERS = {
+    "zap": ("zt_zap_enter", "zt_zap_exit"),
+    "rmap": ("zt_rmap", None),
+    "dirty": ("zt_dirty", None),
+    "tlb_flush": ("zt_tlb_flush_enter", "zt_tlb_flush_exit"),
+    "flush_range": ("zt_flush_range_enter", "zt_flush_range_exit"),
+    "flush_rmaps": ("zt_rmaps_enter", "zt_rmaps_exit"),
+    "mkclean": ("zt_mkclean_enter", "zt_mkclean_exit"),
+}
+
+
+@dataclass
+class Result:
+    path: str
+    status: int                         # the workload's exit code (or 130/143 when interrupted)
+    duration: float
+    generated: Dict[str, int]
+    delivered: Dict[str, int]
+    lost: Dict[str, int]
+    bytes: int
+    stop_reason: str
+    attached: List[str]
+    missing: List[str]
+
+
+class Recorder:
+    def __init__(self, opts: RecordOptions, log: Callable[[str], None]):
+        self.opts = opts
+        self.log = log if not opts.quiet else (lambda s: None)
+        self.L = layout()
+        self.rec_size = self.L.dtype.itemsize
+        self.pending = bytearray()
+        self.delivered = np.zeros(256, dtype=np.int64)
+        self.stop_signal = 0
+        self.bpf = None
+        self.writer: Optional[TraceWriter] = None
+        self.child: Optional[process.GatedChild] = None
+        self.ident = process.invoking_identity()
+        self.attached: List[str] = []
+        self.missing: List[str] = []
+
+    # -------------------------------------------------------------- setup --
+    def _open_output(self) -> None:
+        path = self.opts.output
+        d = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(d):
+            raise RecordError(f"cannot write {path}: directory {d} does not exist")
+        try:
+            f = open(path, "wb")
+        except OSError as e:
+            raise RecordError(f"cannot write {path}: {e.strerror}") from None
+        self._outfile = f
+        process.chown_to(path, self.ident)
+
+    def _compile(self, plan: planmod.Plan) -> None:
+        bcc = load_bcc()
+        t0 = time.monotonic()
+        n = sum(len(c.attach) * (2 if c.ret else 1) for c in plan.choices if c.ok)
+        self.log(f"zaptrace: compiling the BPF program for {plan.release} ({n} probes)...")
+        try:
+            self.bpf = bcc.BPF(text=plan.source(), cflags=plan.cflags)
+        except Exception as e:  # noqa: BLE001 - BCC raises bare Exception on compile errors
+            raise RecordError(f"BPF compilation failed: {str(e).strip().splitlines()[-1]} "
+                              "(rerun with --ebpf to see the program)") from None
+        self.log(f"zaptrace: compiled in {time.monotonic() - t0:.1f} s")
+
+    def _attach(self, plan: planmod.Plan) -> None:
+        t0 = time.monotonic()
+        for ch in plan.choices:
+            if not ch.ok:
+                if not ch.required:
+                    self.missing.append(f"{ch.event}: " + "; ".join(f"{s}: {w}" for s, w in ch.tried))
+                continue
+            entry, ret = HANDLERS[ch.event]
+            failures = []
+            for sym in ch.attach:
+                try:
+                    self.bpf.attach_kprobe(event=sym, fn_name=entry)
+                    self.attached.append(sym)
+                    if ch.ret and ret:
+                        self.bpf.attach_kretprobe(event=sym, fn_name=ret, maxactive=64)
+                        self.attached.append(sym + "%return")
+                except Exception as e:  # noqa: BLE001
+                    failures.append(f"{sym}: {str(e).strip() or type(e).__name__}")
+            if failures:
+                msg = f"{ch.event}: attaching failed ({'; '.join(failures)})"
+                if ch.required:
+                    raise RecordError(msg)
+                self.missing.append(msg)
+        self.log(f"zaptrace: attached {len(self.attached)} probes in {time.monotonic() - t0:.1f} s")
+        for m in self.missing:
+            self.log(f"zaptrace: not attached: {m}")
+
+    def _configure(self, plan: planmod.Plan, pids) -> None:
+        cfg = self.bpf["config"]
+        c = cfg[ctypes.c_int(0)]
+        c.follow_all = 1 if self.opts.all_processes else 0
+        c.mkclean_all = 1 if self.opts.mkclean_all else 0
+        c.vmemmap_addr = planmod.vmemmap_addr(plan)
+        cfg[ctypes.c_int(0)] = c
+        self._follow(pids)
+
+    def _follow(self, pids) -> None:
+        tg = self.bpf["tgids"]
+        for p in pids:
+            tg[tg.Key(p)] = tg.Leaf(1)
+
+    # ---------------------------------------------------------- streaming --
+    def _on_event(self, ctx, data, size) -> int:
+        self.pending += ctypes.string_at(data, size)
+        return 0
+
+    def _on_perf_event(self, cpu, data, size) -> None:
+        self.pending += ctypes.string_at(data, self.rec_size)
+
+    def _open_buffer(self, plan: planmod.Plan) -> Callable[[int], None]:
+        events = self.bpf["events"]
+        if plan.ringbuf:
+            events.open_ring_buffer(self._on_event)
+            return self.bpf.ring_buffer_poll
+        self.perf_lost = 0
+
+        def lost(n):
+            self.perf_lost += n
+        events.open_perf_buffer(self._on_perf_event, page_cnt=plan.ringbuf_pages, lost_cb=lost)
+        return self.bpf.perf_buffer_poll
+
+    def _flush_events(self) -> None:
+        if not self.pending:
+            return
+        whole = len(self.pending) - len(self.pending) % self.rec_size
+        raw = bytes(self.pending[:whole])
+        del self.pending[:whole]
+        kinds = np.frombuffer(raw, dtype=self.L.dtype)["kind"]
+        self.delivered += np.bincount(kinds, minlength=256)[:256]
+        self.writer.events(raw, self.rec_size)
+
+    def counters(self) -> Dict[str, Dict[str, int]]:
+        counts = self.bpf["counts"]
+        nk = self.L.nkinds
+        gen, lost = {}, {}
+        for kind, name in self.L.kind_names.items():
+            g = sum(counts.getvalue(counts.Key(kind)))
+            lo = sum(counts.getvalue(counts.Key(nk + kind)))
+            gen[name.lower()] = int(g)
+            lost[name.lower()] = int(lo)
+        deliv = {name.lower(): int(self.delivered[k]) for k, name in self.L.kind_names.items()}
+        return {"generated": gen, "lost": lost, "delivered": deliv}
+
+    def _stat(self) -> dict:
+        c = self.counters()
+        c["time_ns"] = time.monotonic_ns()
+        return c
+
+    # ---------------------------------------------------------------- run --
+    def _on_signal(self, signum, frame) -> None:
+        self.stop_signal = signum
+
+    def run(self) -> Result:
+        opts = self.opts
+        if not opts.command and opts.pid is None and not opts.all_processes:
+            raise RecordError("nothing to record: give a command after --, or -p PID, or -a")
+        child_path = None
+        env = process.child_env(self.ident)
+        if opts.command:
+            try:
+                child_path = process.resolve_command(opts.command, env)
+            except process.SpawnError as e:
+                raise RecordError(str(e)) from None
+        if opts.pid is not None and not process.alive(opts.pid):
+            raise RecordError(f"no process with pid {opts.pid}")
+        try:
+            plan = planmod.build(skip=opts.skip, ringbuf_pages=opts.ringbuf_pages, force_perfbuf=opts.perfbuf)
+            planmod.require_recordable(plan)
+        except planmod.PlanError as e:
+            raise RecordError(str(e)) from None
+        self._open_output()
+        self._compile(plan)
+        self._attach(plan)
+
+        self.child = None
+        if opts.command:
+            self.child = process.GatedChild(child_path, opts.command, self.ident, env)
+        pids = []
+        if self.child:
+            pids.append(self.child.pid)
+        if opts.pid is not None:
+            pids.extend(process.descendants(opts.pid))
+        self._configure(plan, pids)
+        poll = self._open_buffer(plan)
+
+        head = self._head(plan)
+        self.writer = TraceWriter(opts.output, head, fileobj=self._outfile)
+
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        t_start = time.monotonic()
+        status = 0
+        stop_reason = ""
+        try:
+            if self.child:
+                try:
+                    self.child.release()
+                except process.SpawnError as e:
+                    raise RecordError(str(e)) from None
+            self.log("zaptrace: recording" + (f" {' '.join(opts.command)}" if opts.command else "")
+                     + "; Ctrl-C to stop")
+            last_flush = time.monotonic()
+            while True:
+                poll(100)
+                now = time.monotonic()
+                if len(self.pending) >= opts.chunk_bytes or now - last_flush >= opts.flush_interval:
+                    self._flush_events()
+                    self.writer.json(b"STAT", self._stat())
+                    last_flush = now
+                if self.stop_signal:
+                    stop_reason = f"interrupted by {signal.Signals(self.stop_signal).name}"
+                    break
+                if self.child and self.child.poll() is not None:
+                    stop_reason = "command exited"
+                    break
+                if opts.pid is not None and not self.child and not process.alive(opts.pid):
+                    stop_reason = f"process {opts.pid} exited"
+                    break
+                if opts.duration is not None and now - t_start >= opts.duration:
+                    stop_reason = f"duration of {opts.duration:g} s reached"
+                    break
+            status = self._end_workload(stop_reason)
+            # Drain what the kernel still holds: poll until a pass brings nothing.
+            while True:
+                before = len(self.pending)
+                poll(0)
+                if len(self.pending) == before:
+                    break
+            self._flush_events()
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+        duration = time.monotonic() - t_start
+        counters = self.counters()
+        vm = self._vmemmap()
+        if vm:
+            self.writer.json(b"META", vm)
+        end = dict(counters, end_wall_ns=time.time_ns(), end_ns=time.monotonic_ns(), duration_s=duration,
+                   stop_reason=stop_reason, exit_status=status, attached=self.attached,
+                   not_attached=self.missing, perf_lost=getattr(self, "perf_lost", None))
+        self.writer.json(b"END ", end)
+        self.writer.sync()
+        nbytes = self.writer.bytes
+        self.writer.close()
+        self.bpf.cleanup()
+        return Result(opts.output, status, duration, counters["generated"], counters["delivered"],
+                      counters["lost"], nbytes, stop_reason, self.attached, self.missing)
+
+    def _end_workload(self, reason: str) -> int:
+        """Stop the workload if it still runs; return the exit status zaptrace reports.
+
+        The command's own status when it exited by itself; 128+N when
+        zaptrace was interrupted by signal N; 0 when -d ended the recording.
+        """
+        sig = self.stop_signal
+        ch = self.child
+        if ch is not None and ch.poll() is None:
+            # Ctrl-C reaches the whole foreground group: give the workload a moment
+            # to exit on its own, then ask it to, then insist.
+            if sig != signal.SIGINT:
+                ch.signal(signal.SIGTERM)
+            if not self._wait_child(2.0):
+                ch.signal(signal.SIGTERM)
+                if not self._wait_child(2.0):
+                    ch.signal(signal.SIGKILL)
+                    ch.wait()
+        if sig:
+            return 128 + sig
+        if reason == "command exited" and ch is not None:
+            return ch.status or 0
+        return 0
+
+    def _wait_child(self, seconds: float) -> bool:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if self.child.poll() is not None:
+                return True
+            time.sleep(0.05)
+        return self.child.poll() is not None
+
+    def _vmemmap(self) -> dict:
+        c = self.bpf["config"][ctypes.c_int(0)]
+        if not c.vmemmap:
+            return {}
+        return {"vmemmap_base": int(c.vmemmap), "struct_page_size": int(c.page_size)}
+
+    def _head(self, plan: planmod.Plan) -> dict:
+        L = self.L
+        return {
+            "format": "zaptrace",
+            "zaptrace_version": __version__,
+            "kernel": {"release": plan.release, "version": platform.version(), "machine": platform.machine()},
+            "host": socket.gethostname(),
+            "command": self.opts.command,
+            "argv": sys.argv,
+            "target": {"pid": self.opts.pid, "all": self.opts.all_processes,
+                       "child_pid": self.child.pid if self.child else None,
+                       "uid": self.ident.uid if self.child else None},
+            "clock": "CLOCK_MONOTONIC (bpf_ktime_get_ns)",
+            "start_ns": time.monotonic_ns(),
+            "start_wall_ns": time.time_ns(),
+            **L.head_fields(),
+            "probes": plan.probe_map(),
+            "buffer": {"kind": "ringbuf" if plan.ringbuf else "perfbuf", "pages": plan.ringbuf_pages},
+            "vmemmap_base_addr": planmod.vmemmap_addr(plan),
+            "btf": plan.btf,
+            "mkclean_all": self.opts.mkclean_all,
+            "cpus": os.cpu_count(),
+        }
+
+
+def summary_lines(res: Result) -> List[str]:
+    L = layout()
+    lines = [f"zaptrace: {res.stop_reason}; recorded for {res.duration:.2f} s to {res.path} ({res.bytes / 1024:.0f} KiB)"]
+    lines.append(f"  {'event':<20} {'delivered':>10} {'lost':>8}")
+    td = tl = 0
+    for k, name in sorted(L.kind_names.items()):
+        n = name.lower()
+        d, lo = res.delivered.get(n, 0), res.lost.get(n, 0)
+        td += d
+        tl += lo
+        lines.append(f"  {n:<20} {d:>10} {lo:>8}")
+    lines.append(f"  {'total':<20} {td:>10} {tl:>8}")
+    if tl:
+        lines.append(f"zaptrace: WARNING: {tl} events lost (ring buffer full): enlarge it with --buffer-pages")
+    for m in res.missing:
+        lines.append(f"zaptrace: not attached: {m}")
+    return lines

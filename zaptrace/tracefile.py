@@ -1,0 +1,237 @@
+"""The zaptrace trace file: self-describing, chunked, crash-tolerant.
+
+Layout::
+
+    file header   8s magic "ZAPTRACE", u16 major, u16 minor, u32 reserved
+    chunk*        32-byte chunk header + payload
+
+    chunk header  4s sync "ZTC1", 4s type, u64 payload length, u32 record count,
+                  u32 crc32(payload), u32 crc32(first 24 header bytes), u32 reserved
+
+Chunk types:
+
+    HEAD  JSON: format, kernel, probe map, clock, host, command line, start time,
+          and the event dtype (so a trace stays readable if the layout changes)
+    EVTS  raw event records (count x record size), straight from the ring buffer
+    STAT  JSON: cumulative generated/lost counters at the time it was written
+    META  JSON: facts learnt while recording (e.g. vmemmap_base's value)
+    END   JSON: end time, exit status, final counters
+
+Every chunk is complete on disk before the next one starts, so a recorder
+killed with SIGKILL leaves a file that loads up to its last whole chunk.  The
+reader validates both CRCs, skips a chunk whose payload is corrupt, resyncs
+on the next "ZTC1" after a corrupt header, and reports what it skipped.
+This module needs only numpy: the recorder runs it on the traced machine.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import IO, Any, Dict, List, Optional
+
+import numpy as np
+
+MAGIC = b"ZAPTRACE"
+MAJOR, MINOR = 1, 0
+FILE_HEADER = struct.Struct("<8sHHI")
+SYNC = b"ZTC1"
+CHUNK_HEADER = struct.Struct("<4s4sQIIII")
+TYPES = (b"HEAD", b"EVTS", b"STAT", b"META", b"END ")
+# A chunk larger than this is taken as a corrupt length field.
+MAX_CHUNK = 1 << 31
+
+
+class TraceError(Exception):
+    """A trace file cannot be read at all (the message names file and problem)."""
+
+
+def _header_bytes(ctype: bytes, payload: bytes, count: int) -> bytes:
+    first = struct.pack("<4s4sQII", SYNC, ctype, len(payload), count, zlib.crc32(payload))
+    return first + struct.pack("<II", zlib.crc32(first), 0)
+
+
+class TraceWriter:
+    """Appends chunks; each write is one complete chunk, flushed to the OS."""
+
+    def __init__(self, path: str, head: Dict[str, Any], fileobj: Optional[IO[bytes]] = None):
+        self.path = path
+        self.f = fileobj if fileobj is not None else open(path, "wb")
+        self.bytes = 0
+        self.f.write(FILE_HEADER.pack(MAGIC, MAJOR, MINOR, 0))
+        self.bytes += FILE_HEADER.size
+        self.json(b"HEAD", head)
+
+    def chunk(self, ctype: bytes, payload: bytes, count: int = 0) -> None:
+        assert ctype in TYPES
+        hdr = _header_bytes(ctype, payload, count)
+        # One write per chunk: a kill between chunks never leaves half a header.
+        self.f.write(hdr + payload)
+        self.f.flush()
+        self.bytes += len(hdr) + len(payload)
+
+    def events(self, raw: bytes, record_size: int) -> None:
+        if raw:
+            self.chunk(b"EVTS", raw, len(raw) // record_size)
+
+    def json(self, ctype: bytes, obj: Dict[str, Any]) -> None:
+        self.chunk(ctype, json.dumps(obj, sort_keys=True).encode())
+
+    def sync(self) -> None:
+        self.f.flush()
+        try:
+            os.fsync(self.f.fileno())
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        if not self.f.closed:
+            self.f.flush()
+            self.f.close()
+
+
+@dataclass
+class RawTrace:
+    """What a trace file holds, as numpy and dicts (no pandas)."""
+
+    path: str
+    version: str
+    head: Dict[str, Any]
+    events: np.ndarray
+    stats: Optional[Dict[str, Any]] = None       # the last STAT chunk
+    stat_series: List[Any] = field(default_factory=list)   # (time_ns, total lost) of every STAT
+    meta: Dict[str, Any] = field(default_factory=dict)   # merged META chunks
+    end: Optional[Dict[str, Any]] = None         # the END chunk, None if the recorder did not finish
+    chunks: int = 0
+    problems: List[str] = field(default_factory=list)   # what was skipped, in words
+    skipped_bytes: int = 0
+    file_bytes: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.end is not None and not self.problems
+
+
+def _dtype_from_head(head: Dict[str, Any], path: str) -> np.dtype:
+    try:
+        return np.dtype([(str(n), str(t)) for n, t in head["event_dtype"]])
+    except (KeyError, TypeError, ValueError) as e:
+        raise TraceError(f"{path}: header has no valid event_dtype ({e})") from None
+
+
+def read(path: str) -> RawTrace:
+    """Read a whole trace; intact chunks of a damaged file still load."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise TraceError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise TraceError(f"{path}: is a directory, not a trace file") from None
+    except OSError as e:
+        raise TraceError(f"{path}: cannot read: {e.strerror}") from None
+    return parse(data, path)
+
+
+def parse(data: bytes, path: str = "<bytes>") -> RawTrace:
+    n = len(data)
+    if n == 0:
+        raise TraceError(f"{path}: empty file, not a zaptrace trace")
+    if n < FILE_HEADER.size or data[:8] != MAGIC:
+        if data[:8] == MAGIC[: min(8, n)]:
+            raise TraceError(f"{path}: truncated before the end of the file header ({n} bytes)")
+        raise TraceError(f"{path}: not a zaptrace trace (bad magic)")
+    _m, major, minor, _r = FILE_HEADER.unpack_from(data, 0)
+    if major > MAJOR:
+        raise TraceError(f"{path}: trace format {major}.{minor} is newer than this zaptrace reads "
+                         f"({MAJOR}.x): upgrade zaptrace")
+    if major < 1:
+        raise TraceError(f"{path}: unknown trace format {major}.{minor}")
+
+    problems: List[str] = []
+    skipped = 0
+    head: Optional[Dict[str, Any]] = None
+    stats = None
+    stat_series: List[Any] = []
+    end = None
+    meta: Dict[str, Any] = {}
+    payloads: List[bytes] = []
+    chunks = 0
+    pos = FILE_HEADER.size
+    hsize = CHUNK_HEADER.size
+    while pos < n:
+        if n - pos < hsize:
+            problems.append(f"truncated chunk header at byte {pos} ({n - pos} bytes dropped)")
+            skipped += n - pos
+            break
+        sync, ctype, length, count, pcrc, hcrc, _r = CHUNK_HEADER.unpack_from(data, pos)
+        if sync != SYNC or zlib.crc32(data[pos:pos + 24]) != hcrc or ctype not in TYPES or length > MAX_CHUNK:
+            nxt = _resync(data, pos + 1)
+            problems.append(f"corrupt chunk header at byte {pos}: skipped {nxt - pos} bytes")
+            skipped += nxt - pos
+            pos = nxt
+            continue
+        start = pos + hsize
+        if start + length > n:
+            problems.append(f"truncated {ctype.decode().strip()} chunk at byte {pos} "
+                            f"({n - start} of {length} payload bytes present)")
+            skipped += n - pos
+            break
+        payload = data[start:start + length]
+        pos = start + length
+        if zlib.crc32(payload) != pcrc:
+            problems.append(f"corrupt {ctype.decode().strip()} chunk at byte {start - hsize}: "
+                            f"checksum mismatch, {length} bytes skipped")
+            skipped += hsize + length
+            continue
+        chunks += 1
+        if ctype == b"EVTS":
+            payloads.append(payload)
+        else:
+            try:
+                obj = json.loads(payload)
+            except ValueError:
+                problems.append(f"unreadable {ctype.decode().strip()} chunk at byte {start - hsize}")
+                continue
+            if ctype == b"HEAD":
+                if head is None:
+                    head = obj
+            elif ctype == b"STAT":
+                stats = obj
+                stat_series.append((int(obj.get("time_ns", 0)), int(sum((obj.get("lost") or {}).values()))))
+            elif ctype == b"META":
+                meta.update(obj)
+            else:
+                end = obj
+    if head is None:
+        raise TraceError(f"{path}: the header chunk is missing or corrupt; nothing can be read")
+    dt = _dtype_from_head(head, path)
+    good = []
+    for p in payloads:
+        if len(p) % dt.itemsize:
+            problems.append(f"event chunk of {len(p)} bytes is not a whole number of {dt.itemsize}-byte records")
+            skipped += len(p)
+            continue
+        good.append(np.frombuffer(p, dtype=dt))
+    events = np.concatenate(good) if good else np.zeros(0, dtype=dt)
+    if end is None and not any(p.startswith("truncated") for p in problems):
+        problems.append("no END chunk: the recorder did not finish (killed?); loaded what was written")
+    elif end is None:
+        problems.append("no END chunk: the recorder did not finish")
+    return RawTrace(path=path, version=f"{major}.{minor}", head=head, events=events, stats=stats, stat_series=stat_series,
+                    meta=meta, end=end, chunks=chunks, problems=problems, skipped_bytes=skipped,
+                    file_bytes=n)
+
+
+def _resync(data: bytes, start: int) -> int:
+    """Offset of the next chunk header whose own CRC is valid, or len(data)."""
+    pos = start
+    while True:
+        pos = data.find(SYNC, pos)
+        if pos < 0 or pos + CHUNK_HEADER.size > len(data):
+            return len(data)
+        if zlib.crc32(data[pos:pos + 24]) == struct.unpack_from("<I", data, pos + 24)[0]:
+            return pos
+        pos += 1

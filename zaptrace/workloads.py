@@ -1,0 +1,225 @@
+"""Bundled workloads that make the kernel zap pages in the ways that matter.
+
+They are plain Python over ctypes: every heavy call (memset over the
+mapping, madvise, munmap, fsync) is a foreign call that releases the GIL,
+so the dirtying thread, the zapping thread and the writeback process of
+``race`` really run at the same time.
+
+Files go to ``--dir``, else ``$ZAPTRACE_SCRATCH`` (the guest's block-backed
+scratch filesystem), else the current directory.  Writeback, and so
+folio_mkclean(), happens only on a block-backed filesystem: not on tmpfs
+or 9p.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import mmap
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional
+
+PAGE = mmap.PAGESIZE
+MADV_DONTNEED = 4
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+_libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+_libc.madvise.restype = ctypes.c_int
+_libc.memset.argtypes = (ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t)
+_libc.memset.restype = ctypes.c_void_p
+_libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+_libc.munmap.restype = ctypes.c_int
+
+PROT_RW = mmap.PROT_READ | mmap.PROT_WRITE
+MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+class WorkloadError(Exception):
+    pass
+
+
+@dataclass
+class Params:
+    pages: int = 256
+    iterations: int = 200
+    duration: Optional[float] = None
+    directory: Optional[str] = None
+    quiet: bool = False
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        e = ctypes.get_errno()
+        raise WorkloadError(f"{what} failed: {os.strerror(e)}")
+
+
+def scratch_dir(p: Params) -> str:
+    d = p.directory or os.environ.get("ZAPTRACE_SCRATCH") or os.getcwd()
+    if not os.path.isdir(d):
+        raise WorkloadError(f"scratch directory {d} does not exist")
+    if not os.access(d, os.W_OK):
+        raise WorkloadError(f"scratch directory {d} is not writable")
+    return d
+
+
+class SharedFile:
+    """A file of N pages mapped MAP_SHARED; removed on close."""
+
+    def __init__(self, p: Params, tag: str):
+        self.size = p.pages * PAGE
+        self.path = os.path.join(scratch_dir(p), f".zaptrace-{tag}-{os.getpid()}")
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.ftruncate(self.fd, self.size)
+            self.map = mmap.mmap(self.fd, self.size, mmap.MAP_SHARED, PROT_RW)
+        except OSError:
+            self.close()
+            raise
+        self._anchor = ctypes.c_char.from_buffer(self.map)
+        self.addr = ctypes.addressof(self._anchor)
+
+    def dirty(self, value: int) -> None:
+        _libc.memset(self.addr, value & 0xFF, self.size)
+
+    def zap(self) -> None:
+        _check(_libc.madvise(self.addr, self.size, MADV_DONTNEED), "madvise(MADV_DONTNEED)")
+
+    def close(self) -> None:
+        if getattr(self, "_anchor", None) is not None:
+            del self._anchor
+            self.map.close()
+        os.close(self.fd)
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+
+class Writer:
+    """A separate process that writes the file back in a loop (fsync)."""
+
+    def __init__(self, fd: int):
+        self.pid = os.fork()
+        if self.pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            try:
+                while True:
+                    os.fsync(fd)
+            finally:
+                os._exit(0)
+
+    def stop(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        os.waitpid(self.pid, 0)
+
+
+class Clock:
+    def __init__(self, p: Params):
+        self.p = p
+        self.t0 = time.monotonic()
+        self.n = 0
+
+    def more(self) -> bool:
+        if self.p.duration is not None:
+            return time.monotonic() - self.t0 < self.p.duration
+        return self.n < self.p.iterations
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+
+def dontneed_shared(p: Params) -> str:
+    """Dirty MAP_SHARED file pages, zap them with MADV_DONTNEED, while a writer fsyncs."""
+    f = SharedFile(p, "dontneed")
+    w = Writer(f.fd)
+    c = Clock(p)
+    try:
+        while c.more():
+            f.dirty(c.n + 1)
+            f.zap()
+            c.n += 1
+    finally:
+        w.stop()
+        f.close()
+    return f"{c.n} zaps of {p.pages} dirty shared file pages in {c.elapsed:.2f} s"
+
+
+def munmap_anon(p: Params) -> str:
+    """Map anonymous memory, touch every page, munmap it."""
+    size = p.pages * PAGE
+    c = Clock(p)
+    while c.more():
+        addr = _libc.mmap(None, size, PROT_RW, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
+        if addr in (None, MAP_FAILED):
+            raise WorkloadError(f"mmap failed: {os.strerror(ctypes.get_errno())}")
+        _libc.memset(addr, (c.n + 1) & 0xFF, size)
+        _check(_libc.munmap(addr, size), "munmap")
+        c.n += 1
+    return f"{c.n} munmaps of {p.pages} anonymous pages in {c.elapsed:.2f} s"
+
+
+def race(p: Params) -> str:
+    """One thread dirties shared file pages, one zaps them, another process writes back."""
+    f = SharedFile(p, "race")
+    w = Writer(f.fd)
+    done = threading.Event()
+    passes = [0]
+
+    def dirtier():
+        while not done.is_set():
+            f.dirty(passes[0] + 1)
+            passes[0] += 1
+
+    t = threading.Thread(target=dirtier, daemon=True)
+    t.start()
+    c = Clock(p)
+    try:
+        while c.more():
+            # Zap only pages the dirtier has touched since the last zap; its next
+            # pass then runs on the other CPU while this zap is in the kernel.
+            seen = passes[0]
+            while passes[0] == seen and t.is_alive():
+                time.sleep(0)
+            f.zap()
+            c.n += 1
+    finally:
+        done.set()
+        t.join()
+        w.stop()
+        f.close()
+    return (f"{c.n} zaps racing {passes[0]} dirtying passes over {p.pages} shared file pages "
+            f"in {c.elapsed:.2f} s")
+
+
+WORKLOADS: Dict[str, Callable[[Params], str]] = {
+    "dontneed-shared": dontneed_shared,
+    "munmap-anon": munmap_anon,
+    "race": race,
+}
+
+
+def describe() -> Dict[str, str]:
+    return {k: (v.__doc__ or "").strip() for k, v in WORKLOADS.items()}
+
+
+def run(name: str, p: Params) -> str:
+    if name not in WORKLOADS:
+        raise WorkloadError(f"unknown workload {name!r}; try: {', '.join(WORKLOADS)}")
+    if p.pages <= 0:
+        raise WorkloadError("--pages must be positive")
+    if p.iterations < 0:
+        raise WorkloadError("--iterations must not be negative")
+    msg = WORKLOADS[name](p)
+    if not p.quiet:
+        print(f"{name}: {msg}", file=sys.stderr)
+    return msg
