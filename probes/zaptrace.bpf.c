@@ -11,6 +11,7 @@
  *   ZT_<EVENT>_<ROLE>     1-based argument position of ROLE, 0 = absent
  *   ZT_RINGBUF_PAGES      ring buffer size in pages (power of two)
  *   ZT_PERFBUF            use a perf buffer (kernels without BPF ring buffer)
+ *   ZT_RB_FLAGS           ring buffer output flags (BPF_RB_NO_WAKEUP: user space polls)
  *
  * Nothing from the command line is pasted into this text: filters are
  * values in the "config" and "tgids" maps.
@@ -28,6 +29,8 @@ struct zt_config {
 	__u64 vmemmap_addr;    /* address of the vmemmap_base variable, 0 = unknown */
 	__u64 vmemmap;         /* its value, read once by the BPF side */
 	__u64 page_size;       /* sizeof(struct page), filled in by the BPF side */
+	__u32 stopped;         /* 1: recording ended, emit nothing more (exact final counts) */
+	__u32 pad;
 };
 
 /* Per-task state while a zap or a tlb_flush_rmaps() runs. */
@@ -45,6 +48,10 @@ BPF_HASH(mkclean_arg, __u32, __u64, 16384);
 /* mm of an open flush, keyed by tid | kind << 32: return probes lose the arguments. */
 BPF_HASH(flush_mm, __u64, __u64, 16384);
 BPF_PERCPU_ARRAY(counts, __u64, ZT_COUNT_SLOTS);
+
+#ifndef ZT_RB_FLAGS
+#define ZT_RB_FLAGS 0
+#endif
 
 #ifdef ZT_PERFBUF
 BPF_PERF_OUTPUT(events);
@@ -81,13 +88,16 @@ static __always_inline void count(__u32 slot)
 
 static __always_inline void emit(void *ctx, struct zt_event *e)
 {
+	struct zt_config *c = cfg();
 	int err;
 
+	if (!c || c->stopped)
+		return;
 	count(e->kind);
 #ifdef ZT_PERFBUF
 	err = events.perf_submit(ctx, e, sizeof(*e));
 #else
-	err = events.ringbuf_output(e, sizeof(*e), 0);
+	err = events.ringbuf_output(e, sizeof(*e), ZT_RB_FLAGS);
 #endif
 	if (err)
 		count(ZT_NKINDS + e->kind);
@@ -160,7 +170,7 @@ static __always_inline __u64 pfn_of(struct zt_config *c, __u64 page)
 }
 
 /* ANON and PGDIRTY flags of a folio. */
-static __always_inline __u8 folio_flags(__u64 folio)
+static __always_inline __u8 zt_folio_flags(__u64 folio)
 {
 	unsigned long flags = 0, mapping = 0;
 	__u8 out = 0;
@@ -287,7 +297,7 @@ int zt_rmap(struct pt_regs *ctx)
 		e.nr = 0;       /* a PMD mapping: not a per-PTE decrement */
 	}
 	e.pfn = pfn_of(c, e.page);
-	e.flags |= folio_flags(e.folio);
+	e.flags |= zt_folio_flags(e.folio);
 	t = tasks.lookup(&tid);
 	if (t && t->rmaps_depth) {
 		e.flags |= ZT_F_IN_RMAPS;
@@ -298,7 +308,7 @@ int zt_rmap(struct pt_regs *ctx)
 		if (!e.mm)
 			e.mm = t->zap_mm;
 	}
-	if (!e.mm && ZT_RMAP_VMA)
+	if (ZT_RMAP_VMA && !e.mm)
 		e.mm = vma_mm(ZT_ARG(ctx, ZT_RMAP_VMA));
 	if (!e.mm) {
 		e.mm = current_mm();
@@ -332,7 +342,7 @@ int zt_dirty(struct pt_regs *ctx)
 		e.page = e.folio;
 	e.nr = 1;
 	e.pfn = pfn_of(cfg(), e.page);
-	e.flags = ZT_F_IN_ZAP | folio_flags(e.folio);
+	e.flags = ZT_F_IN_ZAP | zt_folio_flags(e.folio);
 	emit(ctx, &e);
 	return 0;
 }
@@ -457,7 +467,7 @@ int zt_mkclean_enter(struct pt_regs *ctx)
 	if (!e.page)
 		e.page = e.folio;
 	e.pfn = pfn_of(c, e.page);
-	e.flags = folio_flags(e.folio);
+	e.flags = zt_folio_flags(e.folio);
 	e.mm = current_mm();
 	e.flags |= ZT_F_MM_GUESS;
 	mkclean_arg.update(&tid, &e.folio);

@@ -11,7 +11,7 @@
 #ifndef ZAPTRACE_EVENT_H
 #define ZAPTRACE_EVENT_H
 
-/* Logical event kinds.  *_ENTER/*_EXIT are function entry and return. */
+/* Logical event kinds.  The _ENTER and _EXIT kinds are function entry and return. */
 enum zt_kind {
 	ZT_ZAP_ENTER = 1,        /* zap bracket opens: page = start address, folio = end address */
 	ZT_ZAP_EXIT = 2,         /* zap bracket closes */

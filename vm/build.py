@@ -15,9 +15,9 @@ import contextlib
 import os
 import shutil
 import time
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Callable, Iterator, List, Optional, Sequence
 
-from vm import cache, debian, initramfs, qemu, rootfs
+from vm import cache, debian, initramfs, qemu, rootfs, tools
 from vm.errors import VMError
 from vm.kernel import fetched, is_label, resolve
 
@@ -69,7 +69,9 @@ def build(kernels: Sequence[str] = DEFAULT_KERNELS, force: bool = False, log: Ca
     """
     labels = _labels(kernels)
     progress = _Progress(log)
-    initramfs.find_busybox()  # fail early, before any download
+    # Fail early, before any download.
+    tools.require("apt-get", "apt-cache", "dpkg-deb", "depmod", "debootstrap", "mkfs.ext4", qemu.QEMU)
+    initramfs.find_busybox()
     with cache.build_lock():
         for label in labels:
             if not force and fetched(label) is not None:
@@ -84,7 +86,8 @@ def build(kernels: Sequence[str] = DEFAULT_KERNELS, force: bool = False, log: Ca
             with progress.step("debootstrap %s userspace" % debian.USERSPACE_SUITE):
                 rootfs.debootstrap(progress.say)
 
-        present = {label: fetched(label) for label in debian.SUITES if fetched(label) is not None}
+        infos = {label: fetched(label) for label in debian.SUITES}
+        present = {label: info for label, info in infos.items() if info is not None}
         if force or not rootfs.image_ready({label: info["kver"] for label, info in present.items()}):
             with progress.step("guest image (headers of %s)" % ", ".join(sorted(present))):
                 rootfs.build_image(present, progress.say)

@@ -58,10 +58,15 @@ def tree_ready() -> bool:
     return bool(stamp) and stamp.get("recipe") == _tree_recipe() and tree_dir().is_dir()
 
 
+def _require_root(what: str) -> None:
+    """debootstrap creates root-owned files, and mkfs.ext4 -d must read all of them."""
+    if os.geteuid() != 0:
+        raise VMError("%s needs root: run `zaptrace vm build` as root" % what)
+
+
 def debootstrap(log: Callable[[str], None]) -> None:
     """Create the tree from scratch (about a minute and 100+ MB of downloads)."""
-    if os.geteuid() != 0:
-        raise VMError("building the guest userspace needs root (debootstrap): run `zaptrace vm build` as root")
+    _require_root("building the guest userspace (debootstrap)")
     tools.require("debootstrap")
     base = cache.rootfs_dir()
     base.mkdir(parents=True, exist_ok=True)
@@ -139,6 +144,7 @@ def image_kernels() -> Dict[str, str]:
 
 def build_image(kernels: Dict[str, Dict[str, str]], log: Callable[[str], None]) -> None:
     """Put the headers of ``kernels`` (label -> kernel.json) into the tree and mkfs the image."""
+    _require_root("building the guest image")
     tools.require("mkfs.ext4")
     tree = tree_dir()
     src = tree / "usr" / "src"

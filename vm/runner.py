@@ -23,10 +23,11 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from vm import build, cache, initramfs, qemu, rootfs
-from vm import kernel as kernels
+from vm.kernel import GuestKernel
+from vm.kernel import resolve as resolve_kernel
 from vm.errors import BootError, GuestTimeout, VMError
 from vm.tools import last_line
 
@@ -119,7 +120,7 @@ def run(
     reason = build.ready(kernel)
     if reason:
         raise VMError(reason)
-    guest = kernels.resolve(kernel, modules, headers)
+    guest = resolve_kernel(kernel, modules, headers)
     initrd = initramfs.ensure(guest.modules)
     accel = qemu.choose_accel(accel, guest, initrd)
 
@@ -128,30 +129,12 @@ def run(
         raise VMError("cwd %s is not a directory" % cwd)
     check_cwd(cwd)
     checkout = str(checkout_dir())
-
-    guest_env = {
-        "PATH": GUEST_PATH,
-        "HOME": "/root",
-        "USER": "root",
-        "LOGNAME": "root",
-        "LANG": "C.UTF-8",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "ZAPTRACE_GUEST": "1",
-        "ZAPTRACE_KERNEL": guest.label,
-        "ZAPTRACE_SCRATCH": "/scratch",
-    }
     out_tty, err_tty = _isatty(stdout, 1), _isatty(stderr, 2)
-    if (out_tty or err_tty) and os.environ.get("TERM"):
-        guest_env["TERM"] = os.environ["TERM"]
-    for name in PASSTHROUGH_ENV:
-        if name in os.environ:
-            guest_env[name] = os.environ[name]
-    guest_env.update(env or {})
 
     rundir = cache.new_run_dir()
     ctl = rundir / "ctl"
     ctl.mkdir()
-    (ctl / "cmd.sh").write_bytes(command_script(list(argv), cwd, guest_env))
+    (ctl / "cmd.sh").write_bytes(command_script(list(argv), cwd, _guest_env(guest, env, out_tty or err_tty)))
     (ctl / "config.sh").write_bytes(_config_script({
         "ZT_LABEL": guest.label,
         "ZT_KVER": guest.kver,
@@ -172,14 +155,53 @@ def run(
     if guest.headers:
         shares.append(qemu.Share("zt_hdr", str(guest.headers), True))
 
-    console = rundir / "console.log"
+    def qemu_argv(outputs: Tuple[int, int]) -> List[str]:
+        return qemu.command(
+            guest, initrd, accel, memory_mb=memory_mb, smp=smp, console=rundir / "console.log",
+            shares=shares, disks=[rootfs.image_path(), cache.scratch_image()], outputs=outputs,
+        )
+
+    return _exit_status(rundir, _boot(rundir, qemu_argv, timeout, stdout, stderr))
+
+
+def _guest_env(guest: GuestKernel, extra: Optional[Dict[str, str]], tty: bool) -> Dict[str, str]:
+    """The command's environment: fixed basics, passed-through host variables, ``extra``."""
+    env = {
+        "PATH": GUEST_PATH,
+        "HOME": "/root",
+        "USER": "root",
+        "LOGNAME": "root",
+        "LANG": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "ZAPTRACE_GUEST": "1",
+        "ZAPTRACE_KERNEL": guest.label,
+        "ZAPTRACE_SCRATCH": "/scratch",
+    }
+    if tty and os.environ.get("TERM"):
+        env["TERM"] = os.environ["TERM"]
+    for name in PASSTHROUGH_ENV:
+        if name in os.environ:
+            env[name] = os.environ[name]
+    env.update(extra or {})
+    return env
+
+
+def _boot(
+    rundir: Path,
+    qemu_argv: Callable[[Tuple[int, int]], List[str]],
+    timeout: Optional[float],
+    stdout,
+    stderr,
+) -> int:
+    """Run QEMU to completion, copying the guest's ttyS1/ttyS2 to ``stdout``/``stderr``.
+
+    Returns QEMU's exit status.  On every way out (timeout, Ctrl-C, SIGTERM,
+    any exception) QEMU's process group is gone before this returns.
+    """
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    argv_qemu = qemu.command(
-        guest, initrd, accel, memory_mb=memory_mb, smp=smp, console=console, shares=shares,
-        disks=[rootfs.image_path(), cache.scratch_image()], outputs=(out_w, err_w),
-    )
-    (rundir / "qemu.cmdline").write_text(shlex.join(argv_qemu) + "\n")
+    argv = qemu_argv((out_w, err_w))
+    (rundir / "qemu.cmdline").write_text(shlex.join(argv) + "\n")
     pumps = [
         threading.Thread(target=_pump, args=(out_r, _writer(stdout, 1)), daemon=True),
         threading.Thread(target=_pump, args=(err_r, _writer(stderr, 2)), daemon=True),
@@ -189,7 +211,7 @@ def run(
         with _SignalGuard(), open(rundir / "qemu.log", "wb") as qlog:
             started = time.monotonic()
             # TMPDIR: QEMU's snapshot=on overlays go to the run directory.
-            proc = qemu.start(argv_qemu, qlog, pass_fds=(out_w, err_w), env=dict(os.environ, TMPDIR=str(rundir)))
+            proc = qemu.start(argv, qlog, pass_fds=(out_w, err_w), env=dict(os.environ, TMPDIR=str(rundir)))
             os.close(out_w)
             os.close(err_w)
             out_w = err_w = -1
@@ -198,8 +220,10 @@ def run(
             try:
                 rc = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                raise GuestTimeout("guest timed out after %g s; console log: %s" % (timeout, console)) from None
-            elapsed = time.monotonic() - started
+                raise GuestTimeout(
+                    "guest timed out after %g s; console log: %s" % (timeout, rundir / "console.log")
+                ) from None
+            (rundir / "elapsed").write_text("%.2f\n" % (time.monotonic() - started))
     finally:
         if proc is not None:
             qemu.stop(proc)
@@ -212,9 +236,7 @@ def run(
         for t in pumps:
             if t.ident is not None:
                 t.join(timeout=5)
-
-    (rundir / "elapsed").write_text("%.2f\n" % elapsed)
-    return _exit_status(rundir, rc)
+    return rc
 
 
 def _exit_status(rundir: Path, qemu_rc: int) -> int:

@@ -34,9 +34,12 @@ class Plan:
 
     @property
     def cflags(self) -> List[str]:
-        flags = ["-I" + str(probes.DIR)] + catalog.cflags(self.choices)
+        # -w: the kernel headers draw clang warnings (6.12) that say nothing about our program.
+        flags = ["-w", "-I" + str(probes.DIR)] + catalog.cflags(self.choices)
         if self.ringbuf:
+            # The recorder drains the ring by mmap on a timer: no wakeups needed.
             flags.append(f"-DZT_RINGBUF_PAGES={self.ringbuf_pages}")
+            flags.append("-DZT_RB_FLAGS=BPF_RB_NO_WAKEUP")
         else:
             flags.append("-DZT_PERFBUF=1")
         return flags + self.extra_cflags

@@ -8,6 +8,7 @@ counts come from one vectorised bincount per chunk.
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
 import platform
 import signal
@@ -22,6 +23,7 @@ import numpy as np
 from . import __version__, plan as planmod, process
 from .bccload import load_bcc
 from .layout import layout
+from .ringbuf import RingReader
 from .tracefile import TraceWriter
 
 
@@ -39,6 +41,7 @@ class RecordOptions:
     ringbuf_pages: int = 4096
     chunk_bytes: int = 4 << 20
     flush_interval: float = 1.0
+    poll_ms: int = 20
     mkclean_all: bool = True
     skip: tuple = ()
     perfbuf: bool = False
@@ -126,7 +129,9 @@ class Recorder:
                     self.bpf.attach_kprobe(event=sym, fn_name=entry)
                     self.attached.append(sym)
                     if ch.ret and ret:
-                        self.bpf.attach_kretprobe(event=sym, fn_name=ret, maxactive=64)
+                        # Default maxactive: a non-zero one makes BCC fall back to
+                        # kprobe_events, which costs ~1 s per probe under TCG.
+                        self.bpf.attach_kretprobe(event=sym, fn_name=ret)
                         self.attached.append(sym + "%return")
                 except Exception as e:  # noqa: BLE001
                     failures.append(f"{sym}: {str(e).strip() or type(e).__name__}")
@@ -148,24 +153,35 @@ class Recorder:
         cfg[ctypes.c_int(0)] = c
         self._follow(pids)
 
+    def _stop_bpf(self) -> None:
+        """From now on the BPF side emits and counts nothing: final counts are exact."""
+        cfg = self.bpf["config"]
+        c = cfg[ctypes.c_int(0)]
+        c.stopped = 1
+        cfg[ctypes.c_int(0)] = c
+
     def _follow(self, pids) -> None:
         tg = self.bpf["tgids"]
         for p in pids:
             tg[tg.Key(p)] = tg.Leaf(1)
 
     # ---------------------------------------------------------- streaming --
-    def _on_event(self, ctx, data, size) -> int:
-        self.pending += ctypes.string_at(data, size)
-        return 0
-
     def _on_perf_event(self, cpu, data, size) -> None:
         self.pending += ctypes.string_at(data, self.rec_size)
 
     def _open_buffer(self, plan: planmod.Plan) -> Callable[[int], None]:
+        """A poll(timeout_ms) function that appends raw records to self.pending."""
         events = self.bpf["events"]
         if plan.ringbuf:
-            events.open_ring_buffer(self._on_event)
-            return self.bpf.ring_buffer_poll
+            self.ring = RingReader(events.map_fd, plan.ringbuf_pages * mmap.PAGESIZE, self.rec_size)
+
+            def poll(timeout_ms: int) -> None:
+                data = self.ring.read()
+                if data:
+                    self.pending += data
+                elif timeout_ms:
+                    time.sleep(timeout_ms / 1000.0)
+            return poll
         self.perf_lost = 0
 
         def lost(n):
@@ -223,8 +239,14 @@ class Recorder:
         except planmod.PlanError as e:
             raise RecordError(str(e)) from None
         self._open_output()
-        self._compile(plan)
-        self._attach(plan)
+        try:
+            self._compile(plan)
+            self._attach(plan)
+        except BaseException:
+            # Nothing was recorded: leave no empty trace behind.
+            self._outfile.close()
+            os.unlink(opts.output)
+            raise
 
         self.child = None
         if opts.command:
@@ -254,7 +276,7 @@ class Recorder:
                      + "; Ctrl-C to stop")
             last_flush = time.monotonic()
             while True:
-                poll(100)
+                poll(opts.poll_ms)
                 now = time.monotonic()
                 if len(self.pending) >= opts.chunk_bytes or now - last_flush >= opts.flush_interval:
                     self._flush_events()
@@ -273,12 +295,15 @@ class Recorder:
                     stop_reason = f"duration of {opts.duration:g} s reached"
                     break
             status = self._end_workload(stop_reason)
-            # Drain what the kernel still holds: poll until a pass brings nothing.
-            while True:
+            self._stop_bpf()
+            # Drain what the kernel still holds: poll until two passes bring nothing.
+            quiet = 0
+            while quiet < 2:
                 before = len(self.pending)
                 poll(0)
-                if len(self.pending) == before:
-                    break
+                quiet = quiet + 1 if len(self.pending) == before else 0
+                if quiet == 1:
+                    time.sleep(0.02)
             self._flush_events()
         finally:
             for s, h in old.items():
@@ -295,6 +320,8 @@ class Recorder:
         self.writer.sync()
         nbytes = self.writer.bytes
         self.writer.close()
+        if getattr(self, "ring", None) is not None:
+            self.ring.close()
         self.bpf.cleanup()
         return Result(opts.output, status, duration, counters["generated"], counters["delivered"],
                       counters["lost"], nbytes, stop_reason, self.attached, self.missing)

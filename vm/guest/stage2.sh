@@ -2,7 +2,10 @@
 # zaptrace guest, stage 2: PID 1 after switch_root into the ext4 root.
 #
 # Read over 9p from the host checkout at every boot (edits need no image
-# rebuild).  The host's vm/runner.py writes, in the control share:
+# rebuild).  vm/guest/init has mounted /proc, /sys, /dev, /tmp, tracefs,
+# debugfs, bpffs, cgroup2 and the scratch disk (/scratch).
+#
+# The host's vm/runner.py writes, in the control share:
 #   config.sh  ZT_* settings for this script (shell-quoted)
 #   cmd.sh     environment + cwd + the command (shell-quoted)
 # and reads back:
@@ -33,26 +36,9 @@ log() {
     echo "zaptrace-stage2 [$up]: $*"
 }
 
-mount -t proc proc /proc
 . "$CTL/config.sh" || fatal "cannot read $CTL/config.sh"
-
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-mkdir -p /dev/pts /dev/shm
-mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
-mount -t tmpfs -o mode=1777 tmpfs /dev/shm
-mount -t tmpfs -o mode=1777 tmpfs /tmp
-mount -t tracefs tracefs /sys/kernel/tracing || fatal "cannot mount tracefs"
-mount -t debugfs debugfs /sys/kernel/debug
-mount -t bpf bpf /sys/fs/bpf || fatal "cannot mount bpffs"
-mount -t cgroup2 cgroup2 /sys/fs/cgroup
 hostname zaptrace-guest
-log "filesystems mounted"
-
-# Block-backed scratch space (ext4 on virtio, discarded after the run).
-mkdir -p /scratch
-mount -t ext4 /dev/vdb /scratch || fatal "cannot mount the scratch disk /dev/vdb"
-chmod 1777 /scratch
+log "started"
 
 # The running kernel's modules (for modprobe) and, for a user's kernel, its headers.
 MODDIR="/lib/modules/$ZT_KVER"
@@ -60,11 +46,14 @@ mkdir -p "$MODDIR"
 if [ "$ZT_MODULES" = 1 ]; then
     mkdir -p /run/zaptrace/modules
     mount -t 9p -o "$P9,ro,cache=loose" zt_mod /run/zaptrace/modules || fatal "cannot mount the modules share"
+    links=""
     for entry in /run/zaptrace/modules/*; do
         name=${entry##*/}
         case "$name" in build|source) continue ;; esac
-        [ -e "$MODDIR/$name" ] || ln -s "$entry" "$MODDIR/$name"
+        [ -e "$MODDIR/$name" ] || links="$links $entry"
     done
+    # Module tree entries never contain blanks: one ln for all of them.
+    [ -z "$links" ] || ln -s $links "$MODDIR/" || fatal "cannot link the modules into $MODDIR"
 fi
 if [ "$ZT_HEADERS" = 1 ]; then
     mkdir -p /run/zaptrace/headers
@@ -78,13 +67,14 @@ fi
 mkdir -p /opt/zaptrace
 mount -t tmpfs -o mode=755 tmpfs /opt/zaptrace
 mkdir /opt/zaptrace/bin /opt/zaptrace/lib
+pkgs=""
 for pkg in zaptrace probes analysis vm; do
-    [ -d "/run/zaptrace/src/$pkg" ] && ln -s "/run/zaptrace/src/$pkg" "/opt/zaptrace/lib/$pkg"
+    [ -d "/run/zaptrace/src/$pkg" ] && pkgs="$pkgs /run/zaptrace/src/$pkg"
 done
-cat > /opt/zaptrace/bin/zaptrace <<'EOF'
-#!/bin/sh
-PYTHONPATH=/opt/zaptrace/lib${PYTHONPATH:+:$PYTHONPATH} exec /usr/bin/python3 -P -m zaptrace "$@"
-EOF
+ln -s $pkgs /opt/zaptrace/lib/
+printf '%s\n' '#!/bin/sh' \
+    'PYTHONPATH=/opt/zaptrace/lib${PYTHONPATH:+:$PYTHONPATH} exec /usr/bin/python3 -P -m zaptrace "$@"' \
+    > /opt/zaptrace/bin/zaptrace
 chmod 755 /opt/zaptrace/bin/zaptrace
 mount -o remount,ro /opt/zaptrace
 

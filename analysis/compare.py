@@ -1,0 +1,94 @@
+"""`zaptrace compare`: the per-class figures of several traces side by side.
+
+Columns are traces, labelled by kernel release (plus the file name when two
+traces share a release); rows are class / metric.  Built from summarize()
+dicts only, so it compares traces of any size once each is summarised.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Optional, Sequence
+
+from .gaps import CLASSES
+from .report import Table, fmt_count, fmt_us, format_table
+
+SCHEMA = "zaptrace.compare/1"
+
+
+def labels_of(summaries: Sequence[Dict[str, Any]]) -> List[str]:
+    """Kernel release per trace; ' (file)' added where releases repeat."""
+    kernels = [s["kernel"] for s in summaries]
+    return [k if kernels.count(k) == 1 else f"{k} ({os.path.basename(s['file'])})"
+            for k, s in zip(kernels, summaries)]
+
+
+def _share(n: int, of: int) -> Optional[float]:
+    return None if not of else n / of
+
+
+def class_figures(block: Dict[str, Any]) -> Dict[str, Any]:
+    """The compared figures of one class block of a summary (gaps in ns, shares as fractions)."""
+    return {
+        "decrements": block["decrements"], "paired": block["paired"], "delayed": block["delayed"],
+        "delayed_share": _share(block["delayed"], block["decrements"]),
+        "open": block["open"], "closed": block["closed"],
+        "open_share": _share(block["open"], block["paired"]),
+        "gap_p50_ns": block["gap_ns"]["p50"], "gap_p99_ns": block["gap_ns"]["p99"],
+        "hits": block["hits"],
+    }
+
+
+def window_state(block: Dict[str, Any]) -> str:
+    """'open' if any paired decrement preceded its flush, 'closed' if none did, '-' without pairs."""
+    if not block["paired"]:
+        return "-"
+    return "open" if block["open"] else "closed"
+
+
+def compare_json(summaries: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """What `zaptrace compare --json` prints."""
+    return {"schema": SCHEMA, "traces": [
+        {"label": lab, "file": s["file"], "kernel": s["kernel"], "events": sum(s["events"].values()),
+         "lost_events": s["lost_events"], "flush_source": s["flush_source"],
+         "classes": {c: dict(class_figures(s["classes"][c]), window=window_state(s["classes"][c]))
+                     for c in CLASSES}}
+        for lab, s in zip(labels_of(summaries), summaries)]}
+
+
+def _pct(x: Optional[float]) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def compare_table(summaries: Sequence[Dict[str, Any]]) -> Table:
+    """Rows: trace facts, then per class the compared metrics; one column per trace."""
+    header = ["class", "metric"] + labels_of(summaries)
+    rows: List[List[str]] = [
+        ["trace", "file"] + [os.path.basename(s["file"]) for s in summaries],
+        ["", "events"] + [fmt_count(sum(s["events"].values())) for s in summaries],
+        ["", "lost events"] + [fmt_count(s["lost_events"]) for s in summaries],
+        ["", "flush source"] + [s["flush_source"] or "-" for s in summaries],
+    ]
+    for c in CLASSES:
+        f = [class_figures(s["classes"][c]) for s in summaries]
+        rows += [
+            [c, "decrements"] + [fmt_count(x["decrements"]) for x in f],
+            ["", "delayed share"] + [_pct(x["delayed_share"]) for x in f],
+            ["", "open"] + [f"{x['open']:,} ({_pct(x['open_share'])})" if x["paired"] else "0" for x in f],
+            ["", "closed"] + [fmt_count(x["closed"]) for x in f],
+            ["", "gap p50 us"] + [fmt_us(x["gap_p50_ns"]) for x in f],
+            ["", "gap p99 us"] + [fmt_us(x["gap_p99_ns"]) for x in f],
+            ["", "window hits"] + [fmt_count(x["hits"]) for x in f],
+            ["", "window"] + [window_state(s["classes"][c]) for s in summaries],
+        ]
+    return header, rows
+
+
+def render_compare(summaries: Sequence[Dict[str, Any]]) -> str:
+    """The text comparison, ending with one line on dirty file pages per trace."""
+    lines = ["Per-class gap figures (gap = flush completion - decrement, signed us; open = decrement "
+             "before the flush):"]
+    lines += format_table(*compare_table(summaries), left=2)
+    states = [f"{lab}: {window_state(s['classes']['file-dirty'])}"
+              for lab, s in zip(labels_of(summaries), summaries)]
+    lines += ["", "dirty file pages, window: " + "; ".join(states)]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,246 @@
+"""`zaptrace report`: one trace, analysed and printed as a terminal summary.
+
+``analyse(path)`` runs the whole pipeline (read -> sort -> gap table ->
+window hits -> summary) and reports progress for large traces;
+``render_text`` turns the result into the terminal report.  The table
+builders (``class_table``, ``hit_rows``) return plain strings so the HTML
+report shows exactly the same figures.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+
+from zaptrace import tracefile
+from zaptrace.layout import layout
+
+from .gaps import CLASSES, HIT_COLUMNS, gap_table, hit_table
+from .load import KIND_NAMES, Trace, from_raw
+from .summary import summarize
+
+# Above this many events (estimated from the file size) progress lines go to stderr.
+PROGRESS_EVENTS = 1_000_000
+PATH_ROWS = ("all", "immediate", "delayed")
+Table = Tuple[List[str], List[List[str]]]
+
+
+@dataclass
+class Analysis:
+    """Everything a report shows about one trace."""
+
+    trace: Trace
+    gaps: pd.DataFrame        # analysis.gaps.gap_table
+    hits: pd.DataFrame        # analysis.gaps.hit_table
+    summary: Dict[str, Any]   # analysis.summary.summarize
+
+
+class Stages:
+    """Prints `zaptrace: [elapsed] stage` lines when given a sink (else silent)."""
+
+    def __init__(self, sink: Optional[Callable[[str], None]]):
+        self.sink = sink
+        self.t0 = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        if self.sink is not None:
+            self.sink(f"zaptrace: [{time.perf_counter() - self.t0:6.1f} s] {name}")
+
+
+def _estimated_events(path: str) -> int:
+    try:
+        return os.path.getsize(path) // layout().dtype.itemsize
+    except OSError:
+        return 0          # tracefile.read reports the problem
+
+
+def analyse(path: str, progress: Optional[Callable[[str], None]] = None, with_hits: bool = True) -> Analysis:
+    """Load and analyse one trace; `progress` gets stage lines for traces above PROGRESS_EVENTS.
+
+    with_hits=False skips the window-hit list (``Analysis.hits`` is then empty;
+    the per-page ``hits`` counts in the gap table are always there).
+    """
+    stage = Stages(progress if _estimated_events(path) > PROGRESS_EVENTS else None)
+    stage(f"reading {path}")
+    raw = tracefile.read(path)
+    stage(f"sorting {len(raw.events):,} events")
+    trace = from_raw(raw)
+    del raw
+    stage("gap table")
+    gaps = gap_table(trace)
+    if with_hits:
+        stage(f"window hits of {len(gaps):,} pages")
+        # only rows with hits > 0 have hit rows: the full hit_table would redo window_hits on every open row
+        hits = hit_table(trace, gaps[gaps["hits"].to_numpy() > 0])
+    else:
+        hits = pd.DataFrame(columns=HIT_COLUMNS)
+    stage("summary")
+    summary = summarize(trace, gaps)
+    stage("done")
+    return Analysis(trace=trace, gaps=gaps, hits=hits, summary=summary)
+
+
+# ------------------------------------------------------------- formatting --
+
+def fmt_us(ns: Optional[float]) -> str:
+    """Signed microseconds from nanoseconds: +12.3, -0.8, +0.004; '-' when unknown."""
+    if ns is None or (isinstance(ns, float) and np.isnan(ns)):
+        return "-"
+    us = ns / 1000.0
+    if us != 0 and abs(us) < 0.1:
+        return f"{us:+.3f}"
+    return f"{us:+.1f}"
+
+
+def fmt_count(n: Optional[int]) -> str:
+    return "-" if n is None else f"{n:,}"
+
+
+def t0_of(trace: Trace) -> int:
+    """The first event's timestamp (the origin of relative times), 0 for an empty trace."""
+    ev = trace.events
+    return int(ev["ts"].iloc[0]) if len(ev) else 0
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1,
+                 indent: str = "  ") -> List[str]:
+    """Text table: the first `left` columns left-aligned, the rest right-aligned."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+
+    def line(cells: Sequence[str]) -> str:
+        out = [c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+        return (indent + "  ".join(out)).rstrip()
+    return [line(header)] + [line(r) for r in rows]
+
+
+CLASS_HEADER = ["class", "path", "decrements", "paired", "unpaired", "delayed", "open", "closed",
+                "p50 us", "p90 us", "p99 us", "max us", "hits"]
+
+
+def class_table(summary: Dict[str, Any]) -> Table:
+    """Per class, the class total ('all') and its immediate / delayed rows; gaps in signed us."""
+    rows = []
+    for c in CLASSES:
+        block = summary["classes"][c]
+        for p in PATH_ROWS:
+            b = block if p == "all" else block["by_path"][p]
+            g = b["gap_ns"]
+            rows.append([c if p == "all" else "", p, fmt_count(b["decrements"]), fmt_count(b["paired"]),
+                         fmt_count(b["unpaired"]), fmt_count(b["delayed"]), fmt_count(b["open"]),
+                         fmt_count(b["closed"]), fmt_us(g["p50"]), fmt_us(g["p90"]), fmt_us(g["p99"]),
+                         fmt_us(g["max"]), fmt_count(b["hits"])])
+    return CLASS_HEADER, rows
+
+
+HIT_HEADER = ["decrement ms", "pfn", "class", "path", "gap us", "zap tid/cpu", "mkclean tid/cpu",
+              "mkclean start us", "mkclean took us", "ret"]
+
+
+def hit_rows(hits: pd.DataFrame, t0: int, limit: Optional[int]) -> Table:
+    """The first `limit` window hits (all when None), by decrement time.
+
+    Times: decrement in ms since the first event; mkclean start relative
+    to the decrement (signed us); how long the mkclean ran ('running'
+    when its return was not recorded).
+    """
+    h = hits.sort_values(["dec_ts", "mkclean_enter_ts"], kind="stable")
+    if limit is not None:
+        h = h.head(limit)
+    dec = h["dec_ts"].to_numpy(dtype="float64")
+    start = h["mkclean_enter_ts"].to_numpy(dtype="float64")
+    took = h["mkclean_exit_ts"].to_numpy(dtype="float64") - start
+    cols = zip(dec, h["pfn"].to_numpy(), h["class"].to_numpy(), h["path"].to_numpy(),
+               h["gap_ns"].to_numpy(dtype="float64"), h["zap_tid"].to_numpy(), h["zap_cpu"].to_numpy(),
+               h["mkclean_tid"].to_numpy(), h["mkclean_cpu"].to_numpy(), start, took,
+               h["mkclean_ret"].to_numpy(dtype="float64"))
+    rows = [[f"{(d - t0) / 1e6:.3f}", f"{int(pfn):#x}", str(c), str(p), fmt_us(g), f"{zt}/{zc}",
+             f"{mt}/{mc}", fmt_us(s - d), "running" if np.isnan(k) else fmt_us(k).lstrip("+"),
+             "-" if np.isnan(r) else str(int(r))]
+            for d, pfn, c, p, g, zt, zc, mt, mc, s, k, r in cols]
+    return HIT_HEADER, rows
+
+
+def verdict(summary: Dict[str, Any]) -> List[str]:
+    """One sentence per class with paired decrements: open or closed windows, and hits."""
+    out = []
+    for c in CLASSES:
+        b = summary["classes"][c]
+        if not b["paired"]:
+            continue
+        hits = f"; {b['hits']:,} mkclean window hits" if b["hits"] else ""
+        if b["open"]:
+            out.append(f"{c}: {b['open']:,} of {b['paired']:,} paired decrements came before their flush "
+                       f"(open window, p50 {fmt_us(b['gap_ns']['p50'])} us){hits}")
+        else:
+            out.append(f"{c}: all {b['paired']:,} paired decrements came after their flush completed "
+                       f"(window closed){hits}")
+    return out
+
+
+def _by_kind(counts: Dict[str, int]) -> str:
+    """'zap_enter 2, rmap 6, ...': the nonzero counts in event-kind order."""
+    order = {k: i for i, k in enumerate(KIND_NAMES)}
+    items = sorted(counts.items(), key=lambda kv: order.get(kv[0], len(order)))
+    return ", ".join(f"{k} {v:,}" for k, v in items if v)
+
+
+def header_lines(summary: Dict[str, Any]) -> List[str]:
+    """File, kernel, command, duration, events per kind, losses, problems, probes, flush source."""
+    s = summary
+    dur = "-" if s["duration_s"] is None else f"{s['duration_s']:.3f} s"
+    lines = [f"file:      {s['file']}",
+             f"kernel:    {s['kernel']}",
+             f"command:   {' '.join(s['command']) or '-'}",
+             f"duration:  {dur}" + ("" if s["finished"] else " (recording did not finish)")]
+    ev = _by_kind(s["events"])
+    lines.append(f"events:    {sum(s['events'].values()):,} total" + (": " if ev else "") + ev)
+    if s["lost_events"] is None:
+        lines.append("lost:      unknown (no END or STAT chunk with counters)")
+    elif s["lost_events"]:
+        lines.append(f"lost:      {s['lost_events']:,} events LOST (ring buffer full): {_by_kind(s['lost_by_kind'])}")
+    else:
+        lines.append("lost:      0 events")
+    if s["trace_problems"]:
+        lines.append(f"PROBLEMS:  the trace is damaged or incomplete ({s['skipped_bytes']:,} bytes skipped):")
+        lines += [f"  - {p}" for p in s["trace_problems"]]
+    missing = [k for k, v in s["probes"].items() if not v]
+    if missing:
+        lines.append(f"probes:    not attached: {', '.join(missing)}")
+    src = s["flush_source"] or "-"
+    note = " (the arch flush was not recorded)" if src == "tlb_flush_mmu" else ""
+    lines.append(f"flush:     a window closes when {src} returns{note}")
+    return lines
+
+
+def render_text(a: Analysis, max_hits: int = 20) -> str:
+    """The terminal report of one analysed trace."""
+    s = a.summary
+    lines = header_lines(s)
+    lines += ["", "Decrement -> covering flush completion (gap > 0: the window was open that long):"]
+    lines += format_table(*class_table(s), left=2)
+    other = s["other_path"]
+    lines += ["", f"other-path removals (never paired): {other['count']:,}"]
+    lines += [f"  {n:>10,}  {r}" for r, n in other["reasons"].items()]
+    reasons: Dict[str, int] = {}
+    for c in CLASSES:
+        for r, n in s["classes"][c]["unpaired_reasons"].items():
+            reasons[r] = reasons.get(r, 0) + n
+    lines += ["", f"unpaired decrements: {sum(reasons.values()):,}"]
+    lines += [f"  {n:>10,}  {r}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])]
+    suspects = sum(s["classes"][c]["loss_suspect"] for c in CLASSES)
+    if suspects:
+        lines.append(f"  {suspects:,} decrements fall where events were lost: their gaps may be wrong")
+    lines += ["", f"window hits (mkclean of the folio inside an open window): {s['window_hits']:,}"]
+    if len(a.hits):
+        header, rows = hit_rows(a.hits, t0_of(a.trace), max_hits)
+        lines += format_table(header, rows, left=0)
+        if len(a.hits) > len(rows):
+            lines.append(f"  ... {len(a.hits) - len(rows):,} more (--hits N shows more)")
+    v = verdict(s)
+    if v:
+        lines += ["", "In short:"] + [f"  {x}" for x in v]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,78 @@
+"""Per-class figures of a gap table: what `zaptrace report` prints and --json emits."""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import numpy as np
+import pandas as pd
+
+from .gaps import CLASSES, gap_table
+from .load import Trace
+
+SCHEMA = "zaptrace.report/1"
+PERCENTILES = (("p50", 50), ("p90", 90), ("p99", 99))
+
+
+def gap_stats(values: np.ndarray) -> Dict[str, Optional[float]]:
+    v = values[~np.isnan(values)]
+    if len(v) == 0:
+        return {"min": None, "p50": None, "p90": None, "p99": None, "max": None}
+    q = np.percentile(v, [p for _, p in PERCENTILES])
+    out: Dict[str, Optional[float]] = {"min": float(v.min())}
+    out.update({name: float(x) for (name, _), x in zip(PERCENTILES, q)})
+    out["max"] = float(v.max())
+    return out
+
+
+def _block(g: pd.DataFrame) -> Dict[str, Any]:
+    paired = g["paired"].to_numpy()
+    gap = g["gap_ns"].to_numpy(dtype="float64")
+    reasons = g.loc[~paired, "unpaired_reason"].value_counts()
+    return {
+        "decrements": int(len(g)),
+        "paired": int(paired.sum()),
+        "unpaired": int((~paired).sum()),
+        "delayed": int((g["path"] == "delayed").sum()),
+        "immediate": int((g["path"] == "immediate").sum()),
+        "open": int((paired & (gap > 0)).sum()),
+        "closed": int((paired & (gap <= 0)).sum()),
+        "hits": int(g["hits"].sum()),
+        "pages_hit": int((g["hits"] > 0).sum()),
+        "loss_suspect": int(g["loss_suspect"].sum()),
+        "gap_ns": gap_stats(gap[paired]),
+        "gap_mmu_ns": gap_stats(g["gap_mmu_ns"].to_numpy(dtype="float64")[paired]),
+        "unpaired_reasons": {str(k): int(v) for k, v in reasons.items()},
+    }
+
+
+def summarize(trace: Trace, gaps: Optional[pd.DataFrame] = None) -> Dict[str, Any]:
+    if gaps is None:
+        gaps = gap_table(trace)
+    zap = gaps[gaps["path"] != "other-path"]
+    classes = {}
+    for c in CLASSES:
+        g = zap[zap["class"] == c]
+        block = _block(g)
+        block["by_path"] = {p: _block(g[g["path"] == p]) for p in ("immediate", "delayed")}
+        classes[c] = block
+    other = gaps[gaps["path"] == "other-path"]
+    src = gaps["flush_source"].iloc[0] if len(gaps) else None
+    return {
+        "schema": SCHEMA,
+        "file": trace.path,
+        "kernel": trace.kernel,
+        "command": trace.command,
+        "duration_s": trace.duration_s,
+        "finished": trace.finished,
+        "events": trace.event_counts(),
+        "lost_events": trace.lost_events,
+        "lost_by_kind": trace.lost_by_kind(),
+        "trace_problems": trace.problems,
+        "skipped_bytes": trace.skipped_bytes,
+        "flush_source": src,
+        "probes": {p.get("event"): (p.get("attach") or None) for p in trace.head.get("probes") or []},
+        "classes": classes,
+        "other_path": {"count": int(len(other)),
+                       "reasons": {str(k): int(v) for k, v in other["unpaired_reason"].value_counts().items()}},
+        "window_hits": int(zap["hits"].sum()),
+    }

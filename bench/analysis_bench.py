@@ -1,0 +1,293 @@
+"""Benchmark of the analysis on a large synthetic trace (default 10 million events).
+
+    .venv/bin/python bench/analysis_bench.py                  # 10M events, trace cached in /tmp
+    .venv/bin/python bench/analysis_bench.py -n 2000000 --style delayed
+    .venv/bin/python bench/analysis_bench.py --generate-only out.zt -n 50000 --kernel 6.12.0-synthetic
+
+The trace is generated vectorised with numpy: several tasks of two
+processes on their own CPUs zap batches of 1..128 pages (anon, clean file or
+dirty file pages, each dirty page preceded by its PTE-dirty marker), each
+zap ending in tlb_flush_mmu { flush_tlb_mm_range } (style ``immediate``,
+5.10/6.1) or with dirty pages decremented in tlb_flush_rmaps after the flush
+(style ``delayed``, 6.2+); kworkers run folio_mkclean on zapped dirty pages,
+some inside the open windows; kswapd removes a few pages outside any zap.
+Records reach the file slightly out of timestamp order, in 64 Ki-record
+chunks, as from a per-CPU ring buffer.
+
+Timing (one process, best of --repeat runs, default 1, warm page cache): the column load
+(``tracefile.read``), ``analysis.load`` (read + sort into a DataFrame),
+``gap_table``, ``summarize``, and the full report (``report.analyse`` +
+``render_text``: read, sort, gap table, hit table, summary, text), each also
+as a ratio to the column load.  Peak memory: the peak RSS (VmHWM) of a
+separate child process per phase that runs the pipeline up to and including
+that phase (so each figure includes the phases before it and the imports).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from typing import Dict, Optional
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from zaptrace.layout import layout  # noqa: E402
+from zaptrace.tracefile import TraceWriter  # noqa: E402
+
+VMEMMAP = 0xFFFFEA0000000000
+CHUNK = 65536
+STEP = 200          # ns between two pages of a zap
+
+
+def _per_zap_rank(mask: np.ndarray, zap_of: np.ndarray, first_of_zap: np.ndarray) -> np.ndarray:
+    """0-based rank of each True element of `mask` among the True elements of its zap."""
+    c = np.cumsum(mask)
+    before = c[first_of_zap] - mask[first_of_zap]
+    return c - 1 - before[zap_of]
+
+
+def generate(path: str, n_events: int = 10_000_000, seed: int = 1, style: str = "immediate",
+             kernel: Optional[str] = None, tasks: int = 4, cpus: int = 4) -> int:
+    """Write a synthetic trace of exactly n_events records; returns n_events."""
+    L = layout()
+    K = {k.lower(): v for k, v in L.kinds.items()}
+    F = {k.lower(): v for k, v in L.flags.items()}
+    rng = np.random.default_rng(seed)
+    delayed = style == "delayed"
+
+    n_pages_mean = 64.5
+    zaps = int(n_events / (8 + n_pages_mean * 1.3)) + 64
+    zaps -= zaps % tasks
+    task = np.arange(zaps) % tasks
+    tid = (1000 + task).astype(np.uint32)
+    tgid = np.where(task < tasks // 2, 1000, 1000 + tasks // 2).astype(np.uint32)
+    mm = np.where(tgid == 1000, 0xFFFF888000100000, 0xFFFF888000200000).astype(np.uint64)
+    cpu = (task % cpus).astype(np.uint16)
+    npg = rng.integers(1, 129, zaps)
+    anon = rng.random(zaps) < 0.4
+
+    # pages, one row per decremented page
+    P = int(npg.sum())
+    zap_of = np.repeat(np.arange(zaps), npg)
+    first = np.cumsum(npg) - npg
+    j = np.arange(P) - first[zap_of]
+    dirty = ~anon[zap_of] & (rng.random(P) < 0.5)
+    late = dirty & delayed                                  # decremented in tlb_flush_rmaps
+    n_late = np.bincount(zap_of, weights=late, minlength=zaps).astype(np.int64)
+    # each process has its own page pools, one for anon and one for file pages
+    pfn = (0x40000 + (tgid[zap_of].astype(np.int64) - 1000) * 100_000 + anon[zap_of] * 1_000_000
+           + (zap_of * 37 + j) % 50_000).astype(np.uint64)
+
+    # per-zap timeline (offsets from zap entry, ns)
+    flush_dur = rng.lognormal(np.log(2000), 0.5, zaps).astype(np.int64) + 200
+    t_tlb = 100 + npg * STEP + 100
+    t_fr_exit = t_tlb + 50 + flush_dur
+    t_rmaps_enter = t_fr_exit + 20
+    t_rmaps_exit = t_rmaps_enter + 50 + n_late * 100
+    t_tlb_exit = np.where(n_late > 0, t_rmaps_exit, t_fr_exit) + 50
+    dur = t_tlb_exit + 100
+    idle = rng.exponential(5000, zaps).astype(np.int64)
+    per_task = (dur + idle).reshape(-1, tasks)
+    start = (np.cumsum(per_task, axis=0) - per_task).reshape(-1) + 1_000_000 + task * 777
+
+    rows = []
+
+    def add(ts, kind, t_id, t_gid, m, pg=0, fo=None, pf=0, nr=0, c=0, flags=0):
+        n = len(ts)
+        a = np.zeros(n, dtype=L.dtype)
+        a["ts"], a["kind"], a["tid"], a["tgid"], a["mm"] = ts, K[kind], t_id, t_gid, m
+        a["page"], a["folio"] = pg, pg if fo is None else fo
+        a["pfn"], a["nr"], a["cpu"], a["flags"] = pf, nr, c, flags
+        rows.append(a)
+
+    z = dict(t_id=tid, t_gid=tgid, m=mm, c=cpu)
+    add(start, "zap_enter", pg=0x7F0000000000, fo=0x7F0000100000, **z)
+    add(start + dur - 50, "zap_exit", **z)
+    add(start + t_tlb, "tlb_flush_enter", **z)
+    add(start + t_tlb + 50, "flush_range_enter", pg=0x7F0000000000, fo=0x7F0000100000, **z)
+    add(start + t_fr_exit, "flush_range_exit", **z)
+    add(start + t_tlb_exit, "tlb_flush_exit", **z)
+    has_late = n_late > 0
+    zl = {k: v[has_late] for k, v in z.items()}
+    add((start + t_rmaps_enter)[has_late], "rmaps_enter", **zl)
+    add((start + t_rmaps_exit)[has_late], "rmaps_exit", **zl)
+
+    page = (VMEMMAP + pfn * 64).astype(np.uint64)
+    zp = {k: v[zap_of] for k, v in z.items()}
+    pg_ts = start[zap_of] + 100 + j * STEP
+    rank = _per_zap_rank(late, zap_of, first)
+    rmap_ts = np.where(late, start[zap_of] + t_rmaps_enter[zap_of] + 50 + rank * 100, pg_ts + 50)
+    fl = (np.where(anon[zap_of], F["anon"], 0) | np.where(dirty, F["pgdirty"], 0) | F["in_zap"]
+          | np.where(late, F["in_rmaps"], 0)).astype(np.uint8)
+    add(rmap_ts, "rmap", pg=page, pf=pfn, nr=1, flags=fl, **zp)
+    zd = {k: v[dirty] for k, v in zp.items()}
+    add(pg_ts[dirty], "dirty", pg=page[dirty], pf=pfn[dirty], flags=F["in_zap"] | F["pgdirty"], **zd)
+
+    # kworkers clean ~1/4 of the dirty pages, around the time they are zapped
+    cand = np.flatnonzero(dirty)
+    mk = rng.choice(cand, size=len(cand) // 4, replace=False) if len(cand) else cand
+    gap = (start + t_fr_exit)[zap_of[mk]] - rmap_ts[mk]
+    mk_ts = rmap_ts[mk] + (rng.random(len(mk)) * (np.abs(gap) + 6000) - 3000).astype(np.int64)
+    mk = mk[np.argsort(mk_ts, kind="stable")]
+    mk_ts = np.sort(mk_ts)
+    mk_tid = (50 + np.arange(len(mk)) % 64).astype(np.uint32)     # kworkers take turns: none overlaps itself
+    mk_cpu = rng.integers(0, cpus, len(mk)).astype(np.uint16)
+    mkz = dict(t_id=mk_tid, t_gid=mk_tid, m=0, pg=page[mk], pf=pfn[mk], c=mk_cpu)
+    add(mk_ts, "mkclean_enter", **mkz)
+    add(mk_ts + rng.integers(1000, 5000, len(mk)), "mkclean_exit", nr=1, **mkz)
+
+    # kswapd: other-path removals of some pages, outside any zap
+    ks = rng.choice(P, size=P // 100, replace=False)
+    add(rmap_ts[ks] + 10_000_000, "rmap", t_id=np.uint32(30), t_gid=np.uint32(30), m=mm[zap_of[ks]],
+        pg=page[ks], pf=pfn[ks], nr=1, c=np.uint16(0), flags=np.where(anon[zap_of[ks]], F["anon"], 0))
+
+    ev = np.concatenate(rows)
+    rows.clear()                 # free the per-kind arrays
+    ev = ev[np.argsort(ev["ts"], kind="stable")][:n_events]
+    if len(ev) < n_events:
+        raise SystemExit(f"generated only {len(ev)} events; raise the zap estimate")
+    # per-CPU ring-buffer delivery: a little out of timestamp order
+    ev = ev[np.argsort(ev["ts"] + rng.integers(0, 20_000, len(ev)).astype(np.uint64), kind="stable")]
+
+    head = dict(L.head_fields(), format="zaptrace", command=["synthetic-bench", style],
+                kernel={"release": kernel or ("6.12.0-synthetic" if delayed else "6.1.0-synthetic")},
+                probes=[{"event": e, "attach": [e], "required": True}
+                        for e in ("zap", "rmap", "dirty", "tlb_flush", "flush_range", "flush_rmaps", "mkclean")],
+                start_ns=int(ev["ts"].min()), bench={"n": n_events, "seed": seed, "style": style})
+    w = TraceWriter(path, head)
+    for i in range(0, len(ev), CHUNK):
+        w.events(ev[i:i + CHUNK].tobytes(), L.dtype.itemsize)
+    counts = np.bincount(ev["kind"], minlength=L.nkinds)
+    gen = {name.lower(): int(counts[code]) for name, code in L.kinds.items()}
+    w.json(b"STAT", {"time_ns": int(ev["ts"].max()), "lost": {}, "generated": gen, "delivered": gen})
+    w.json(b"END ", {"generated": gen, "lost": {k: 0 for k in gen}, "delivered": gen,
+                     "duration_s": float(ev["ts"].max() - ev["ts"].min()) / 1e9})
+    w.close()
+    return n_events
+
+
+# --------------------------------------------------------------- phases --
+
+PHASES = ("import", "read", "load", "gap_table", "summarize", "report")
+
+
+def run_phase(path: str, upto: str) -> Dict[str, float]:
+    """Run the pipeline up to `upto`; wall time of each phase run (s)."""
+    import analysis
+    from analysis import report
+    from analysis.gaps import gap_table
+    from analysis.summary import summarize
+    from zaptrace import tracefile
+
+    out: Dict[str, float] = {}
+
+    def timed(name, fn):
+        t = time.perf_counter()
+        r = fn()
+        out[name] = time.perf_counter() - t
+        return r
+
+    if upto == "import":
+        return out
+    if upto == "read":
+        timed("read", lambda: tracefile.read(path))
+        return out
+    if upto == "report":
+        timed("report", lambda: report.render_text(report.analyse(path)))
+        return out
+    trace = timed("load", lambda: analysis.load(path))
+    if upto == "load":
+        return out
+    gaps = timed("gap_table", lambda: gap_table(trace))
+    if upto == "gap_table":
+        return out
+    timed("summarize", lambda: summarize(trace, gaps))
+    return out
+
+
+def peak_rss_mib() -> float:
+    """This process's peak RSS: VmHWM of /proc/self/status (ru_maxrss would include the parent's,
+    inherited across vfork+exec); ru_maxrss where /proc is missing."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def child(path: str, upto: str) -> None:
+    t = run_phase(path, upto)
+    print(json.dumps({"times": t, "peak_rss_mib": peak_rss_mib()}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-n", "--events", type=int, default=10_000_000)
+    ap.add_argument("--trace", default=None, help="trace file (default /tmp/zaptrace-bench-<n>-<style>.zt)")
+    ap.add_argument("--style", choices=("immediate", "delayed"), default="immediate")
+    ap.add_argument("--kernel", default=None, help="kernel release written in the header")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--regenerate", action="store_true", help="regenerate even if the trace exists")
+    ap.add_argument("--generate-only", metavar="OUT", help="write the trace to OUT and exit")
+    ap.add_argument("--repeat", type=int, default=1, help="time each phase this many times, keep the best")
+    ap.add_argument("--no-memory", action="store_true", help="skip the per-phase memory children")
+    ap.add_argument("--child", nargs=2, metavar=("PATH", "PHASE"), help=argparse.SUPPRESS)
+    o = ap.parse_args()
+    if o.child:
+        child(*o.child)
+        return
+    if o.generate_only:
+        generate(o.generate_only, o.events, o.seed, o.style, o.kernel)
+        print(f"wrote {o.events:,} events to {o.generate_only}")
+        return
+    path = o.trace or f"/tmp/zaptrace-bench-{o.events}-{o.style}.zt"
+    if o.regenerate or not os.path.exists(path):
+        t = time.perf_counter()
+        generate(path, o.events, o.seed, o.style, o.kernel)
+        print(f"generated {o.events:,} events -> {path} ({os.path.getsize(path) / 2**20:.0f} MiB) "
+              f"in {time.perf_counter() - t:.1f} s")
+
+    times: Dict[str, float] = {}
+    for _ in range(o.repeat):
+        for upto in ("read", "summarize", "report"):
+            for ph, t in run_phase(path, upto).items():
+                times[ph] = min(t, times.get(ph, t))
+    rss: Dict[str, float] = {}
+    if not o.no_memory:
+        for ph in PHASES:
+            p = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", path, ph],
+                               capture_output=True, text=True, check=True)
+            rss[ph] = json.loads(p.stdout.strip().splitlines()[-1])["peak_rss_mib"]
+
+    import analysis
+    ev = analysis.load(path)
+    n_rows = len(analysis.gap_table(ev))
+    base = times["read"]
+    print(f"\ntrace: {path}: {o.events:,} events ({os.path.getsize(path) / 2**20:.0f} MiB), "
+          f"{n_rows:,} gap-table rows; python {sys.version.split()[0]}, "
+          f"pandas {__import__('pandas').__version__}, numpy {np.__version__}, {os.cpu_count()} CPUs")
+    print(f"{'phase':<12} {'wall s':>8} {'x read':>8} {'peak RSS MiB':>12}  (VmHWM of a child that runs up to this phase)")
+    labels = {"import": "imports only", "read": "tracefile.read (column load)", "load": "analysis.load",
+              "gap_table": "gap_table", "summarize": "summarize", "report": "full report (analyse+text)"}
+    for ph in PHASES:
+        t = times.get(ph)
+        r = rss.get(ph)
+        print(f"{ph:<12} {'-' if t is None else f'{t:8.2f}':>8} {'-' if t is None else f'{t / base:8.1f}':>8} "
+              f"{'-' if r is None else f'{r:.0f}':>12}  {labels[ph]}")
+    print(f"\nreproduce: .venv/bin/python bench/analysis_bench.py -n {o.events} --style {o.style} "
+          f"--seed {o.seed} --repeat {o.repeat}" + (f" --trace {o.trace}" if o.trace else ""))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""Resolving a suite's kernel ABI from Packages text (no network)."""
+
+import pytest
+
+from vm import debian
+from vm.errors import VMError
+
+PACKAGES = """\
+Package: linux-headers-amd64
+Source: linux-signed-amd64 (6.1.192+2)
+Version: 6.1.192-2
+Installed-Size: 13
+Depends: linux-headers-6.1.0-56-amd64 (= 6.1.192-2)
+Description: Header files for Linux amd64 configuration (meta-package)
+ This package depends on the architecture-specific header files for the
+ latest Linux kernel amd64 configuration.
+
+Package: linux-image-amd64
+Source: linux-signed-amd64 (6.1.192+2)
+Version: 6.1.192-2
+Installed-Size: 13
+Depends: linux-image-6.1.0-56-amd64 (= 6.1.192-2)
+Description: Linux for 64-bit PCs (meta-package)
+ This package depends on the latest Linux kernel and modules for use on
+ PCs with AMD64, Intel 64 or VIA Nano processors.
+ .
+ Continuation lines with: colons do not start fields.
+
+Package: linux-image-6.1.0-56-amd64
+Version: 6.1.192-2
+Depends: kmod, linux-base (>= 4.3~), initramfs-tools (>= 0.120+deb8u2) | linux-initramfs-tool
+"""
+
+
+def test_parse_stanzas():
+    stanzas = debian.parse_stanzas(PACKAGES)
+    assert [s["Package"] for s in stanzas] == [
+        "linux-headers-amd64", "linux-image-amd64", "linux-image-6.1.0-56-amd64"]
+    desc = stanzas[1]["Description"]
+    assert desc.startswith("Linux for 64-bit PCs (meta-package)\nThis package depends")
+    assert desc.endswith("Continuation lines with: colons do not start fields.")
+    assert "Continuation lines with" not in stanzas[1]  # not a field
+
+
+def test_kernel_packages_bookworm():
+    meta = [s for s in debian.parse_stanzas(PACKAGES) if s["Package"] == "linux-image-amd64"][0]
+    pkgs = debian.kernel_packages(meta)
+    assert pkgs.abi == "6.1.0-56"
+    assert pkgs.kver == "6.1.0-56-amd64"
+    assert pkgs.version == "6.1.192-2"
+    assert pkgs.image == "linux-image-6.1.0-56-amd64"
+    assert pkgs.headers == ["linux-headers-6.1.0-56-amd64", "linux-headers-6.1.0-56-common"]
+
+
+def test_kernel_packages_trixie_abi_with_plus():
+    meta = {"Package": "linux-image-amd64", "Version": "6.12.117-1",
+            "Depends": "linux-image-6.12.117+deb13-amd64 (= 6.12.117-1)"}
+    pkgs = debian.kernel_packages(meta)
+    assert pkgs.kver == "6.12.117+deb13-amd64"
+    assert pkgs.headers == ["linux-headers-6.12.117+deb13-amd64", "linux-headers-6.12.117+deb13-common"]
+
+
+def test_kernel_packages_skips_unsigned_alternative():
+    meta = {"Package": "linux-image-amd64", "Version": "5.10.223-1",
+            "Depends": "linux-image-5.10.0-32-amd64-unsigned (= 5.10.223-1) | "
+                       "linux-image-5.10.0-32-amd64:amd64 (= 5.10.223-1)"}
+    assert debian.kernel_packages(meta).kver == "5.10.0-32-amd64"
+
+
+@pytest.mark.parametrize("meta", [
+    {"Package": "linux-image-amd64", "Version": "1", "Depends": "kmod"},
+    {"Package": "linux-headers-amd64", "Depends": "linux-image-6.1.0-56-amd64"},
+])
+def test_kernel_packages_rejects(meta):
+    with pytest.raises(VMError):
+        debian.kernel_packages(meta)
+
+
+def test_suites():
+    assert debian.SUITES == {"5.10": "bullseye", "6.1": "bookworm", "6.12": "trixie"}

@@ -1,0 +1,68 @@
+"""Kernel resolution: labels, bzImage version strings, user kernels (no guest)."""
+
+import struct
+
+import pytest
+
+from vm import kernel
+from vm.build import DEFAULT_KERNELS
+from vm.errors import VMError
+
+
+def fake_bzimage(path, version: bytes):
+    data = bytearray(0x3000)
+    data[0x202:0x206] = b"HdrS"
+    struct.pack_into("<H", data, 0x20E, 0x1000 - 0x200)
+    data[0x1000:0x1000 + len(version) + 1] = version + b"\0"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_bzimage_version(tmp_path):
+    img = fake_bzimage(tmp_path / "bzImage", b"6.8.0-rc1-zt+ (me@host) #3 SMP PREEMPT_DYNAMIC Mon")
+    assert kernel.bzimage_version(img) == "6.8.0-rc1-zt+"
+
+
+def test_bzimage_version_not_a_kernel(tmp_path):
+    (tmp_path / "x").write_bytes(b"\0" * 4096)
+    assert kernel.bzimage_version(tmp_path / "x") is None
+
+
+@pytest.mark.parametrize("label", DEFAULT_KERNELS)
+def test_bzimage_version_of_fetched_debian_kernels(label):
+    info = kernel.fetched(label)
+    if info is None:
+        pytest.skip("kernel %s not fetched" % label)
+    assert kernel.bzimage_version(kernel.resolve(label).vmlinuz) == info["kver"]
+
+
+def test_resolve_user_kernel(tmp_path):
+    img = fake_bzimage(tmp_path / "bzImage", b"6.9.1 (x@y) #1")
+    mods = tmp_path / "lib" / "modules" / "6.9.1"
+    mods.mkdir(parents=True)
+    guest = kernel.resolve(str(img), modules=str(mods), headers=str(tmp_path))
+    assert (guest.label, guest.kver, guest.modules, guest.headers) == ("6.9.1", "6.9.1", mods, tmp_path)
+
+
+def test_resolve_user_kernel_release_from_modules_dir(tmp_path):
+    (tmp_path / "vmlinux").write_bytes(b"\0" * 100)
+    mods = tmp_path / "6.9.2-custom"
+    mods.mkdir()
+    assert kernel.resolve(str(tmp_path / "vmlinux"), modules=str(mods)).kver == "6.9.2-custom"
+
+
+def test_resolve_user_kernel_mismatched_modules(tmp_path):
+    img = fake_bzimage(tmp_path / "bzImage", b"6.9.1 (x@y) #1")
+    (tmp_path / "6.9.2").mkdir()
+    with pytest.raises(VMError, match="6.9.1.*6.9.2"):
+        kernel.resolve(str(img), modules=str(tmp_path / "6.9.2"))
+
+
+def test_resolve_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZAPTRACE_CACHE", str(tmp_path))
+    with pytest.raises(VMError, match="unknown kernel"):
+        kernel.resolve("7.0")
+    with pytest.raises(VMError, match="zaptrace vm build --kernel 6.12"):
+        kernel.resolve("6.12")
+    with pytest.raises(VMError, match="only to a kernel given as a path"):
+        kernel.resolve("6.1", modules="/tmp")

@@ -1,0 +1,102 @@
+"""QEMU command line, accelerator choice and process cleanup (no guest)."""
+
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from vm import qemu
+from vm.errors import VMError
+from vm.kernel import GuestKernel
+
+GUEST = GuestKernel("6.1", "6.1.0-56-amd64", Path("/k/vmlinuz"), Path("/k/lib/modules/x"), None)
+
+
+def test_command_line():
+    argv = qemu.command(
+        GUEST, Path("/c/initrd,1.gz"), "tcg", memory_mb=2048, smp=2, console=Path("/runs/a,b/console.log"),
+        shares=[qemu.Share("zt_cwd", "/home/u/my,dir", False), qemu.Share("zt_src", "/src", True)],
+        disks=[Path("/c/rootfs.img"), Path("/c/scratch.img")], outputs=(7, 9),
+    )
+    joined = " ".join(argv)
+    for flag in ("-nodefaults", "-no-reboot", "-display none"):
+        assert flag in joined
+    assert argv[argv.index("-accel") + 1] == "tcg,thread=multi"
+    assert argv[argv.index("-smp") + 1] == "2"
+    assert argv[argv.index("-initrd") + 1] == "/c/initrd,1.gz"  # a plain argument: no escaping
+    assert "file,id=console,path=/runs/a,,b/console.log" in argv
+    assert "file,id=stdout,path=/proc/self/fd/7,append=on" in argv
+    assert "file,id=stderr,path=/proc/self/fd/9,append=on" in argv
+    assert [a for a in argv if a.startswith("chardev:")] == ["chardev:console", "chardev:stdout", "chardev:stderr"]
+    drives = [argv[i + 1] for i, a in enumerate(argv) if a == "-drive"]
+    assert drives == ["file=/c/rootfs.img,if=virtio,format=raw,snapshot=on",
+                      "file=/c/scratch.img,if=virtio,format=raw,snapshot=on"]
+    shares = [argv[i + 1] for i, a in enumerate(argv) if a == "-virtfs"]
+    assert shares[0].startswith("local,path=/home/u/my,,dir,mount_tag=zt_cwd,security_model=none")
+    assert "readonly=on" not in shares[0] and shares[1].endswith(",readonly=on")
+    assert argv[argv.index("-append") + 1].startswith("console=ttyS0 panic=-1")
+
+
+def test_command_line_kvm():
+    argv = qemu.command(GUEST, Path("/i"), "kvm", memory_mb=512, smp=1, console=Path("/c"),
+                        shares=[], disks=[], outputs=None, append="zaptrace.probe=1")
+    assert argv[argv.index("-accel") + 1] == "kvm"
+    assert argv[argv.index("-cpu") + 1] == "host"
+    assert argv[argv.index("-append") + 1].endswith(" zaptrace.probe=1")
+    assert "-drive" not in argv and "-virtfs" not in argv
+
+
+def test_choose_accel(monkeypatch):
+    probes = []
+    monkeypatch.setattr(qemu, "probe_kvm", lambda k, i: probes.append(k) or {"ok": False})
+    assert qemu.choose_accel("tcg", GUEST, Path("/i")) == "tcg"
+    with pytest.raises(VMError, match="--accel"):
+        qemu.choose_accel("hvf", GUEST, Path("/i"))
+
+    monkeypatch.setattr(qemu, "kvm_usable", lambda: False)
+    assert qemu.choose_accel("auto", GUEST, Path("/i")) == "tcg"
+    with pytest.raises(VMError, match="/dev/kvm"):
+        qemu.choose_accel("kvm", GUEST, Path("/i"))
+    assert probes == []
+
+    monkeypatch.setattr(qemu, "kvm_usable", lambda: True)
+    assert qemu.choose_accel("kvm", GUEST, Path("/i")) == "kvm"  # explicit: no probe
+    monkeypatch.setattr(qemu, "cached_probe", lambda: {"ok": True})
+    assert qemu.choose_accel("auto", GUEST, Path("/i")) == "kvm"
+    monkeypatch.setattr(qemu, "cached_probe", lambda: None)
+    assert qemu.choose_accel("auto", GUEST, Path("/i")) == "tcg"
+    assert probes == [GUEST]
+
+
+@pytest.mark.skipif(shutil.which(qemu.QEMU) is None, reason="needs qemu-system-x86_64")
+def test_stop_kills_the_process_group(tmp_path):
+    with open(tmp_path / "log", "wb") as log:
+        # A stand-in for QEMU that ignores SIGTERM and has a child in its group.
+        proc = qemu.start(["sh", "-c", "trap '' TERM; sleep 300 & sleep 300"], log, (), os.environ)
+    time.sleep(0.3)
+    started = time.monotonic()
+    qemu.stop(proc, grace=0.5)
+    assert time.monotonic() - started < 5
+    assert proc.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 2  # SIGKILL is delivered asynchronously
+    while live_members(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert live_members(proc.pid) == []
+
+
+def live_members(pgid):
+    """Processes of group ``pgid`` that are not zombies (waiting for init to reap them)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/stat" % entry) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(entry))
+    return members

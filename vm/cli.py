@@ -1,0 +1,88 @@
+"""``zaptrace vm``: build, run and inspect the QEMU guests (a typer sub-app).
+
+Written for typer 0.7 (Debian bookworm) as well as current releases: options
+use the ``param: type = typer.Option(default, "--name", ...)`` style.
+"""
+
+from typing import Dict, List, Optional
+
+import typer
+
+from vm import build as vm_build
+from vm import runner
+from vm.errors import VMError
+
+app = typer.Typer(
+    help="QEMU guests booting Debian kernels, for real kprobe recordings.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def _fail(error: VMError) -> "typer.Exit":
+    typer.echo("zaptrace: error: %s" % error, err=True)
+    return typer.Exit(error.exit_code)
+
+
+@app.command("build")
+def build_cmd(
+    kernel: List[str] = typer.Option(
+        list(vm_build.DEFAULT_KERNELS), "--kernel", "-k",
+        help="Kernel to fetch (5.10, 6.1, 6.12); repeat for several. Default: all three.",
+    ),
+    force: bool = typer.Option(False, "--force", "-f", help="Fetch and rebuild even what is cached."),
+) -> None:
+    """Fetch Debian kernels and build the guest image (cached; re-running is instant)."""
+    try:
+        vm_build.build(kernel, force=force, log=typer.echo)
+    except VMError as e:
+        raise _fail(e)
+    except KeyboardInterrupt:
+        typer.echo("zaptrace: interrupted", err=True)
+        raise typer.Exit(130)
+
+
+def _parse_env(pairs: List[str]) -> Dict[str, str]:
+    env: Dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise VMError("--env expects NAME=VALUE, not %r" % pair)
+        env[name] = value
+    return env
+
+
+@app.command(
+    "run",
+    context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True},
+)
+def run_cmd(
+    command: List[str] = typer.Argument(..., metavar="[--] CMD [ARGS]...", help="The command to run in the guest."),
+    kernel: str = typer.Option("6.1", "--kernel", "-k", help="5.10, 6.1, 6.12, or the path of a bzImage."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", "-t", help="Kill the guest after this many seconds (exit 124)."),
+    accel: str = typer.Option("auto", "--accel", help="auto, kvm or tcg."),
+    memory: int = typer.Option(2048, "--memory", "-m", help="Guest memory in MiB."),
+    smp: int = typer.Option(2, "--smp", help="Guest CPUs."),
+    env: Optional[List[str]] = typer.Option(None, "--env", "-e", help="NAME=VALUE for the command's environment; repeatable."),
+    modules: Optional[str] = typer.Option(None, "--modules", help="With a bzImage: its lib/modules/<release> directory."),
+    headers: Optional[str] = typer.Option(None, "--headers", help="With a bzImage: its kernel build/headers tree (for BCC)."),
+) -> None:
+    """Boot a guest, run CMD in the current directory as root, exit with CMD's status."""
+    try:
+        status = runner.run(
+            kernel, list(command), timeout=timeout, accel=accel, memory_mb=memory, smp=smp,
+            env=_parse_env(list(env or [])), modules=modules, headers=headers,
+        )
+    except VMError as e:
+        raise _fail(e)
+    except KeyboardInterrupt:
+        typer.echo("zaptrace: interrupted", err=True)
+        raise typer.Exit(130)
+    raise typer.Exit(status)
+
+
+@app.command("status")
+def status_cmd() -> None:
+    """Show what is built, which accelerator runs use, and the last run."""
+    for line in vm_build.describe():
+        typer.echo(line)

@@ -1,0 +1,155 @@
+"""The analysis commands of the zaptrace CLI: report, export, compare.
+
+``register(app)`` adds them to the main typer app (zaptrace/cli.py calls it
+once; calling it again is harmless).  Written for typer 0.7 and current
+typer alike (``name: T = typer.Option(default, "--flag", help=...)``).
+pandas and matplotlib are imported only when a command runs.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import List, Optional
+
+import typer
+
+CTX = {"help_option_names": ["-h", "--help"]}
+DEFAULT_TRACE = "zaptrace.data"
+
+REPORT_HELP = """Summarise a trace: per page, the gap from mapcount decrement to the covering TLB flush.
+
+\b
+Prints the trace's facts (kernel, command, events per kind, lost events,
+damage), then per class (anon, file-clean, file-dirty) and path (immediate:
+decremented before the flush, as on 5.10/6.1; delayed: in tlb_flush_rmaps
+after it, 6.2+) the decrement counts, how many windows were open (gap > 0)
+or closed, gap percentiles in signed microseconds, and the window hits
+(folio_mkclean of the page while its window was open).
+
+\b
+Examples:
+  zaptrace report                               # ./zaptrace.data
+  zaptrace report t.zt --hits 50                # show 50 window-hit rows
+  zaptrace report t.zt --json | jq '.classes["file-dirty"].open'
+  zaptrace report t.zt --html t.html            # HTML report with figures
+"""
+
+EXPORT_HELP = """Export a trace for other tools: Perfetto timeline, per-page gap table as Parquet or CSV.
+
+\b
+--perfetto writes Chrome trace-event JSON: open it at ui.perfetto.dev
+(zaps and flushes as slices per thread, decrements and mkcleans as instants,
+open windows and window hits as async slices; times in us since the first
+event).  --parquet / --csv write the per-page gap table, one row per
+decremented page (columns as analysis.gap_table).  Give one or more.
+
+\b
+Examples:
+  zaptrace export t.zt --perfetto t.json
+  zaptrace export t.zt --csv gaps.csv --parquet gaps.parquet
+  python3 -c "import pandas as pd; print(pd.read_csv('gaps.csv').head())"
+"""
+
+COMPARE_HELP = """Compare traces (e.g. from different kernels) side by side, one column per trace.
+
+\b
+Rows per class: decrements, delayed share, open and closed windows, gap
+p50/p99 (signed us), window hits.  Columns are labelled by kernel release.
+
+\b
+Examples:
+  zaptrace compare bullseye.zt bookworm.zt trixie.zt
+  zaptrace compare a.zt b.zt --json > cmp.json
+"""
+
+
+def _already(app: typer.Typer, name: str) -> bool:
+    return any((c.name or getattr(c.callback, "__name__", None)) == name for c in app.registered_commands)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `report`, `export` and `compare` to `app` (once)."""
+    if _already(app, "report"):
+        return
+    from .cli import clean_errors, info
+
+    @app.command("report", context_settings=CTX, help=REPORT_HELP)
+    @clean_errors
+    def report(
+        file: str = typer.Argument(DEFAULT_TRACE, help="Trace file."),
+        as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (schema zaptrace.report/1)."),
+        html_out: Optional[str] = typer.Option(None, "--html", metavar="OUT",
+                                               help="Also write a self-contained HTML report with figures."),
+        hits: int = typer.Option(20, "--hits", metavar="N",
+                                 help="Window-hit rows to show in the text and HTML reports (-1: all)."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines for large traces."),
+    ):
+        from analysis.export import check_writable
+        from analysis.report import analyse, render_text
+
+        if html_out:
+            check_writable(html_out)
+        a = analyse(file, None if quiet else info)
+        limit = None if hits < 0 else hits
+        if as_json:
+            sys.stdout.write(json.dumps(a.summary, indent=2) + "\n")
+        else:
+            sys.stdout.write(render_text(a, limit))
+        if html_out:
+            from analysis.html import write_html
+            write_html(a, html_out, limit)
+            if not quiet:
+                info(f"zaptrace: wrote {html_out}")
+
+    @app.command("export", context_settings=CTX, help=EXPORT_HELP)
+    @clean_errors
+    def export(
+        file: str = typer.Argument(DEFAULT_TRACE, help="Trace file."),
+        perfetto: Optional[str] = typer.Option(None, "--perfetto", metavar="OUT.json",
+                                               help="Chrome trace-event JSON for ui.perfetto.dev."),
+        parquet: Optional[str] = typer.Option(None, "--parquet", metavar="OUT",
+                                              help="The per-page gap table as Parquet (needs pyarrow)."),
+        csv: Optional[str] = typer.Option(None, "--csv", metavar="OUT", help="The per-page gap table as CSV."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or 'wrote' lines."),
+    ):
+        from analysis.errors import AnalysisError
+        from analysis import export as ex
+        from analysis.report import analyse
+
+        outs = [p for p in (perfetto, parquet, csv) if p]
+        if not outs:
+            raise AnalysisError("export: give at least one of --perfetto OUT.json, --parquet OUT, --csv OUT")
+        for p in outs:
+            ex.check_writable(p)
+        if parquet:
+            ex.require_parquet(parquet)
+        say = (lambda m: None) if quiet else info
+        a = analyse(file, say, with_hits=bool(perfetto))
+        if perfetto:
+            from analysis.perfetto import write_perfetto
+            n = write_perfetto(a.trace, a.gaps, a.hits, perfetto)
+            say(f"zaptrace: wrote {perfetto}: {n['slices']:,} slices, {n['instants']:,} instants, "
+                f"{n['windows']:,} open windows, {n['window_hits']:,} window hits (open it at ui.perfetto.dev)")
+        for path, write in ((parquet, ex.write_parquet), (csv, ex.write_csv)):
+            if path:
+                write(a.gaps, path)
+                say(f"zaptrace: wrote {path}: {len(a.gaps):,} pages")
+
+    @app.command("compare", context_settings=CTX, help=COMPARE_HELP)
+    @clean_errors
+    def compare(
+        files: List[str] = typer.Argument(..., metavar="TRACE", help="Two or more trace files (A B [C...])."),
+        as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON (zaptrace.compare/1)."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines for large traces."),
+    ):
+        from analysis.compare import compare_json, render_compare
+        from analysis.errors import AnalysisError
+        from analysis.report import analyse
+
+        if len(files) < 2:
+            raise AnalysisError("compare needs at least two trace files")
+        summaries = [analyse(f, None if quiet else info, with_hits=False).summary for f in files]
+        if as_json:
+            sys.stdout.write(json.dumps(compare_json(summaries), indent=2) + "\n")
+        else:
+            sys.stdout.write(render_compare(summaries))
