@@ -42,6 +42,9 @@ R_NO_RETURN = "the covering flush has no recorded return"
 R_OTHER = "other-path: not in a zap nor in tlb_flush_rmaps (migration, reclaim, COW...)"
 R_PMD = "other-path: PMD-mapped (compound) removal, not a PTE"
 
+REASONS = ("", R_LOST, R_NO_FLUSH_AFTER, R_NO_FLUSH_BEFORE, R_NO_RETURN, R_OTHER, R_PMD)
+FLUSH_SOURCES = ("flush_tlb_mm_range", "tlb_flush_mmu")
+
 _INF = 1 << 62          # "never returned": later than any timestamp, still exact in float64
 
 
@@ -198,6 +201,9 @@ def gap_table(trace: Trace) -> pd.DataFrame:
     hits, _ = window_hits(trace, dec)
     dec["hits"] = hits
     dec["loss_suspect"] = _loss_suspect(trace, dec)
+    for col, cats in (("class", CLASSES), ("path", PATHS), ("unpaired_reason", REASONS),
+                      ("flush_source", FLUSH_SOURCES)):
+        dec[col] = pd.Categorical(dec[col].to_numpy(), categories=cats)
     cols = ["ts", "tid", "tgid", "cpu", "mm", "page", "folio", "pfn", "nr_in_call", "class", "path",
             "anon", "pte_dirty", "pg_dirty", "zap_ts", "flush_enter_ts", "flush_done_ts", "gap_ns",
             "mmu_done_ts", "gap_mmu_ns", "flush_source", "paired", "unpaired_reason", "open", "hits",
@@ -251,20 +257,23 @@ def window_hits(trace: Trace, dec: pd.DataFrame) -> Tuple[np.ndarray, pd.DataFra
     is_open = dec["open"].to_numpy() if "open" in dec else np.zeros(n, bool)
     if mk.empty or not is_open.any():
         return counts, empty
-    mk = mk.assign(done=mk["done"].fillna(float(_INF))).sort_values(["folio", "ts"], kind="stable")
-    mk = mk.reset_index(drop=True)
+    mk = mk.sort_values(["folio", "ts"], kind="stable").reset_index(drop=True)
+    # mkclean runs under the folio lock: calls on one folio never overlap.  A call
+    # whose return is missing ended before the folio's next call began, or runs
+    # to the end of the trace when it is the last.  So "done" rises with "k".
+    next_enter = mk.groupby("folio", sort=False)["ts"].shift(-1)
+    mk["done"] = mk["done"].fillna(next_enter.astype("float64")).fillna(float(_INF))
     mk["k"] = mk.groupby("folio", sort=False).cumcount()
-    size = mk.groupby("folio", sort=False)["k"].transform("size")
     w = dec.loc[is_open, ["ts", "flush_done_ts", "folio"]]
     # first mkclean of the folio that ends after the decrement...
     lo = _asof(w, mk, "ts", "done", ["folio"], "forward", False, ["k"])["k"].to_numpy(dtype="float64")
-    # ...and the first that starts at or after the flush completed
-    mk_sizes = dict(zip(mk["folio"].to_numpy().tolist(), size.to_numpy().tolist()))
+    # ...and the first that starts at or after the flush completed (else: past the last)
     hi = _asof(w, mk, "flush_done_ts", "ts", ["folio"], "forward", True, ["k"])["k"].to_numpy(dtype="float64",
                                                                                           copy=True)
     nohi = np.isnan(hi)
     if nohi.any():
-        hi[nohi] = [mk_sizes.get(f, 0) for f in w["folio"].to_numpy()[nohi].tolist()]
+        sizes = mk.groupby("folio", sort=False).size()
+        hi[nohi] = sizes.reindex(w["folio"].to_numpy()[nohi]).fillna(0).to_numpy(dtype="float64")
     c = np.where(np.isnan(lo), 0, np.maximum(hi - np.nan_to_num(lo), 0)).astype(np.int64)
     counts[np.flatnonzero(is_open)] = c
     if not c.any():

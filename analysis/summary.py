@@ -28,6 +28,7 @@ def _block(g: pd.DataFrame) -> Dict[str, Any]:
     paired = g["paired"].to_numpy()
     gap = g["gap_ns"].to_numpy(dtype="float64")
     reasons = g.loc[~paired, "unpaired_reason"].value_counts()
+    reasons = reasons[reasons > 0]          # categorical columns list every category
     return {
         "decrements": int(len(g)),
         "paired": int(paired.sum()),
@@ -73,6 +74,6 @@ def summarize(trace: Trace, gaps: Optional[pd.DataFrame] = None) -> Dict[str, An
         "probes": {p.get("event"): (p.get("attach") or None) for p in trace.head.get("probes") or []},
         "classes": classes,
         "other_path": {"count": int(len(other)),
-                       "reasons": {str(k): int(v) for k, v in other["unpaired_reason"].value_counts().items()}},
+                       "reasons": {str(k): int(v) for k, v in other["unpaired_reason"].value_counts().items() if v}},
         "window_hits": int(zap["hits"].sum()),
     }

@@ -235,15 +235,14 @@ def workload_run(
                                          directory=directory, quiet=quiet))
 
 
-def _mount_optional():
-    try:
-        from vm.cli import app as vm_app
-    except ImportError:
-        return
+def _mount_subcommands() -> None:
+    from vm.cli import app as vm_app
+    from .cli_analysis import register
     app.add_typer(vm_app, name="vm")
+    register(app)
 
 
-_mount_optional()
+_mount_subcommands()
 
 
 def version_callback(value: bool):

@@ -157,10 +157,11 @@ def parse(data: bytes, path: str = "<bytes>") -> RawTrace:
     stat_series: List[Any] = []
     end = None
     meta: Dict[str, Any] = {}
-    payloads: List[bytes] = []
+    payloads: List[memoryview] = []
     chunks = 0
     pos = FILE_HEADER.size
     hsize = CHUNK_HEADER.size
+    view = memoryview(data)           # payload slices without copies
     while pos < n:
         if n - pos < hsize:
             problems.append(f"truncated chunk header at byte {pos} ({n - pos} bytes dropped)")
@@ -179,7 +180,7 @@ def parse(data: bytes, path: str = "<bytes>") -> RawTrace:
                             f"({n - start} of {length} payload bytes present)")
             skipped += n - pos
             break
-        payload = data[start:start + length]
+        payload = view[start:start + length]
         pos = start + length
         if zlib.crc32(payload) != pcrc:
             problems.append(f"corrupt {ctype.decode().strip()} chunk at byte {start - hsize}: "
@@ -191,7 +192,7 @@ def parse(data: bytes, path: str = "<bytes>") -> RawTrace:
             payloads.append(payload)
         else:
             try:
-                obj = json.loads(payload)
+                obj = json.loads(bytes(payload))
             except ValueError:
                 problems.append(f"unreadable {ctype.decode().strip()} chunk at byte {start - hsize}")
                 continue

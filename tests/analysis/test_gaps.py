@@ -193,3 +193,12 @@ def test_missing_flush_return_is_not_taken_from_the_next_call(tmp_path):
 def test_empty_trace(tmp_path):
     _, g = table(tmp_path, TraceBuilder())
     assert len(g) == 0 and "gap_ns" in g.columns
+
+
+def test_mkclean_without_return_ends_before_the_folios_next_mkclean(tmp_path):
+    # window [250, 400]; the first mkclean's return was lost: it ended by 260 at the latest
+    tb = (TraceBuilder().mkclean(100, None, P0, tid=900)
+          .zap(150).dirty(200, P0).rmap(250, P0).flush(300, 400).zap_exit(450)
+          .mkclean(260, 300, P0, tid=901))
+    _, g = table(tmp_path, tb)
+    assert row(g, P0)["hits"] == 2

@@ -110,3 +110,12 @@ def test_export_needs_an_output(a_path):
 def test_hex_u64(values):
     got = list(hex_u64(np.array(values, dtype=np.uint64)))
     assert got == [f"{v:#018x}" for v in values]
+
+
+def test_empty_trace_exports_valid_empty_outputs(tmp_path):
+    from tests.synth import TraceBuilder
+    path = TraceBuilder().write(tmp_path / "e.zt")
+    r = run("export", path, "--perfetto", tmp_path / "e.json", "--csv", tmp_path / "e.csv")
+    assert r.exit_code == 0, r.stderr
+    assert json.load(open(tmp_path / "e.json"))["traceEvents"] == []
+    assert list(pd.read_csv(tmp_path / "e.csv").columns)[:3] == ["ts", "tid", "tgid"]
