@@ -23,8 +23,9 @@ from vm.errors import VMError
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
 INIT_SCRIPT = GUEST_DIR / "init"
 
-#: Modules the guest cannot boot without (unless they are built in).
-REQUIRED_MODULES = ("virtio_pci", "virtio_blk", "ext4", "9p", "9pnet_virtio")
+#: Modules the guest cannot boot without (unless they are built in);
+#: virtio_console carries the command's stdout/stderr.
+REQUIRED_MODULES = ("virtio_pci", "virtio_blk", "virtio_console", "ext4", "9p", "9pnet_virtio")
 #: Loaded when the kernel has them: ext4's crc32c soft dependencies, and an RNG
 #: so that early getrandom() does not stall under TCG.
 OPTIONAL_MODULES = ("crc32c_generic", "libcrc32c", "virtio_rng")

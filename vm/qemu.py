@@ -139,7 +139,9 @@ def command(
 
     ``disks`` become /dev/vda, /dev/vdb, ... (all ``snapshot=on``: the images
     are never written).  ``outputs`` are the host fds (inherited by QEMU) that
-    receive the guest's ttyS1 and ttyS2.
+    receive the guest's hvc0 and hvc1: virtio consoles, about ten times the
+    throughput of an emulated 16550 UART under TCG, and the guest's writes
+    block until QEMU has taken the data, so nothing is lost at poweroff.
     """
     argv = [QEMU, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]
     if accel == "kvm":
@@ -151,10 +153,11 @@ def command(
     argv += ["-append", (KERNEL_CMDLINE + " " + append).strip()]
     argv += ["-chardev", "file,id=console,path=%s" % _escape(str(console)), "-serial", "chardev:console"]
     if outputs is not None:
+        argv += ["-device", "virtio-serial-pci"]
         for name, fd in zip(("stdout", "stderr"), outputs):
             argv += [
                 "-chardev", "file,id=%s,path=/proc/self/fd/%d,append=on" % (name, fd),
-                "-serial", "chardev:" + name,
+                "-device", "virtconsole,chardev=%s,name=zaptrace.%s" % (name, name),
             ]
     for disk in disks:
         argv += ["-drive", "file=%s,if=virtio,format=raw,snapshot=on" % _escape(str(disk))]

@@ -9,8 +9,8 @@ What the guest sees (set up by vm/guest/stage2.sh):
 * /scratch, ext4 on a virtio disk (``$ZAPTRACE_SCRATCH``), discarded afterwards;
 * ``ZAPTRACE_GUEST=1``, ``ZAPTRACE_KERNEL=<label>``, ``CI`` if set, and the caller's env.
 
-The command's stdout/stderr travel over the guest's ttyS1/ttyS2 into pipes
-that threads copy, as they arrive, to the caller's streams.
+The command's stdout/stderr travel over the guest's virtio consoles hvc0/hvc1
+into pipes that threads copy, as they arrive, to the caller's streams.
 """
 
 import codecs
@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 from vm import build, cache, initramfs, qemu, rootfs
+from vm.errors import BootError, GuestTimeout, VMError
 from vm.kernel import GuestKernel
 from vm.kernel import resolve as resolve_kernel
-from vm.errors import BootError, GuestTimeout, VMError
 from vm.tools import last_line
 
 #: Host environment variables passed into the guest when set.
@@ -136,7 +136,6 @@ def run(
     ctl.mkdir()
     (ctl / "cmd.sh").write_bytes(command_script(list(argv), cwd, _guest_env(guest, env, out_tty or err_tty)))
     (ctl / "config.sh").write_bytes(_config_script({
-        "ZT_LABEL": guest.label,
         "ZT_KVER": guest.kver,
         "ZT_CWD": cwd,
         "ZT_CHECKOUT": checkout_mount_point(checkout, cwd),
@@ -193,7 +192,7 @@ def _boot(
     stdout,
     stderr,
 ) -> int:
-    """Run QEMU to completion, copying the guest's ttyS1/ttyS2 to ``stdout``/``stderr``.
+    """Run QEMU to completion, copying the guest's hvc0/hvc1 to ``stdout``/``stderr``.
 
     Returns QEMU's exit status.  On every way out (timeout, Ctrl-C, SIGTERM,
     any exception) QEMU's process group is gone before this returns.

@@ -94,6 +94,7 @@ kernel/fs/netfs/netfs.ko.xz:
 kernel/net/9p/9pnet.ko.xz:
 kernel/net/9p/9pnet_virtio.ko.xz: kernel/net/9p/9pnet.ko.xz kernel/drivers/virtio/virtio_ring.ko.xz kernel/drivers/virtio/virtio.ko.xz
 kernel/crypto/crc32c_generic.ko.xz:
+kernel/drivers/char/virtio_console.ko.xz: kernel/drivers/virtio/virtio_ring.ko.xz kernel/drivers/virtio/virtio.ko.xz
 """
 MODULES_BUILTIN = "kernel/drivers/virtio/virtio_pci.ko\n"
 
@@ -105,7 +106,7 @@ def test_load_order_puts_dependencies_first():
     assert "virtio_pci" not in order  # built in
     assert "libcrc32c" not in order and "virtio_rng" not in order  # optional, absent
     assert len(order) == len(set(order))
-    assert set(order) == {"virtio_ring", "virtio", "virtio_blk", "crc16", "mbcache", "jbd2", "ext4",
+    assert set(order) == {"virtio_ring", "virtio", "virtio_blk", "virtio_console", "crc16", "mbcache", "jbd2", "ext4",
                           "9pnet", "netfs", "9p", "9pnet_virtio", "crc32c_generic"}
     for line in MODULES_DEP.splitlines():
         path, deps = line.split(":", 1)

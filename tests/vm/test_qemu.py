@@ -30,7 +30,10 @@ def test_command_line():
     assert "file,id=console,path=/runs/a,,b/console.log" in argv
     assert "file,id=stdout,path=/proc/self/fd/7,append=on" in argv
     assert "file,id=stderr,path=/proc/self/fd/9,append=on" in argv
-    assert [a for a in argv if a.startswith("chardev:")] == ["chardev:console", "chardev:stdout", "chardev:stderr"]
+    assert argv[argv.index("-serial") + 1] == "chardev:console"
+    assert "virtconsole,chardev=stdout,name=zaptrace.stdout" in argv
+    assert argv.index("virtconsole,chardev=stdout,name=zaptrace.stdout") < argv.index(
+        "virtconsole,chardev=stderr,name=zaptrace.stderr")  # hvc0, hvc1
     drives = [argv[i + 1] for i, a in enumerate(argv) if a == "-drive"]
     assert drives == ["file=/c/rootfs.img,if=virtio,format=raw,snapshot=on",
                       "file=/c/scratch.img,if=virtio,format=raw,snapshot=on"]

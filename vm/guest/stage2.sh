@@ -13,7 +13,7 @@
 #   error      a one-line reason if the guest could not run the command
 #   timing     guest uptime when the command started and ended
 # Our own stdout/stderr is the console (ttyS0 -> console.log); the command's
-# stdout/stderr go to ttyS1/ttyS2, which QEMU writes to the caller's streams.
+# stdout/stderr go to hvc0/hvc1, which QEMU writes to the caller's streams.
 
 CTL=/run/zaptrace/ctl
 P9="trans=virtio,version=9p2000.L,msize=262144"
@@ -85,30 +85,32 @@ if [ -n "$ZT_CHECKOUT" ]; then
 fi
 mkdir -p "$ZT_CWD" && mount -t 9p -o "$P9" zt_cwd "$ZT_CWD" || fatal "cannot mount the cwd share at $ZT_CWD"
 
-# The command's output: raw serial lines; through a pipe unless the host
-# side is a terminal, so that the command sees what it would see on the host.
+# The command's output goes to the raw virtio consoles hvc0/hvc1 (the virtconsole
+# ports named zaptrace.stdout and zaptrace.stderr, in that order), through a
+# pipe unless the host side is a terminal, so that the command sees what it
+# would see on the host.  hvc resets its termios whenever the last file is
+# closed: fds 3 and 4 keep both open (and raw) until we power off.
+exec 3> /dev/hvc0 4> /dev/hvc1 || fatal "cannot open hvc0/hvc1"
+stty -F /dev/hvc0 raw -echo && stty -F /dev/hvc1 raw -echo || fatal "cannot set up hvc0/hvc1"
+OUT=/dev/hvc0
+ERR=/dev/hvc1
 PUMPS=""
-stream() {  # stream <ttyS*> <host-is-tty> -> prints the path the command writes to
-    stty -F "/dev/$1" raw -echo
-    if [ "$2" = 1 ]; then
-        echo "/dev/$1"
-    else
-        mkfifo "/run/zaptrace/$1.fifo"
-        echo "/run/zaptrace/$1.fifo"
-    fi
-}
-OUT=$(stream ttyS1 "$ZT_STDOUT_TTY") || fatal "cannot set up ttyS1"
-ERR=$(stream ttyS2 "$ZT_STDERR_TTY") || fatal "cannot set up ttyS2"
-for tty in ttyS1 ttyS2; do
-    if [ -p "/run/zaptrace/$tty.fifo" ]; then
-        cat "/run/zaptrace/$tty.fifo" > "/dev/$tty" &
-        PUMPS="$PUMPS $!"
-    fi
-done
+if [ "$ZT_STDOUT_TTY" != 1 ]; then
+    OUT=/run/zaptrace/stdout
+    mkfifo "$OUT" || fatal "cannot create $OUT"
+    cat "$OUT" >&3 4>&- &
+    PUMPS="$PUMPS $!"
+fi
+if [ "$ZT_STDERR_TTY" != 1 ]; then
+    ERR=/run/zaptrace/stderr
+    mkfifo "$ERR" || fatal "cannot create $ERR"
+    cat "$ERR" >&4 3>&- &
+    PUMPS="$PUMPS $!"
+fi
 
 log "running the command"
 read -r t0 _ < /proc/uptime
-env -i /bin/sh "$CTL/cmd.sh" < /dev/null > "$OUT" 2> "$ERR"
+env -i /bin/sh "$CTL/cmd.sh" < /dev/null > "$OUT" 2> "$ERR" 3>&- 4>&-
 rc=$?
 read -r t1 _ < /proc/uptime
 log "command exited with status $rc"
@@ -124,5 +126,5 @@ fi
 
 sync
 echo "cmd_start=$t0 cmd_end=$t1" > "$CTL/timing"
-echo "$rc" > "$CTL/status.tmp" && mv "$CTL/status.tmp" "$CTL/status"
+echo "$rc" > "$CTL/status"
 poweroff_now
