@@ -54,10 +54,7 @@ def trace_b(path) -> str:
 
 
 def app():
-    """The main app with the analysis commands (register() is idempotent)."""
     from zaptrace.cli import app as main_app
-    from zaptrace.cli_analysis import register
-    register(main_app)
     return main_app
 
 
@@ -70,14 +67,10 @@ def run(*args):
     return runner.invoke(app(), [str(a) for a in args], prog_name="zaptrace", env={"COLUMNS": "200"})
 
 
-BOOT = ("import sys; from zaptrace.cli import app, main; from zaptrace.cli_analysis import register; "
-        "register(app); sys.argv[0] = 'zaptrace'; main()")
-
-
 def zt(*args, timeout=120):
-    """Run the CLI in a real process (as `zaptrace ...` will, once cli.py calls register)."""
+    """Run the CLI in a real process, as users do."""
     env = dict(os.environ, PYTHONPATH=ROOT, COLUMNS="200")
-    return subprocess.run([sys.executable, "-c", BOOT, *[str(a) for a in args]], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "zaptrace", *[str(a) for a in args]], capture_output=True,
                           text=True, cwd=ROOT, env=env, timeout=timeout)
 
 

@@ -1,0 +1,92 @@
+"""The gap rules on traces recorded in the 5.10, 6.1 and 6.12 guests.
+
+What the kernels do (../shared/notes, and mm/memory.c): 5.10 and 6.1 drop
+the mapcount of every page before the batch's TLB flush; 6.2+ (here 6.12)
+delays the rmap removal of dirty file pages until after the flush
+(tlb_flush_rmaps), while anon and clean file pages stay immediate.
+"""
+import json
+
+import pytest
+
+import analysis
+from analysis import gaps as G
+from tests.analysis.reportdata import zt
+
+KERNELS = ["5.10", "6.1", "6.12"]
+
+
+def zap_rows(d, name):
+    t = analysis.load(str(d / f"{name}.zt"))
+    g = analysis.gap_table(t)
+    return t, g[g["path"] != "other-path"]
+
+
+@pytest.mark.parametrize("guest_kernel", KERNELS, indirect=True)
+@pytest.mark.parametrize("workload", ["dontneed", "race"])
+def test_dirty_file_pages_open_before_62_and_closed_after(guest_kernel, guest_traces, workload):
+    t, g = zap_rows(guest_traces(guest_kernel), workload)
+    assert t.lost_events == 0
+    fd = g[g["class"] == "file-dirty"]
+    assert len(fd) >= 256 * 10
+    assert fd["paired"].all(), fd["unpaired_reason"].value_counts()
+    if guest_kernel in ("5.10", "6.1"):
+        assert (fd["path"] == "immediate").all()
+        assert (fd["gap_ns"] > 0).all()
+    else:
+        assert (fd["path"] == "delayed").all()
+        assert (fd["gap_ns"] <= 0).all()
+    for cls in ("anon", "file-clean"):
+        assert (g.loc[g["class"] == cls, "path"] == "immediate").all(), cls
+
+
+@pytest.mark.parametrize("guest_kernel", KERNELS, indirect=True)
+def test_munmap_anon_is_all_anon_and_immediate(guest_kernel, guest_traces):
+    t, g = zap_rows(guest_traces(guest_kernel), "anon")
+    mine = g[g["tgid"].isin(t.events.loc[t.events["kind"] == t.code("zap_enter"), "tgid"])]
+    anon = mine[mine["class"] == "anon"]
+    assert len(anon) >= 256 * 40
+    assert (anon["path"] == "immediate").all() and anon["paired"].all()
+
+
+@pytest.mark.parametrize("guest_kernel", ["6.1", "6.12"], indirect=True)
+def test_race_window_hits_on_61_and_none_on_612(guest_kernel, guest_traces):
+    t, g = zap_rows(guest_traces(guest_kernel), "race")
+    fd = g[g["class"] == "file-dirty"]
+    hits = G.hit_table(t, g)
+    if guest_kernel == "6.1":
+        assert fd["hits"].sum() > 0
+        h = hits[hits["class"] == "file-dirty"]
+        assert len(h) > 0
+        # every listed hit really overlaps its open window, on the same folio
+        assert ((h["mkclean_enter_ts"] < h["flush_done_ts"]) & (h["mkclean_exit_ts"] > h["dec_ts"])).all()
+        assert (h["gap_ns"] > 0).all()
+    else:
+        assert fd["hits"].sum() == 0
+        assert len(hits[hits["class"] == "file-dirty"]) == 0
+
+
+def test_report_json_html_export_and_compare_on_real_traces(guest_kernel, guest_traces, tmp_path):
+    d61, d612, d510 = guest_traces("6.1"), guest_traces("6.12"), guest_traces("5.10")
+    p = zt("report", d61 / "race.zt")
+    assert p.returncode == 0, p.stderr
+    assert "file-dirty" in p.stdout and "window hits" in p.stdout
+    p = zt("report", "--json", d612 / "race.zt")
+    s = json.loads(p.stdout)
+    fd = s["classes"]["file-dirty"]
+    assert s["kernel"].startswith("6.12") and fd["delayed"] == fd["decrements"] > 0
+    assert fd["open"] == 0 and fd["gap_ns"]["max"] <= 0 and s["lost_events"] == 0
+    html = tmp_path / "r.html"
+    p = zt("report", "--html", html, d61 / "race.zt")
+    assert p.returncode == 0 and "data:image/png;base64," in html.read_text() and "http" not in html.read_text().split("<body")[0].lower().replace("http-equiv", "")
+    out = tmp_path / "p.json"
+    p = zt("export", d61 / "dontneed.zt", "--perfetto", out, "--csv", tmp_path / "g.csv")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(out.read_text())["traceEvents"]
+    p = zt("compare", "--json", d510 / "race.zt", d61 / "race.zt", d612 / "race.zt")
+    assert p.returncode == 0, p.stderr
+    cmp = {t["kernel"][:4]: t["classes"]["file-dirty"] for t in json.loads(p.stdout)["traces"]}
+    assert cmp["5.10"]["open_share"] == 1.0 and cmp["6.1."]["open_share"] == 1.0
+    assert cmp["6.12"]["open_share"] == 0.0 and cmp["6.12"]["delayed_share"] == 1.0
+    text = zt("compare", d510 / "race.zt", d61 / "race.zt", d612 / "race.zt").stdout
+    assert "6.12" in text and "5.10" in text and "closed" in text and "open" in text
