@@ -164,7 +164,7 @@ def generate(path: str, n_events: int = 10_000_000, seed: int = 1, style: str = 
                 start_ns=int(ev["ts"].min()), bench={"n": n_events, "seed": seed, "style": style})
     w = TraceWriter(path, head)
     for i in range(0, len(ev), CHUNK):
-        w.events(ev[i:i + CHUNK].tobytes(), L.dtype.itemsize)
+        w.events(ev[i:i + CHUNK])
     counts = np.bincount(ev["kind"], minlength=L.nkinds)
     gen = {name.lower(): int(counts[code]) for name, code in L.kinds.items()}
     w.json(b"STAT", {"time_ns": int(ev["ts"].max()), "lost": {}, "generated": gen, "delivered": gen})

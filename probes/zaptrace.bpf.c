@@ -12,6 +12,8 @@
  *   ZT_RINGBUF_PAGES      ring buffer size in pages (power of two)
  *   ZT_PERFBUF            use a perf buffer (kernels without BPF ring buffer)
  *   ZT_RB_FLAGS           ring buffer output flags (BPF_RB_NO_WAKEUP: user space polls)
+ *   ZT_SUMMARY            pair and histogram in the kernel (zaptrace_summary.h)
+ *   ZT_KEEP_EVENTS        with ZT_SUMMARY: send the events as well (to check one against the other)
  *
  * Nothing from the command line is pasted into this text: filters are
  * values in the "config" and "tgids" maps.
@@ -94,6 +96,9 @@ static __always_inline void emit(void *ctx, struct zt_event *e)
 	if (!c || c->stopped)
 		return;
 	count(e->kind);
+#if defined(ZT_SUMMARY) && !defined(ZT_KEEP_EVENTS)
+	return;                 /* --summary: events are aggregated in the kernel, never sent */
+#endif
 #ifdef ZT_PERFBUF
 	err = events.perf_submit(ctx, e, sizeof(*e));
 #else
@@ -206,6 +211,265 @@ static __always_inline void flush_close(__u64 id, __u32 kind, struct zt_event *e
 	}
 }
 
+#ifdef ZT_SUMMARY
+#include "zaptrace_summary.h"
+
+/* Keep clang from rewriting an index the verifier must see bounded. */
+#define ZT_BARRIER(v) asm volatile("" : "+r"(v))
+
+/* A run of pending immediate decrements of one class (count pages, first..last). */
+struct zt_run {
+	__u64 first;
+	__u64 last;
+	__u32 count;
+	__u32 cls;
+};
+
+struct zt_sumtask {
+	__u64 mm;              /* mm of the pending runs */
+	__u64 zap_ts;          /* start of the task's current zap */
+	__u64 zap_seq;         /* zaps started by the task */
+	__u64 last_done;       /* completion of its last covering flush... */
+	__u64 last_done_mm;    /* ...and that flush's mm */
+	__u64 gen;             /* covering flushes completed: a window is open while gen is unchanged */
+	__u32 n;               /* runs[0..n) in use; runs[ZT_PENDING + class] collect the overflow */
+	__u32 pad;
+	__u64 pending[ZT_NCLASS];   /* pages waiting for a covering flush, per class */
+	struct zt_run runs[ZT_PENDING + ZT_NCLASS];
+};
+
+struct zt_dkey {
+	__u64 folio;
+	__u32 tid;
+	__u32 pad;
+};
+
+struct zt_open {
+	__u64 gen;
+	__u32 tid;
+	__u32 cls;
+};
+
+BPF_PERCPU_ARRAY(hist, __u64, ZT_HIST_SLOTS);
+BPF_PERCPU_ARRAY(sums, __u64, ZT_S_SLOTS);
+BPF_ARRAY(sumzero, struct zt_sumtask, 1);
+BPF_F_TABLE("hash", __u32, struct zt_sumtask, sumtask, 4096, BPF_F_NO_PREALLOC);
+BPF_TABLE("lru_hash", struct zt_dkey, __u64, dirty_folios, 65536);
+BPF_TABLE("lru_hash", __u64, struct zt_open, open_folios, 65536);
+BPF_TABLE("lru_hash", __u64, __u64, mk_running, 16384);
+
+static __always_inline void sadd(__u32 slot, __u64 n)
+{
+	__u64 *v = sums.lookup(&slot);
+
+	if (v)
+		*v += n;
+}
+
+/* floor(log2(v)), 0 for v <= 1 */
+static __always_inline __u32 zt_log2(__u64 v)
+{
+	__u32 r = 0;
+
+	if (v >> 32) { v >>= 32; r += 32; }
+	if (v >> 16) { v >>= 16; r += 16; }
+	if (v >> 8) { v >>= 8; r += 8; }
+	if (v >> 4) { v >>= 4; r += 4; }
+	if (v >> 2) { v >>= 2; r += 2; }
+	if (v >> 1) { r += 1; }
+	return r;
+}
+
+/* Account n pages of class cls on path path with this signed gap. */
+static __always_inline void hadd(__u32 cls, __u32 path, __s64 gap, __u64 n)
+{
+	__u32 neg = gap <= 0;
+	__u64 mag = neg ? (__u64)(-gap) : (__u64)gap;
+	__u32 slot = ((cls * ZT_NPATH + path) * 2 + neg) * ZT_HBUCKETS + zt_log2(mag);
+	__u64 *v = hist.lookup(&slot);
+
+	if (v)
+		*v += n;
+	sadd(ZT_S_PAIRED + cls * ZT_NPATH + path, n);
+	sadd((neg ? ZT_S_CLOSED : ZT_S_OPEN) + cls * ZT_NPATH + path, n);
+}
+
+static __always_inline struct zt_sumtask *sumtask_get(__u32 tid)
+{
+	struct zt_sumtask *st = sumtask.lookup(&tid);
+	__u32 zero = 0;
+
+	if (st)
+		return st;
+	st = sumzero.lookup(&zero);
+	if (!st)
+		return NULL;
+	sumtask.update(&tid, st);
+	return sumtask.lookup(&tid);
+}
+
+static __always_inline void sum_zap_enter(__u32 tid, __u64 now)
+{
+	struct zt_sumtask *st = sumtask_get(tid);
+
+	if (st) {
+		st->zap_seq++;
+		st->zap_ts = now;
+	}
+}
+
+static __always_inline void sum_dirty(__u32 tid, __u64 folio)
+{
+	struct zt_sumtask *st = sumtask.lookup(&tid);
+	struct zt_dkey k = {.folio = folio, .tid = tid};
+
+	if (st)
+		dirty_folios.update(&k, &st->zap_seq);
+}
+
+static __always_inline void sum_decrement(struct zt_event *e)
+{
+	__u64 n = e->nr > 0 ? e->nr : 1;
+	__u32 cls, path, i;
+	struct zt_sumtask *st;
+	struct zt_open o = {};
+	struct zt_run *r;
+
+	if ((e->flags & ZT_F_COMPOUND) || !(e->flags & (ZT_F_IN_ZAP | ZT_F_IN_RMAPS))) {
+		sadd(ZT_S_OTHER, n);
+		return;
+	}
+	path = (e->flags & ZT_F_IN_RMAPS) ? 1 : 0;
+	st = sumtask_get(e->tid);
+	if (e->flags & ZT_F_ANON) {
+		cls = 0;
+	} else {
+		struct zt_dkey k = {.folio = e->folio, .tid = e->tid};
+		__u64 *seq = dirty_folios.lookup(&k);
+
+		cls = (st && seq && *seq == st->zap_seq) ? 2 : 1;
+	}
+	sadd(ZT_S_DEC + cls * ZT_NPATH + path, n);
+	if (!st) {
+		sadd(ZT_S_UNPAIRED + cls * ZT_NPATH + path, n);
+		return;
+	}
+	if (path == 1) {
+		if (st->last_done && st->last_done >= st->zap_ts && st->last_done_mm == e->mm)
+			hadd(cls, 1, (__s64)(st->last_done - e->ts), n);
+		else
+			sadd(ZT_S_UNPAIRED + cls * ZT_NPATH + 1, n);
+		return;
+	}
+	if (mk_running.lookup(&e->folio))
+		sadd(ZT_S_HITS + cls, 1);           /* writeback already in the folio */
+	o.gen = st->gen;
+	o.tid = e->tid;
+	o.cls = cls;
+	open_folios.update(&e->folio, &o);
+	if (st->n && st->mm != e->mm) {
+		sadd(ZT_S_UNPAIRED + cls * ZT_NPATH, n);
+		sadd(ZT_S_MIXED_MM, n);
+		return;
+	}
+	st->mm = e->mm;
+	st->pending[cls % ZT_NCLASS] += n;
+	i = st->n;
+	ZT_BARRIER(i);
+	if (i < ZT_PENDING) {
+		r = &st->runs[i];
+		r->first = e->ts;
+		r->last = e->ts;
+		r->count = n;
+		r->cls = cls;
+		st->n = i + 1;
+		return;
+	}
+	r = &st->runs[ZT_PENDING + (cls % ZT_NCLASS)];
+	if (!r->count)
+		r->first = e->ts;
+	r->last = e->ts;
+	r->count += n;
+	r->cls = cls;
+	sadd(ZT_S_APPROX, n);
+}
+
+static __always_inline void sum_run_done(struct zt_run *r, __u64 now)
+{
+	__u64 at;
+
+	if (!r->count)
+		return;
+	at = r->first + (r->last - r->first) / 2;
+	hadd(r->cls % ZT_NCLASS, 0, (__s64)(now - at), r->count);
+	r->count = 0;
+}
+
+/* A covering flush completed: close every pending window of the task. */
+static __always_inline void sum_flush_done(__u32 tid, __u64 mm, __u64 now)
+{
+	struct zt_sumtask *st = sumtask.lookup(&tid);
+	__u32 i, n;
+
+	if (!st)
+		return;
+	st->last_done = now;
+	st->last_done_mm = mm;
+	if (st->n && st->mm != mm)
+		return;             /* a flush of another mm covers none of them */
+	st->gen++;
+	n = st->n;
+#pragma clang loop unroll(disable)
+	for (i = 0; i < ZT_PENDING; i++) {
+		__u32 j = i;
+
+		ZT_BARRIER(j);        /* keep the bound check next to the access, for the verifier */
+		if (j >= n || j >= ZT_PENDING)
+			break;
+		sum_run_done(&st->runs[j], now);
+	}
+	sum_run_done(&st->runs[ZT_PENDING + 0], now);
+	sum_run_done(&st->runs[ZT_PENDING + 1], now);
+	sum_run_done(&st->runs[ZT_PENDING + 2], now);
+	st->n = 0;
+	st->pending[0] = st->pending[1] = st->pending[2] = 0;
+}
+
+static __always_inline void sum_mkclean_enter(__u64 folio, __u64 now)
+{
+	struct zt_open *o = open_folios.lookup(&folio);
+
+	if (o) {
+		__u32 tid = o->tid;
+		struct zt_sumtask *st = sumtask.lookup(&tid);
+
+		if (st && st->gen == o->gen)
+			sadd(ZT_S_HITS + (o->cls % ZT_NCLASS), 1);
+	}
+	mk_running.update(&folio, &now);
+}
+
+static __always_inline void sum_mkclean_exit(__u64 folio)
+{
+	mk_running.delete(&folio);
+}
+
+/* Pending decrements of an exiting task stay unpaired: count them, drop the task. */
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct zt_sumtask *st = sumtask.lookup(&tid);
+
+	if (!st)
+		return 0;
+	sadd(ZT_S_UNPAIRED + 0 * ZT_NPATH, st->pending[0]);
+	sadd(ZT_S_UNPAIRED + 1 * ZT_NPATH, st->pending[1]);
+	sadd(ZT_S_UNPAIRED + 2 * ZT_NPATH, st->pending[2]);
+	sumtask.delete(&tid);
+	return 0;
+}
+#endif /* ZT_SUMMARY */
+
 /* Follow the process tree: children of followed processes are followed. */
 TRACEPOINT_PROBE(sched, sched_process_fork)
 {
@@ -247,6 +511,9 @@ int zt_zap_enter(struct pt_regs *ctx)
 		t->zap_mm = e.mm;
 		t->zap_depth++;
 	}
+#ifdef ZT_SUMMARY
+	sum_zap_enter(tid, e.ts);
+#endif
 	emit(ctx, &e);
 	return 0;
 }
@@ -314,6 +581,10 @@ int zt_rmap(struct pt_regs *ctx)
 		e.mm = current_mm();
 		e.flags |= ZT_F_MM_GUESS;
 	}
+#ifdef ZT_SUMMARY
+	if (c && !c->stopped)
+		sum_decrement(&e);
+#endif
 	emit(ctx, &e);
 	return 0;
 }
@@ -343,6 +614,9 @@ int zt_dirty(struct pt_regs *ctx)
 	e.nr = 1;
 	e.pfn = pfn_of(cfg(), e.page);
 	e.flags = ZT_F_IN_ZAP | zt_folio_flags(e.folio);
+#ifdef ZT_SUMMARY
+	sum_dirty(tid, e.folio);
+#endif
 	emit(ctx, &e);
 	return 0;
 }
@@ -372,6 +646,9 @@ int zt_tlb_flush_exit(struct pt_regs *ctx)
 		return 0;
 	fill(&e, ZT_TLB_FLUSH_EXIT, id);
 	flush_close(id, ZT_TLB_FLUSH_ENTER, &e);
+#if defined(ZT_SUMMARY) && !defined(ZT_HAVE_FLUSHRANGE)
+	sum_flush_done((__u32)id, e.mm, e.ts);   /* no arch flush probe: tlb_flush_mmu completes it */
+#endif
 	emit(ctx, &e);
 	return 0;
 }
@@ -403,6 +680,9 @@ int zt_flush_range_exit(struct pt_regs *ctx)
 		return 0;
 	fill(&e, ZT_FLUSH_RANGE_EXIT, id);
 	flush_close(id, ZT_FLUSH_RANGE_ENTER, &e);
+#ifdef ZT_SUMMARY
+	sum_flush_done((__u32)id, e.mm, e.ts);
+#endif
 	emit(ctx, &e);
 	return 0;
 }
@@ -471,6 +751,9 @@ int zt_mkclean_enter(struct pt_regs *ctx)
 	e.mm = current_mm();
 	e.flags |= ZT_F_MM_GUESS;
 	mkclean_arg.update(&tid, &e.folio);
+#ifdef ZT_SUMMARY
+	sum_mkclean_enter(e.folio, e.ts);
+#endif
 	emit(ctx, &e);
 	return 0;
 }
@@ -490,6 +773,9 @@ int zt_mkclean_exit(struct pt_regs *ctx)
 	e.pfn = pfn_of(cfg(), e.page);
 	e.nr = (int)PT_REGS_RC(ctx);
 	mkclean_arg.delete(&tid);
+#ifdef ZT_SUMMARY
+	sum_mkclean_exit(e.folio);
+#endif
 	emit(ctx, &e);
 	return 0;
 }

@@ -100,7 +100,7 @@ class TraceBuilder:
         w = TraceWriter(str(path), self.head())
         step = chunk or max(len(arr), 1)
         for i in range(0, len(arr), step):
-            w.events(arr[i:i + step].tobytes(), L.dtype.itemsize)
+            w.events(arr[i:i + step])
         lost = lost or {}
         gen = {}
         for k, v in K.items():

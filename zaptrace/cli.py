@@ -91,6 +91,7 @@ Examples:
   sudo zaptrace record -o munmap.zt -- zaptrace workload run munmap-anon
   sudo zaptrace record -p 4242 -d 10               # a running process, 10 s
   sudo zaptrace record -a -d 5                     # every process, 5 s
+  sudo zaptrace record --summary -a -d 3600        # in-kernel histograms only, for hours
   zaptrace record --ebpf                           # print the BPF program only
   zaptrace vm run --kernel 6.1 -- zaptrace record -o t.zt -- zaptrace workload run race
   sudo $(command -v zaptrace) record -- ./workload # from a venv: sudo needs the full path
@@ -118,14 +119,22 @@ def record(
     mkclean_all: bool = typer.Option(True, "--mkclean-all/--mkclean-followed",
                                      help="Record folio_mkclean of any task (writeback runs in kworkers), "
                                           "or only of followed tasks."),
+    summary: bool = typer.Option(False, "--summary",
+                                 help="Pair decrements with flushes in the kernel and keep log2 histograms "
+                                      "of the gap per class; no per-event transfer (for long runs)."),
+    keep_events: bool = typer.Option(False, "--keep-events",
+                                     help="With --summary: record the events too (to check the in-kernel "
+                                          "pairing against `zaptrace report`)."),
     ebpf: bool = typer.Option(False, "--ebpf", help="Print the BPF program for this kernel and exit."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors and the summary."),
 ):
     from . import plan as planmod
     from .recorder import RecordOptions, Recorder, RecordError, summary_lines
 
+    if keep_events and not summary:
+        raise RecordError("--keep-events only makes sense with --summary")
     if ebpf:
-        p = planmod.build(ringbuf_pages=buffer_pages, force_perfbuf=perf_buffer)
+        p = planmod.build(ringbuf_pages=buffer_pages, force_perfbuf=perf_buffer, summary=summary)
         sys.stdout.write(p.annotated_source())
         return
     command = list(command or [])
@@ -141,7 +150,7 @@ def record(
             os.replace(output, output + ".old")
     opts = RecordOptions(output=output, command=command, pid=pid, all_processes=all_processes,
                          duration=duration, ringbuf_pages=buffer_pages, perfbuf=perf_buffer,
-                         mkclean_all=mkclean_all, quiet=quiet)
+                         mkclean_all=mkclean_all, quiet=quiet, summary=summary, keep_events=keep_events)
     res = Recorder(opts, info).run()
     for line in summary_lines(res):
         info(line)
@@ -229,10 +238,11 @@ def workload_run(
     duration: Optional[float] = typer.Option(None, "--duration", "-d", help="Run for this long instead."),
     directory: Optional[str] = typer.Option(None, "--dir", help="Where the workload's file lives."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
+    report: Optional[str] = typer.Option(None, "--report", help="Also write elapsed time and zap count as JSON here."),
 ):
     from . import workloads
     workloads.run(name, workloads.Params(pages=pages, iterations=iterations, duration=duration,
-                                         directory=directory, quiet=quiet))
+                                         directory=directory, quiet=quiet, report=report))
 
 
 def _mount_subcommands() -> None:
@@ -269,7 +279,17 @@ def main_options(
 
 def main() -> None:
     try:
-        app(prog_name="zaptrace")
+        app(prog_name="zaptrace", standalone_mode=True)
     except KeyboardInterrupt:
         err("interrupted")
         sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as e:  # noqa: BLE001 - the last line of defence: one line, details on disk
+        import tempfile
+        import traceback
+        fd, path = tempfile.mkstemp(prefix="zaptrace-crash-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            traceback.print_exc(file=f)
+        err(f"internal error: {type(e).__name__}: {e} (traceback in {path}; please report it)")
+        sys.exit(70)

@@ -58,9 +58,10 @@ class Plan:
             if f.startswith("-D"):
                 name, _, val = f[2:].partition("=")
                 lines.append(f"#define {name} {val or 1}")
-        header = probes.EVENT_HEADER.read_text()
         src = self.source().replace('#include "zaptrace_event.h"',
-                                    "/* zaptrace_event.h, inlined */\n" + header)
+                                    "/* zaptrace_event.h, inlined */\n" + probes.EVENT_HEADER.read_text())
+        src = src.replace('#include "zaptrace_summary.h"',
+                          "/* zaptrace_summary.h, inlined */\n" + (probes.DIR / "zaptrace_summary.h").read_text())
         return "\n".join(lines) + "\n\n" + src
 
     def blocking(self) -> List[str]:
@@ -80,7 +81,8 @@ def missing_event_message(ch: catalog.Choice) -> str:
     return f"no probe-able symbol for logical event '{ch.event}' (tried {tried})"
 
 
-def build(skip: Tuple[str, ...] = (), ringbuf_pages: int = 4096, force_perfbuf: bool = False) -> Plan:
+def build(skip: Tuple[str, ...] = (), ringbuf_pages: int = 4096, force_perfbuf: bool = False,
+          summary: bool = False, keep_events: bool = False) -> Plan:
     syms = kernel.read_kallsyms()
     checks = kernel.feature_checks(syms)
     btf = kernel.btf_func_params(catalog.symbols_of_interest())
@@ -90,7 +92,9 @@ def build(skip: Tuple[str, ...] = (), ringbuf_pages: int = 4096, force_perfbuf: 
     if ringbuf_pages <= 0 or ringbuf_pages & (ringbuf_pages - 1):
         raise PlanError(f"ring buffer size must be a power of two pages, not {ringbuf_pages}")
     return Plan(release=kernel.kernel_release(), symbols=syms, checks=checks, choices=choices,
-                ringbuf=ringbuf, ringbuf_pages=ringbuf_pages, btf=btf is not None)
+                ringbuf=ringbuf, ringbuf_pages=ringbuf_pages, btf=btf is not None,
+                extra_cflags=(["-DZT_SUMMARY=1"] if summary else [])
+                + (["-DZT_KEEP_EVENTS=1"] if summary and keep_events else []))
 
 
 def require_recordable(plan: Plan) -> None:

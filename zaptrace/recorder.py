@@ -11,6 +11,7 @@ import ctypes
 import mmap
 import os
 import platform
+import resource
 import signal
 import socket
 import sys
@@ -20,7 +21,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from . import __version__, plan as planmod, process
+from . import __version__, plan as planmod, process, summary as ksummary
 from .bccload import load_bcc
 from .layout import layout
 from .ringbuf import RingReader
@@ -46,6 +47,8 @@ class RecordOptions:
     skip: tuple = ()
     perfbuf: bool = False
     quiet: bool = False
+    summary: bool = False         # pair and histogram in the kernel; no events transferred
+    keep_events: bool = False     # with summary: transfer the events as well
 
 
 # handler names in probes/zaptrace.bpf.c, per logical event: (entry, return)
@@ -72,6 +75,7 @@ class Result:
     stop_reason: str
     attached: List[str]
     missing: List[str]
+    summary: Optional[dict] = None
 
 
 class Recorder:
@@ -80,7 +84,8 @@ class Recorder:
         self.log = log if not opts.quiet else (lambda s: None)
         self.L = layout()
         self.rec_size = self.L.dtype.itemsize
-        self.pending = bytearray()
+        self.pending: List[np.ndarray] = []       # event arrays not yet written
+        self.pending_n = 0
         self.delivered = np.zeros(256, dtype=np.int64)
         self.stop_signal = 0
         self.bpf = None
@@ -115,7 +120,24 @@ class Recorder:
                               "(rerun with --ebpf to see the program)") from None
         self.log(f"zaptrace: compiled in {time.monotonic() - t0:.1f} s")
 
+    def _load(self, plan: planmod.Plan) -> None:
+        """Load (verify) every handler before attaching any: a rejected program is our bug,
+        never a reason to record with an event missing."""
+        bcc = load_bcc()
+        for ch in plan.choices:
+            if not ch.ok:
+                continue
+            for fn in HANDLERS[ch.event]:
+                if fn is None or (fn == HANDLERS[ch.event][1] and not ch.ret):
+                    continue
+                try:
+                    self.bpf.load_func(fn, bcc.BPF.KPROBE)
+                except Exception as e:  # noqa: BLE001 - BCC raises bare Exception
+                    raise RecordError(f"the kernel's verifier rejected {fn} ({str(e).strip()}); "
+                                      "this is a zaptrace bug: please report it with `zaptrace record --ebpf`") from None
+
     def _attach(self, plan: planmod.Plan) -> None:
+        self._load(plan)
         t0 = time.monotonic()
         for ch in plan.choices:
             if not ch.ok:
@@ -167,18 +189,20 @@ class Recorder:
 
     # ---------------------------------------------------------- streaming --
     def _on_perf_event(self, cpu, data, size) -> None:
-        self.pending += ctypes.string_at(data, self.rec_size)
+        self.pending.append(np.frombuffer(ctypes.string_at(data, self.rec_size), dtype=self.L.dtype))
+        self.pending_n += 1
 
     def _open_buffer(self, plan: planmod.Plan) -> Callable[[int], None]:
         """A poll(timeout_ms) function that appends raw records to self.pending."""
         events = self.bpf["events"]
         if plan.ringbuf:
-            self.ring = RingReader(events.map_fd, plan.ringbuf_pages * mmap.PAGESIZE, self.rec_size)
+            self.ring = RingReader(events.map_fd, plan.ringbuf_pages * mmap.PAGESIZE, self.L.dtype)
 
             def poll(timeout_ms: int) -> None:
-                data = self.ring.read()
-                if data:
-                    self.pending += data
+                arr = self.ring.read()
+                if len(arr):
+                    self.pending.append(arr)
+                    self.pending_n += len(arr)
                 elif timeout_ms:
                     time.sleep(timeout_ms / 1000.0)
             return poll
@@ -190,14 +214,13 @@ class Recorder:
         return self.bpf.perf_buffer_poll
 
     def _flush_events(self) -> None:
-        if not self.pending:
+        if not self.pending_n:
             return
-        whole = len(self.pending) - len(self.pending) % self.rec_size
-        raw = bytes(self.pending[:whole])
-        del self.pending[:whole]
-        kinds = np.frombuffer(raw, dtype=self.L.dtype)["kind"]
-        self.delivered += np.bincount(kinds, minlength=256)[:256]
-        self.writer.events(raw, self.rec_size)
+        arr = self.pending[0] if len(self.pending) == 1 else np.concatenate(self.pending)
+        self.pending = []
+        self.pending_n = 0
+        self.delivered += np.bincount(arr["kind"], minlength=256)[:256]
+        self.writer.events(arr)
 
     def counters(self) -> Dict[str, Dict[str, int]]:
         counts = self.bpf["counts"]
@@ -234,7 +257,8 @@ class Recorder:
         if opts.pid is not None and not process.alive(opts.pid):
             raise RecordError(f"no process with pid {opts.pid}")
         try:
-            plan = planmod.build(skip=opts.skip, ringbuf_pages=opts.ringbuf_pages, force_perfbuf=opts.perfbuf)
+            plan = planmod.build(skip=opts.skip, ringbuf_pages=opts.ringbuf_pages, force_perfbuf=opts.perfbuf,
+                                 summary=opts.summary, keep_events=opts.keep_events)
             planmod.require_recordable(plan)
         except planmod.PlanError as e:
             raise RecordError(str(e)) from None
@@ -264,6 +288,7 @@ class Recorder:
 
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         t_start = time.monotonic()
+        cpu_start = _cpu_seconds()
         status = 0
         stop_reason = ""
         try:
@@ -278,7 +303,7 @@ class Recorder:
             while True:
                 poll(opts.poll_ms)
                 now = time.monotonic()
-                if len(self.pending) >= opts.chunk_bytes or now - last_flush >= opts.flush_interval:
+                if self.pending_n * self.rec_size >= opts.chunk_bytes or now - last_flush >= opts.flush_interval:
                     self._flush_events()
                     self.writer.json(b"STAT", self._stat())
                     last_flush = now
@@ -299,9 +324,9 @@ class Recorder:
             # Drain what the kernel still holds: poll until two passes bring nothing.
             quiet = 0
             while quiet < 2:
-                before = len(self.pending)
+                before = self.pending_n
                 poll(0)
-                quiet = quiet + 1 if len(self.pending) == before else 0
+                quiet = quiet + 1 if self.pending_n == before else 0
                 if quiet == 1:
                     time.sleep(0.02)
             self._flush_events()
@@ -309,13 +334,16 @@ class Recorder:
             for s, h in old.items():
                 signal.signal(s, h)
         duration = time.monotonic() - t_start
+        recorder_cpu = _cpu_seconds() - cpu_start
         counters = self.counters()
+        kernel_summary = ksummary.read(self.bpf) if opts.summary else None
         vm = self._vmemmap()
         if vm:
             self.writer.json(b"META", vm)
         end = dict(counters, end_wall_ns=time.time_ns(), end_ns=time.monotonic_ns(), duration_s=duration,
                    stop_reason=stop_reason, exit_status=status, attached=self.attached,
-                   not_attached=self.missing, perf_lost=getattr(self, "perf_lost", None))
+                   not_attached=self.missing, perf_lost=getattr(self, "perf_lost", None),
+                   recorder_cpu_s=recorder_cpu, summary=kernel_summary)
         self.writer.json(b"END ", end)
         self.writer.sync()
         nbytes = self.writer.bytes
@@ -324,7 +352,7 @@ class Recorder:
             self.ring.close()
         self.bpf.cleanup()
         return Result(opts.output, status, duration, counters["generated"], counters["delivered"],
-                      counters["lost"], nbytes, stop_reason, self.attached, self.missing)
+                      counters["lost"], nbytes, stop_reason, self.attached, self.missing, kernel_summary)
 
     def _end_workload(self, reason: str) -> int:
         """Stop the workload if it still runs; return the exit status zaptrace reports.
@@ -385,13 +413,27 @@ class Recorder:
             "vmemmap_base_addr": planmod.vmemmap_addr(plan),
             "btf": plan.btf,
             "mkclean_all": self.opts.mkclean_all,
+            "mode": ("summary+events" if self.opts.keep_events else "summary") if self.opts.summary else "events",
             "cpus": os.cpu_count(),
         }
+
+
+def _cpu_seconds() -> float:
+    """CPU time of the recorder itself (not its children)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def summary_lines(res: Result) -> List[str]:
     L = layout()
     lines = [f"zaptrace: {res.stop_reason}; recorded for {res.duration:.2f} s to {res.path} ({res.bytes / 1024:.0f} KiB)"]
+    if res.summary is not None:
+        lines.extend(ksummary.histogram_lines(res.summary))
+    if res.summary is not None and not sum(res.delivered.values()):
+        lines.append(f"\n  {'event':<20} {'probe hits':>10}")
+        for k, name in sorted(L.kind_names.items()):
+            lines.append(f"  {name.lower():<20} {res.generated.get(name.lower(), 0):>10}")
+        return lines
     lines.append(f"  {'event':<20} {'delivered':>10} {'lost':>8}")
     td = tl = 0
     for k, name in sorted(L.kind_names.items()):

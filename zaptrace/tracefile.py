@@ -64,17 +64,29 @@ class TraceWriter:
         self.bytes += FILE_HEADER.size
         self.json(b"HEAD", head)
 
-    def chunk(self, ctype: bytes, payload: bytes, count: int = 0) -> None:
+    def chunk(self, ctype: bytes, payload, count: int = 0) -> None:
+        """Append one chunk; payload is bytes or any buffer (written without a copy)."""
         assert ctype in TYPES
+        payload = memoryview(payload).cast("B")
         hdr = _header_bytes(ctype, payload, count)
-        # One write per chunk: a kill between chunks never leaves half a header.
-        self.f.write(hdr + payload)
+        # One gathered write per chunk: no copy, and a kill leaves at worst a
+        # truncated last chunk, which the reader reports and drops.
         self.f.flush()
+        fd = self.f.fileno()
+        todo = [hdr, payload]
+        while todo:
+            n = os.writev(fd, todo)
+            while todo and n >= len(todo[0]):
+                n -= len(todo[0])
+                todo.pop(0)
+            if todo and n:
+                todo[0] = memoryview(todo[0])[n:]
         self.bytes += len(hdr) + len(payload)
 
-    def events(self, raw: bytes, record_size: int) -> None:
-        if raw:
-            self.chunk(b"EVTS", raw, len(raw) // record_size)
+    def events(self, records: np.ndarray) -> None:
+        """Append an EVTS chunk of event records (a structured numpy array)."""
+        if len(records):
+            self.chunk(b"EVTS", np.ascontiguousarray(records).view(np.uint8), len(records))
 
     def json(self, ctype: bytes, obj: Dict[str, Any]) -> None:
         self.chunk(ctype, json.dumps(obj, sort_keys=True).encode())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import json
 import mmap
 import os
 import signal
@@ -51,6 +52,7 @@ class Params:
     duration: Optional[float] = None
     directory: Optional[str] = None
     quiet: bool = False
+    report: Optional[str] = None      # write {"workload", "elapsed_s", "zaps", "pages"} as JSON here
 
 
 def _check(ret: int, what: str) -> None:
@@ -151,7 +153,7 @@ def dontneed_shared(p: Params) -> str:
     finally:
         w.stop()
         f.close()
-    return f"{c.n} zaps of {p.pages} dirty shared file pages in {c.elapsed:.2f} s"
+    return Outcome(f"{c.n} zaps of {p.pages} dirty shared file pages in {c.elapsed:.2f} s", c.n, c.elapsed)
 
 
 def munmap_anon(p: Params) -> str:
@@ -165,7 +167,7 @@ def munmap_anon(p: Params) -> str:
         _libc.memset(addr, (c.n + 1) & 0xFF, size)
         _check(_libc.munmap(addr, size), "munmap")
         c.n += 1
-    return f"{c.n} munmaps of {p.pages} anonymous pages in {c.elapsed:.2f} s"
+    return Outcome(f"{c.n} munmaps of {p.pages} anonymous pages in {c.elapsed:.2f} s", c.n, c.elapsed)
 
 
 def race(p: Params) -> str:
@@ -197,11 +199,18 @@ def race(p: Params) -> str:
         t.join()
         w.stop()
         f.close()
-    return (f"{c.n} zaps racing {passes[0]} dirtying passes over {p.pages} shared file pages "
-            f"in {c.elapsed:.2f} s")
+    return Outcome(f"{c.n} zaps racing {passes[0]} dirtying passes over {p.pages} shared file pages "
+                   f"in {c.elapsed:.2f} s", c.n, c.elapsed)
 
 
-WORKLOADS: Dict[str, Callable[[Params], str]] = {
+@dataclass
+class Outcome:
+    message: str
+    zaps: int
+    elapsed_s: float
+
+
+WORKLOADS: Dict[str, Callable[[Params], Outcome]] = {
     "dontneed-shared": dontneed_shared,
     "munmap-anon": munmap_anon,
     "race": race,
@@ -212,14 +221,17 @@ def describe() -> Dict[str, str]:
     return {k: (v.__doc__ or "").strip() for k, v in WORKLOADS.items()}
 
 
-def run(name: str, p: Params) -> str:
+def run(name: str, p: Params) -> Outcome:
     if name not in WORKLOADS:
         raise WorkloadError(f"unknown workload {name!r}; try: {', '.join(WORKLOADS)}")
     if p.pages <= 0:
         raise WorkloadError("--pages must be positive")
     if p.iterations < 0:
         raise WorkloadError("--iterations must not be negative")
-    msg = WORKLOADS[name](p)
+    out = WORKLOADS[name](p)
     if not p.quiet:
-        print(f"{name}: {msg}", file=sys.stderr)
-    return msg
+        print(f"{name}: {out.message}", file=sys.stderr)
+    if p.report:
+        with open(p.report, "w") as f:
+            json.dump({"workload": name, "elapsed_s": out.elapsed_s, "zaps": out.zaps, "pages": p.pages}, f)
+    return out

@@ -94,7 +94,7 @@ def test_writer_killed_mid_run_leaves_a_loadable_file(tmp_path):
         os.close(r)
         tw = tracefile.TraceWriter(str(path), TraceBuilder().head())
         for i in range(10_000_000):
-            tw.events(rec.tobytes(), L.dtype.itemsize)
+            tw.events(rec)
             if i == 20:
                 os.write(w, b"x")
         os._exit(0)
