@@ -74,3 +74,83 @@ def guest_traces(tmp_path_factory):
             _guest_cache[kernel] = d
         return _guest_cache[kernel]
     return record
+
+
+# One 6.1 boot for the recorder's behaviour under interruption, faults and
+# privileges; each case leaves NAME.status / NAME.out (and files) for the tests.
+GUEST_BEHAVIOUR = r"""
+S=$ZAPTRACE_SCRATCH
+step() { name=$1; shift; "$@" > "$name.out" 2>&1; echo $? > "$name.status"; }
+recording() { i=0; while [ $i -lt 900 ]; do grep -q "zaptrace: recording" "$1" 2>/dev/null && return 0; sleep 0.1; i=$((i+1)); done; return 1; }
+workload_alive() { if pgrep -f "workload run $1" > /dev/null; then echo alive; else echo gone; fi; }
+bg_record() { name=$1; shift; zaptrace record -o "$name.zt" "$@" > "$name.out" 2>&1 & echo $! > "$name.pid"; recording "$name.out"; }
+
+# Ctrl-C and SIGTERM: valid trace, workload ended, 130 / 143
+for sig in INT TERM; do
+  bg_record sig$sig -- zaptrace workload run race --duration 120
+  sleep 2; R=$(cat sig$sig.pid); kill -$sig $R; wait $R; echo $? > sig$sig.status
+  sleep 0.5; workload_alive race > sig$sig.workload
+done
+
+# SIGKILL of the recorder mid-run: the file loads up to its last chunk
+bg_record kill9 -- zaptrace workload run race --duration 120
+sleep 3; kill -KILL $(cat kill9.pid); wait $(cat kill9.pid); echo $? > kill9.status
+pkill -f "workload run race"; sleep 0.5
+
+# the workload crashes / is killed: its status comes back
+step abort zaptrace record -o abort.zt -- python3 -c "import os; os.abort()"
+step killed zaptrace record -o killed.zt -- sh -c 'kill -KILL $$'
+# it forks and exits before its children
+step orphan zaptrace record -o orphan.zt -- sh -c '(sleep 3; true) & exit 5'
+
+# under sudo: the workload runs as the invoking user, the trace is theirs
+step sudo env SUDO_UID=1000 SUDO_GID=1000 SUDO_USER=zt zaptrace record -o $S/sudo.zt -- sh -c 'id -u > $ZAPTRACE_SCRATCH/uid.txt'
+stat -c %u $S/sudo.zt > sudo.owner; cp $S/uid.txt sudo.uid
+
+# -p PID and -a -d
+zaptrace workload run munmap-anon --duration 120 > /dev/null 2>&1 & W=$!
+step follow zaptrace record -o follow.zt -p $W -d 4
+step all zaptrace record -o all.zt -a -d 4
+kill $W; wait $W
+
+# forced loss: a one-page ring buffer; delivered + lost = generated
+step loss zaptrace record --buffer-pages 1 -o loss.zt -- zaptrace workload run dontneed-shared --pages 1024 --iterations 20
+
+# --summary agrees with the events of the same run
+step summary zaptrace record --summary --keep-events -o summary.zt -- zaptrace workload run race --pages 256 --iterations 200
+
+# disk full during recording (a 1 MiB tmpfs)
+mkdir -p /mnt/tiny && mount -t tmpfs -o size=1m tmpfs /mnt/tiny
+step full zaptrace record -o /mnt/tiny/full.zt -- zaptrace workload run dontneed-shared --pages 256 --iterations 200
+cp /mnt/tiny/full.zt full.zt
+
+# environment faults, each a one-line error before anything is attached
+step unwritable zaptrace record -o /nonexistent/dir/t.zt -- true
+step notroot runuser -u zt -- zaptrace record -o /tmp/nr.zt -- true
+B=/lib/modules/$(uname -r)/build; mv $B $B.hidden
+step noheaders zaptrace record -o noheaders.zt -- true
+mv $B.hidden $B
+mv /usr/lib/python3/dist-packages/bcc /usr/lib/python3/dist-packages/bcc.hidden
+step nobcc zaptrace record -o nobcc.zt -- true
+step nobcc_doctor zaptrace doctor
+mv /usr/lib/python3/dist-packages/bcc.hidden /usr/lib/python3/dist-packages/bcc
+exit 0
+"""
+
+
+@pytest.fixture(scope="session")
+def guest_behaviour(tmp_path_factory):
+    """Directory with the results of GUEST_BEHAVIOUR, run in one 6.1 boot."""
+    from vm.build import ready
+    from vm.runner import run
+    why = ready("6.1")
+    if why:
+        pytest.fail(f"guest for kernel 6.1 is not ready: {why}")
+    if "behaviour" not in _guest_cache:
+        d = tmp_path_factory.mktemp("guest-behaviour")
+        (d / "behaviour.sh").write_text(GUEST_BEHAVIOUR)
+        with open(d / "vm.out", "wb") as out, open(d / "vm.err", "wb") as err:
+            status = run("6.1", ["sh", "behaviour.sh"], cwd=str(d), timeout=1500, stdout=out, stderr=err)
+        assert status == 0, (d / "vm.err").read_text()[-3000:]
+        _guest_cache["behaviour"] = d
+    return _guest_cache["behaviour"]

@@ -129,7 +129,7 @@ def record(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors and the summary."),
 ):
     from . import plan as planmod
-    from .recorder import RecordOptions, Recorder, RecordError, summary_lines
+    from .recorder import RecordOptions, Recorder, RecordError, WriteFailed, summary_lines
 
     if keep_events and not summary:
         raise RecordError("--keep-events only makes sense with --summary")
@@ -151,7 +151,12 @@ def record(
     opts = RecordOptions(output=output, command=command, pid=pid, all_processes=all_processes,
                          duration=duration, ringbuf_pages=buffer_pages, perfbuf=perf_buffer,
                          mkclean_all=mkclean_all, quiet=quiet, summary=summary, keep_events=keep_events)
-    res = Recorder(opts, info).run()
+    try:
+        res = Recorder(opts, info).run()
+    except WriteFailed as e:
+        for line in summary_lines(e.result):
+            info(line)
+        raise
     for line in summary_lines(res):
         info(line)
     raise typer.Exit(res.status)
@@ -278,6 +283,9 @@ def main_options(
 
 
 def main() -> None:
+    import faulthandler
+    import signal
+    faulthandler.register(signal.SIGUSR1)      # `kill -USR1 PID` dumps every thread's stack
     try:
         app(prog_name="zaptrace", standalone_mode=True)
     except KeyboardInterrupt:

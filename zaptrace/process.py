@@ -217,6 +217,15 @@ def alive(pid: int) -> bool:
     return True
 
 
+def is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3] == b"Z"
+
+
 def chown_to(path: str, ident: Identity) -> None:
     if ident.drops_root:
         try:

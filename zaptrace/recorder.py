@@ -32,6 +32,14 @@ class RecordError(Exception):
     """Recording failed before or while starting (one line, with what to do)."""
 
 
+class WriteFailed(RecordError):
+    """The trace could not be written (disk full...): what was written stays loadable."""
+
+    def __init__(self, result: "Result", message: str):
+        super().__init__(message)
+        self.result = result
+
+
 @dataclass
 class RecordOptions:
     output: str
@@ -76,6 +84,8 @@ class Result:
     attached: List[str]
     missing: List[str]
     summary: Optional[dict] = None
+    still_running: List[int] = field(default_factory=list)
+    command_status: Optional[int] = None
 
 
 class Recorder:
@@ -163,8 +173,6 @@ class Recorder:
                     raise RecordError(msg)
                 self.missing.append(msg)
         self.log(f"zaptrace: attached {len(self.attached)} probes in {time.monotonic() - t0:.1f} s")
-        for m in self.missing:
-            self.log(f"zaptrace: not attached: {m}")
 
     def _configure(self, plan: planmod.Plan, pids) -> None:
         cfg = self.bpf["config"]
@@ -219,8 +227,8 @@ class Recorder:
         arr = self.pending[0] if len(self.pending) == 1 else np.concatenate(self.pending)
         self.pending = []
         self.pending_n = 0
-        self.delivered += np.bincount(arr["kind"], minlength=256)[:256]
         self.writer.events(arr)
+        self.delivered += np.bincount(arr["kind"], minlength=256)[:256]
 
     def counters(self) -> Dict[str, Dict[str, int]]:
         counts = self.bpf["counts"]
@@ -263,12 +271,14 @@ class Recorder:
         except planmod.PlanError as e:
             raise RecordError(str(e)) from None
         self._open_output()
+        # The header goes out first: from here on the file is always a loadable trace.
+        self.writer = TraceWriter(opts.output, self._head(plan), fileobj=self._outfile)
         try:
             self._compile(plan)
             self._attach(plan)
         except BaseException:
-            # Nothing was recorded: leave no empty trace behind.
-            self._outfile.close()
+            # Nothing was recorded: leave no trace file behind.
+            self.writer.close()
             os.unlink(opts.output)
             raise
 
@@ -282,15 +292,16 @@ class Recorder:
             pids.extend(process.descendants(opts.pid))
         self._configure(plan, pids)
         poll = self._open_buffer(plan)
-
-        head = self._head(plan)
-        self.writer = TraceWriter(opts.output, head, fileobj=self._outfile)
+        self.writer.json(b"META", {"child_pid": self.child.pid if self.child else None,
+                                   "followed_at_start": sorted(pids), "start_ns": time.monotonic_ns(),
+                                   "start_wall_ns": time.time_ns()})
 
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         t_start = time.monotonic()
         cpu_start = _cpu_seconds()
         status = 0
         stop_reason = ""
+        self.write_error: Optional[str] = None
         try:
             if self.child:
                 try:
@@ -304,8 +315,9 @@ class Recorder:
                 poll(opts.poll_ms)
                 now = time.monotonic()
                 if self.pending_n * self.rec_size >= opts.chunk_bytes or now - last_flush >= opts.flush_interval:
-                    self._flush_events()
-                    self.writer.json(b"STAT", self._stat())
+                    if not self._write(lambda: (self._flush_events(), self.writer.json(b"STAT", self._stat()))):
+                        stop_reason = f"writing {opts.output} failed: {self.write_error}"
+                        break
                     last_flush = now
                 if self.stop_signal:
                     stop_reason = f"interrupted by {signal.Signals(self.stop_signal).name}"
@@ -321,15 +333,18 @@ class Recorder:
                     break
             status = self._end_workload(stop_reason)
             self._stop_bpf()
-            # Drain what the kernel still holds: poll until two passes bring nothing.
+            # Drain what the kernel still holds: poll until two passes bring nothing
+            # (bounded: emission has stopped, so this ends at once in practice).
             quiet = 0
-            while quiet < 2:
+            drain_end = time.monotonic() + 10
+            while quiet < 2 and time.monotonic() < drain_end:
                 before = self.pending_n
                 poll(0)
                 quiet = quiet + 1 if self.pending_n == before else 0
                 if quiet == 1:
                     time.sleep(0.02)
-            self._flush_events()
+            if not self.write_error:
+                self._write(self._flush_events)
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
@@ -337,22 +352,49 @@ class Recorder:
         recorder_cpu = _cpu_seconds() - cpu_start
         counters = self.counters()
         kernel_summary = ksummary.read(self.bpf) if opts.summary else None
-        vm = self._vmemmap()
-        if vm:
-            self.writer.json(b"META", vm)
+        orphans = self._still_running()
         end = dict(counters, end_wall_ns=time.time_ns(), end_ns=time.monotonic_ns(), duration_s=duration,
                    stop_reason=stop_reason, exit_status=status, attached=self.attached,
                    not_attached=self.missing, perf_lost=getattr(self, "perf_lost", None),
-                   recorder_cpu_s=recorder_cpu, summary=kernel_summary)
-        self.writer.json(b"END ", end)
-        self.writer.sync()
+                   recorder_cpu_s=recorder_cpu, summary=kernel_summary, still_running=orphans)
+        vm = self._vmemmap()
+        if not self.write_error:
+            self._write(lambda: (self.writer.json(b"META", vm) if vm else None,
+                                 self.writer.json(b"END ", end), self.writer.sync()))
         nbytes = self.writer.bytes
-        self.writer.close()
+        try:
+            self.writer.close()
+        except OSError:
+            pass
         if getattr(self, "ring", None) is not None:
             self.ring.close()
         self.bpf.cleanup()
-        return Result(opts.output, status, duration, counters["generated"], counters["delivered"],
-                      counters["lost"], nbytes, stop_reason, self.attached, self.missing, kernel_summary)
+        res = Result(opts.output, status, duration, counters["generated"], counters["delivered"],
+                     counters["lost"], nbytes, stop_reason, self.attached, self.missing, kernel_summary,
+                     orphans, self.child.status if self.child else None)
+        if self.write_error:
+            raise WriteFailed(res, f"writing {opts.output} failed: {self.write_error}; recording stopped, "
+                                   f"the file keeps the {int(self.delivered.sum())} events written before "
+                                   "(free space, or record elsewhere with -o)")
+        return res
+
+    def _write(self, fn) -> bool:
+        """Run a trace write; on failure remember why and stop writing (never lose what is on disk)."""
+        try:
+            fn()
+            return True
+        except OSError as e:
+            self.write_error = e.strerror or str(e)
+            return False
+
+    def _still_running(self) -> List[int]:
+        """Followed processes that outlive the recording (CMD's children, say): not waited for."""
+        try:
+            tg = self.bpf["tgids"]
+            pids = [int(k.value) for k in tg.keys()]
+        except Exception:  # noqa: BLE001 - informative only
+            return []
+        return sorted(p for p in pids if p != os.getpid() and process.alive(p) and not process.is_zombie(p))
 
     def _end_workload(self, reason: str) -> int:
         """Stop the workload if it still runs; return the exit status zaptrace reports.
@@ -372,11 +414,30 @@ class Recorder:
                 if not self._wait_child(2.0):
                     ch.signal(signal.SIGKILL)
                     ch.wait()
+        if ch is not None and (sig or reason.startswith("duration") or self.write_error):
+            # We stopped the command early: end the rest of the tree it started too
+            # (never processes followed with -p: those are not ours).
+            self._end_tree()
         if sig:
             return 128 + sig
         if reason == "command exited" and ch is not None:
             return ch.status or 0
         return 0
+
+    def _end_tree(self) -> None:
+        rest = self._still_running()
+        for sig, wait in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 1.0)):
+            if not rest:
+                return
+            for pid in rest:
+                try:
+                    os.kill(pid, sig)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            end = time.monotonic() + wait
+            while time.monotonic() < end and any(process.alive(p) for p in rest):
+                time.sleep(0.05)
+            rest = [p for p in rest if process.alive(p)]
 
     def _wait_child(self, seconds: float) -> bool:
         end = time.monotonic() + seconds
@@ -402,8 +463,7 @@ class Recorder:
             "command": self.opts.command,
             "argv": sys.argv,
             "target": {"pid": self.opts.pid, "all": self.opts.all_processes,
-                       "child_pid": self.child.pid if self.child else None,
-                       "uid": self.ident.uid if self.child else None},
+                       "uid": self.ident.uid if self.opts.command else None},
             "clock": "CLOCK_MONOTONIC (bpf_ktime_get_ns)",
             "start_ns": time.monotonic_ns(),
             "start_wall_ns": time.time_ns(),
@@ -433,7 +493,7 @@ def summary_lines(res: Result) -> List[str]:
         lines.append(f"\n  {'event':<20} {'probe hits':>10}")
         for k, name in sorted(L.kind_names.items()):
             lines.append(f"  {name.lower():<20} {res.generated.get(name.lower(), 0):>10}")
-        return lines
+        return lines + _status_lines(res)
     lines.append(f"  {'event':<20} {'delivered':>10} {'lost':>8}")
     td = tl = 0
     for k, name in sorted(L.kind_names.items()):
@@ -446,5 +506,21 @@ def summary_lines(res: Result) -> List[str]:
     if tl:
         lines.append(f"zaptrace: WARNING: {tl} events lost (ring buffer full): enlarge it with --buffer-pages")
     for m in res.missing:
-        lines.append(f"zaptrace: not attached: {m}")
+        lines.append(f"zaptrace: not attached (optional): {m}")
+    lines.extend(_status_lines(res))
     return lines
+
+
+def _status_lines(res: Result) -> List[str]:
+    out = []
+    st = res.command_status
+    if st is not None:
+        if st > 128 and st - 128 in signal.Signals._value2member_map_:
+            out.append(f"zaptrace: the command was killed by {signal.Signals(st - 128).name} (status {st})")
+        elif st:
+            out.append(f"zaptrace: the command exited with status {st}")
+    if res.still_running:
+        shown = ", ".join(map(str, res.still_running[:8])) + (" ..." if len(res.still_running) > 8 else "")
+        out.append(f"zaptrace: {len(res.still_running)} followed processes still run and were not recorded "
+                   f"after the recording ended (pids {shown})")
+    return out

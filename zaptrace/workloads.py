@@ -36,6 +36,8 @@ _libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_
 _libc.mmap.restype = ctypes.c_void_p
 _libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
 _libc.munmap.restype = ctypes.c_int
+_libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
+_libc.prctl.restype = ctypes.c_int
 
 PROT_RW = mmap.PROT_READ | mmap.PROT_WRITE
 MAP_FAILED = ctypes.c_void_p(-1).value
@@ -103,18 +105,29 @@ class SharedFile:
             pass
 
 
+PR_SET_PDEATHSIG = 1
+
+
 class Writer:
     """A separate process that writes the file back in a loop (fsync)."""
 
     def __init__(self, fd: int):
+        # Signals stay blocked across fork until each side has its handlers.
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
         self.pid = os.fork()
         if self.pid == 0:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
             try:
-                while True:
-                    os.fsync(fd)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                # Never outlive the workload, however it ends.
+                _libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
+                if os.getppid() != 1:
+                    while True:
+                        os.fsync(fd)
             finally:
                 os._exit(0)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
     def stop(self) -> None:
         try:
@@ -217,6 +230,10 @@ WORKLOADS: Dict[str, Callable[[Params], Outcome]] = {
 }
 
 
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 def describe() -> Dict[str, str]:
     return {k: (v.__doc__ or "").strip() for k, v in WORKLOADS.items()}
 
@@ -228,6 +245,8 @@ def run(name: str, p: Params) -> Outcome:
         raise WorkloadError("--pages must be positive")
     if p.iterations < 0:
         raise WorkloadError("--iterations must not be negative")
+    # SIGTERM unwinds like Ctrl-C, so the writer process and the file are cleaned up.
+    signal.signal(signal.SIGTERM, _terminate)
     out = WORKLOADS[name](p)
     if not p.quiet:
         print(f"{name}: {out.message}", file=sys.stderr)
