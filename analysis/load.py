@@ -90,7 +90,9 @@ class Trace:
 
 
 def from_raw(raw: tracefile.RawTrace) -> Trace:
-    head = raw.head
+    head = dict(raw.head)
+    if "probes" in raw.meta:          # the probe map as finally attached (e.g. after a fallback)
+        head["probes"] = raw.meta["probes"]
     kinds = {str(v): int(k) for k, v in (head.get("kinds") or {}).items()}
     missing = [k for k in KIND_NAMES if k not in kinds]
     if missing:

@@ -157,6 +157,7 @@ def main():
             probes = None
             for tool in tools:
                 if tool == "none":
+                    # the baseline is taken twice, around the traced runs, to show the noise
                     r = run_none(name, size, it)
                     base = r["elapsed"]
                 elif tool == "zaptrace":
@@ -174,6 +175,11 @@ def main():
                 print(row(tool, r, base), flush=True)
                 results.append(dict(r, tool=tool, workload=name, size=size, iterations=it,
                                     slowdown=(r["elapsed"] / base) if base else None))
+            if "none" in tools:
+                r = run_none(name, size, it)
+                print(row("none", r, base) + "   (baseline again: the run-to-run noise)", flush=True)
+                results.append(dict(r, tool="none-again", workload=name, size=size, iterations=it,
+                                    slowdown=r["elapsed"] / base))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"kernel": os.uname().release, "results": results}, f, indent=1)

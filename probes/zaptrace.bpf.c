@@ -9,6 +9,12 @@
  *
  *   ZT_HAVE_<EVENT>       the logical event is attached on this kernel
  *   ZT_<EVENT>_<ROLE>     1-based argument position of ROLE, 0 = absent
+ *   ZT_<EVENT>_TRAMP      1: attached with BPF trampolines (fentry/fexit), 0: kprobes
+ *   ZT_<EVENT>_NARGS      number of arguments (where fexit finds the return value)
+ *
+ * Each handler h_<name>(ctx) has a kprobe entry point zt_<name>(); for
+ * trampolines, the plan appends kfunc__<symbol>/kretfunc__<symbol> entry
+ * points that call the same handler (zaptrace/plan.py).
  *   ZT_RINGBUF_PAGES      ring buffer size in pages (power of two)
  *   ZT_PERFBUF            use a perf buffer (kernels without BPF ring buffer)
  *   ZT_RB_FLAGS           ring buffer output flags (BPF_RB_NO_WAKEUP: user space polls)
@@ -65,6 +71,30 @@ BPF_RINGBUF_OUTPUT(events, ZT_RINGBUF_PAGES);
 	((n) == 1 ? PT_REGS_PARM1(ctx) : (n) == 2 ? PT_REGS_PARM2(ctx) : \
 	 (n) == 3 ? PT_REGS_PARM3(ctx) : (n) == 4 ? PT_REGS_PARM4(ctx) : \
 	 (n) == 5 ? PT_REGS_PARM5(ctx) : (n) == 6 ? PT_REGS_PARM6(ctx) : 0)
+
+/*
+ * Arguments of a logical event EV: from pt_regs (kprobe) or from the u64 array
+ * a BPF trampoline (fentry/fexit) passes, as ZT_<EV>_TRAMP says; at return,
+ * fexit puts the return value after the ZT_<EV>_NARGS arguments.
+ */
+#define ZT_REGARG(ctx, n) ZT_ARG((struct pt_regs *)(ctx), n)
+#define ZT_TRAMPARG(ctx, n) ((n) ? zt_slot(ctx, (n) - 1) : 0)
+#define ZT_GET(EV, ctx, n) (ZT_##EV##_TRAMP ? ZT_TRAMPARG(ctx, n) : ZT_REGARG(ctx, n))
+#define ZT_RET(EV, ctx) \
+	(ZT_##EV##_TRAMP ? zt_slot(ctx, ZT_##EV##_NARGS) : PT_REGS_RC((struct pt_regs *)(ctx)))
+
+/*
+ * A trampoline argument as a plain number.  Loaded directly, a pointer
+ * argument is a typed BTF pointer to the verifier, and the arithmetic we do
+ * on page addresses (PFNs, compound heads) would be refused.
+ */
+static __always_inline __u64 zt_slot(void *ctx, int i)
+{
+	__u64 v = 0;
+
+	bpf_probe_read_kernel(&v, sizeof(v), (__u64 *)ctx + i);
+	return v;
+}
 
 static __always_inline struct zt_config *cfg(void)
 {
@@ -483,7 +513,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 }
 
 #ifdef ZT_HAVE_ZAP
-int zt_zap_enter(struct pt_regs *ctx)
+static __always_inline int h_zap_enter(void *ctx)
 {
 	struct zt_config *c = cfg();
 	__u64 id = bpf_get_current_pid_tgid();
@@ -495,17 +525,17 @@ int zt_zap_enter(struct pt_regs *ctx)
 		return 0;
 	fill(&e, ZT_ZAP_ENTER, id);
 	if (ZT_ZAP_VMA)
-		e.mm = vma_mm(ZT_ARG(ctx, ZT_ZAP_VMA));
+		e.mm = vma_mm(ZT_GET(ZAP, ctx, ZT_ZAP_VMA));
 	else if (ZT_ZAP_TLB)
-		e.mm = tlb_mm(ZT_ARG(ctx, ZT_ZAP_TLB));
+		e.mm = tlb_mm(ZT_GET(ZAP, ctx, ZT_ZAP_TLB));
 	if (!e.mm) {
 		e.mm = current_mm();
 		e.flags |= ZT_F_MM_GUESS;
 	}
 	if (ZT_ZAP_START)
-		e.page = ZT_ARG(ctx, ZT_ZAP_START);
+		e.page = ZT_GET(ZAP, ctx, ZT_ZAP_START);
 	if (ZT_ZAP_END)
-		e.folio = ZT_ARG(ctx, ZT_ZAP_END);
+		e.folio = ZT_GET(ZAP, ctx, ZT_ZAP_END);
 	t = tasks.lookup_or_try_init(&tid, &zero);
 	if (t) {
 		t->zap_mm = e.mm;
@@ -518,7 +548,12 @@ int zt_zap_enter(struct pt_regs *ctx)
 	return 0;
 }
 
-int zt_zap_exit(struct pt_regs *ctx)
+int zt_zap_enter(struct pt_regs *ctx)
+{
+	return h_zap_enter(ctx);
+}
+
+static __always_inline int h_zap_exit(void *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = id;
@@ -534,10 +569,15 @@ int zt_zap_exit(struct pt_regs *ctx)
 	emit(ctx, &e);
 	return 0;
 }
+
+int zt_zap_exit(struct pt_regs *ctx)
+{
+	return h_zap_exit(ctx);
+}
 #endif
 
 #ifdef ZT_HAVE_RMAP
-int zt_rmap(struct pt_regs *ctx)
+static __always_inline int h_rmap(void *ctx)
 {
 	struct zt_config *c = cfg();
 	__u64 id = bpf_get_current_pid_tgid();
@@ -549,17 +589,17 @@ int zt_rmap(struct pt_regs *ctx)
 		return 0;
 	fill(&e, ZT_RMAP, id);
 	if (ZT_RMAP_PAGE)
-		e.page = ZT_ARG(ctx, ZT_RMAP_PAGE);
+		e.page = ZT_GET(RMAP, ctx, ZT_RMAP_PAGE);
 	if (ZT_RMAP_FOLIO)
-		e.folio = ZT_ARG(ctx, ZT_RMAP_FOLIO);
+		e.folio = ZT_GET(RMAP, ctx, ZT_RMAP_FOLIO);
 	else if (e.page)
 		e.folio = head_of(e.page);
 	if (!e.page)
 		e.page = e.folio;
 	e.nr = 1;
 	if (ZT_RMAP_NR)
-		e.nr = (int)ZT_ARG(ctx, ZT_RMAP_NR);
-	if (ZT_RMAP_COMPOUND && (ZT_ARG(ctx, ZT_RMAP_COMPOUND) & 0xff)) {
+		e.nr = (int)ZT_GET(RMAP, ctx, ZT_RMAP_NR);
+	if (ZT_RMAP_COMPOUND && (ZT_GET(RMAP, ctx, ZT_RMAP_COMPOUND) & 0xff)) {
 		e.flags |= ZT_F_COMPOUND;
 		e.nr = 0;       /* a PMD mapping: not a per-PTE decrement */
 	}
@@ -576,7 +616,7 @@ int zt_rmap(struct pt_regs *ctx)
 			e.mm = t->zap_mm;
 	}
 	if (ZT_RMAP_VMA && !e.mm)
-		e.mm = vma_mm(ZT_ARG(ctx, ZT_RMAP_VMA));
+		e.mm = vma_mm(ZT_GET(RMAP, ctx, ZT_RMAP_VMA));
 	if (!e.mm) {
 		e.mm = current_mm();
 		e.flags |= ZT_F_MM_GUESS;
@@ -588,11 +628,16 @@ int zt_rmap(struct pt_regs *ctx)
 	emit(ctx, &e);
 	return 0;
 }
+
+int zt_rmap(struct pt_regs *ctx)
+{
+	return h_rmap(ctx);
+}
 #endif
 
 #ifdef ZT_HAVE_DIRTY
 /* Only the calls a zapping task makes inside its zap are markers. */
-int zt_dirty(struct pt_regs *ctx)
+static __always_inline int h_dirty(void *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = id;
@@ -604,9 +649,9 @@ int zt_dirty(struct pt_regs *ctx)
 	fill(&e, ZT_DIRTY, id);
 	e.mm = t->zap_mm;
 	if (ZT_DIRTY_PAGE)
-		e.page = ZT_ARG(ctx, ZT_DIRTY_PAGE);
+		e.page = ZT_GET(DIRTY, ctx, ZT_DIRTY_PAGE);
 	if (ZT_DIRTY_FOLIO)
-		e.folio = ZT_ARG(ctx, ZT_DIRTY_FOLIO);
+		e.folio = ZT_GET(DIRTY, ctx, ZT_DIRTY_FOLIO);
 	else if (e.page)
 		e.folio = head_of(e.page);
 	if (!e.page)
@@ -620,10 +665,15 @@ int zt_dirty(struct pt_regs *ctx)
 	emit(ctx, &e);
 	return 0;
 }
+
+int zt_dirty(struct pt_regs *ctx)
+{
+	return h_dirty(ctx);
+}
 #endif
 
 #ifdef ZT_HAVE_TLBFLUSH
-int zt_tlb_flush_enter(struct pt_regs *ctx)
+static __always_inline int h_tlb_flush_enter(void *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct zt_event e = {};
@@ -631,13 +681,18 @@ int zt_tlb_flush_enter(struct pt_regs *ctx)
 	if (!followed(cfg(), id >> 32))
 		return 0;
 	fill(&e, ZT_TLB_FLUSH_ENTER, id);
-	e.mm = tlb_mm(ZT_ARG(ctx, ZT_TLBFLUSH_TLB));
+	e.mm = tlb_mm(ZT_GET(TLBFLUSH, ctx, ZT_TLBFLUSH_TLB));
 	flush_open(id, ZT_TLB_FLUSH_ENTER, e.mm);
 	emit(ctx, &e);
 	return 0;
 }
 
-int zt_tlb_flush_exit(struct pt_regs *ctx)
+int zt_tlb_flush_enter(struct pt_regs *ctx)
+{
+	return h_tlb_flush_enter(ctx);
+}
+
+static __always_inline int h_tlb_flush_exit(void *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct zt_event e = {};
@@ -652,10 +707,15 @@ int zt_tlb_flush_exit(struct pt_regs *ctx)
 	emit(ctx, &e);
 	return 0;
 }
+
+int zt_tlb_flush_exit(struct pt_regs *ctx)
+{
+	return h_tlb_flush_exit(ctx);
+}
 #endif
 
 #ifdef ZT_HAVE_FLUSHRANGE
-int zt_flush_range_enter(struct pt_regs *ctx)
+static __always_inline int h_flush_range_enter(void *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct zt_event e = {};
@@ -663,15 +723,20 @@ int zt_flush_range_enter(struct pt_regs *ctx)
 	if (!followed(cfg(), id >> 32))
 		return 0;
 	fill(&e, ZT_FLUSH_RANGE_ENTER, id);
-	e.mm = ZT_ARG(ctx, ZT_FLUSHRANGE_MM);
-	e.page = ZT_ARG(ctx, ZT_FLUSHRANGE_START);
-	e.folio = ZT_ARG(ctx, ZT_FLUSHRANGE_END);
+	e.mm = ZT_GET(FLUSHRANGE, ctx, ZT_FLUSHRANGE_MM);
+	e.page = ZT_GET(FLUSHRANGE, ctx, ZT_FLUSHRANGE_START);
+	e.folio = ZT_GET(FLUSHRANGE, ctx, ZT_FLUSHRANGE_END);
 	flush_open(id, ZT_FLUSH_RANGE_ENTER, e.mm);
 	emit(ctx, &e);
 	return 0;
 }
 
-int zt_flush_range_exit(struct pt_regs *ctx)
+int zt_flush_range_enter(struct pt_regs *ctx)
+{
+	return h_flush_range_enter(ctx);
+}
+
+static __always_inline int h_flush_range_exit(void *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct zt_event e = {};
@@ -686,10 +751,15 @@ int zt_flush_range_exit(struct pt_regs *ctx)
 	emit(ctx, &e);
 	return 0;
 }
+
+int zt_flush_range_exit(struct pt_regs *ctx)
+{
+	return h_flush_range_exit(ctx);
+}
 #endif
 
 #ifdef ZT_HAVE_RMAPS
-int zt_rmaps_enter(struct pt_regs *ctx)
+static __always_inline int h_rmaps_enter(void *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = id;
@@ -699,7 +769,7 @@ int zt_rmaps_enter(struct pt_regs *ctx)
 	if (!followed(cfg(), id >> 32))
 		return 0;
 	fill(&e, ZT_RMAPS_ENTER, id);
-	e.mm = tlb_mm(ZT_ARG(ctx, ZT_RMAPS_TLB));
+	e.mm = tlb_mm(ZT_GET(RMAPS, ctx, ZT_RMAPS_TLB));
 	t = tasks.lookup_or_try_init(&tid, &zero);
 	if (t) {
 		t->rmaps_mm = e.mm;
@@ -709,7 +779,12 @@ int zt_rmaps_enter(struct pt_regs *ctx)
 	return 0;
 }
 
-int zt_rmaps_exit(struct pt_regs *ctx)
+int zt_rmaps_enter(struct pt_regs *ctx)
+{
+	return h_rmaps_enter(ctx);
+}
+
+static __always_inline int h_rmaps_exit(void *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = id;
@@ -725,10 +800,15 @@ int zt_rmaps_exit(struct pt_regs *ctx)
 	emit(ctx, &e);
 	return 0;
 }
+
+int zt_rmaps_exit(struct pt_regs *ctx)
+{
+	return h_rmaps_exit(ctx);
+}
 #endif
 
 #ifdef ZT_HAVE_MKCLEAN
-int zt_mkclean_enter(struct pt_regs *ctx)
+static __always_inline int h_mkclean_enter(void *ctx)
 {
 	struct zt_config *c = cfg();
 	__u64 id = bpf_get_current_pid_tgid();
@@ -739,9 +819,9 @@ int zt_mkclean_enter(struct pt_regs *ctx)
 		return 0;
 	fill(&e, ZT_MKCLEAN_ENTER, id);
 	if (ZT_MKCLEAN_FOLIO)
-		e.folio = ZT_ARG(ctx, ZT_MKCLEAN_FOLIO);
+		e.folio = ZT_GET(MKCLEAN, ctx, ZT_MKCLEAN_FOLIO);
 	if (ZT_MKCLEAN_PAGE) {
-		e.page = ZT_ARG(ctx, ZT_MKCLEAN_PAGE);
+		e.page = ZT_GET(MKCLEAN, ctx, ZT_MKCLEAN_PAGE);
 		e.folio = head_of(e.page);
 	}
 	if (!e.page)
@@ -758,7 +838,12 @@ int zt_mkclean_enter(struct pt_regs *ctx)
 	return 0;
 }
 
-int zt_mkclean_exit(struct pt_regs *ctx)
+int zt_mkclean_enter(struct pt_regs *ctx)
+{
+	return h_mkclean_enter(ctx);
+}
+
+static __always_inline int h_mkclean_exit(void *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = id;
@@ -771,12 +856,17 @@ int zt_mkclean_exit(struct pt_regs *ctx)
 	e.folio = *folio;
 	e.page = *folio;
 	e.pfn = pfn_of(cfg(), e.page);
-	e.nr = (int)PT_REGS_RC(ctx);
+	e.nr = (int)ZT_RET(MKCLEAN, ctx);
 	mkclean_arg.delete(&tid);
 #ifdef ZT_SUMMARY
 	sum_mkclean_exit(e.folio);
 #endif
 	emit(ctx, &e);
 	return 0;
+}
+
+int zt_mkclean_exit(struct pt_regs *ctx)
+{
+	return h_mkclean_exit(ctx);
 }
 #endif

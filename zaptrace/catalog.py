@@ -159,6 +159,15 @@ class Choice:
     tried: List[Tuple[str, str]] = field(default_factory=list)   # (symbol, reason it was not used)
     required: bool = True
     ret: bool = False
+    trampoline: bool = False               # fentry/fexit (BPF trampoline) instead of kprobes
+    nargs: int = 0                          # parameters of the function (fexit's return value follows)
+
+    @property
+    def mechanism(self) -> str:
+        if not self.ok:
+            return "-"
+        return ("fentry" + ("/fexit" if self.ret else "")) if self.trampoline else \
+            ("kprobe" + ("/kretprobe" if self.ret else ""))
 
     @property
     def ok(self) -> bool:
@@ -213,6 +222,7 @@ def resolve(syms: Symbols, btf: Optional[Dict[str, List[str]]], blacklist=None,
                 verified = "BTF: (%s)" % ", ".join(have)
             ch.symbol = alt.symbol
             ch.attach = targets
+            ch.nargs = len(alt.params)
             ch.positions = positions
             ch.why = alt.why
             ch.verified = verified
@@ -228,9 +238,25 @@ def cflags(choices: List[Choice]) -> List[str]:
         if not ch.ok:
             continue
         flags.append(f"-DZT_HAVE_{ev.macro}=1")
+        flags.append(f"-DZT_{ev.macro}_TRAMP={1 if ch.trampoline else 0}")
+        flags.append(f"-DZT_{ev.macro}_NARGS={ch.nargs}")
         for role in ev.roles:
             flags.append(f"-DZT_{ev.macro}_{role.upper()}={ch.positions.get(role, 0)}")
     return flags
+
+
+def use_trampolines(choices: List[Choice], btf: Optional[Dict[str, List[str]]]) -> None:
+    """Mark the events that can use BPF trampolines (fentry/fexit) on this kernel.
+
+    A trampoline needs the function in BTF (so not a GCC clone); it costs less
+    than a kprobe and, unlike a kretprobe, can be detached while tasks are
+    inside the function (measured: detaching kretprobes during a zap storm
+    crashed Debian's 6.1 guest with a NULL instruction fetch in unmap_page_range).
+    """
+    for ch in choices:
+        if ch.ok and btf is not None and ch.attach == [ch.symbol] and ch.symbol in btf:
+            ch.trampoline = True
+            ch.nargs = len(btf[ch.symbol])
 
 
 def event(name: str) -> LogicalEvent:

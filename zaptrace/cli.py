@@ -122,6 +122,9 @@ def record(
     summary: bool = typer.Option(False, "--summary",
                                  help="Pair decrements with flushes in the kernel and keep log2 histograms "
                                       "of the gap per class; no per-event transfer (for long runs)."),
+    kprobes: bool = typer.Option(False, "--kprobes",
+                                 help="Attach with kprobes/kretprobes even where BPF trampolines "
+                                      "(fentry/fexit, the default when the kernel has BTF) work."),
     keep_events: bool = typer.Option(False, "--keep-events",
                                      help="With --summary: record the events too (to check the in-kernel "
                                           "pairing against `zaptrace report`)."),
@@ -134,7 +137,8 @@ def record(
     if keep_events and not summary:
         raise RecordError("--keep-events only makes sense with --summary")
     if ebpf:
-        p = planmod.build(ringbuf_pages=buffer_pages, force_perfbuf=perf_buffer, summary=summary)
+        p = planmod.build(ringbuf_pages=buffer_pages, force_perfbuf=perf_buffer, summary=summary,
+                          kprobes_only=kprobes)
         sys.stdout.write(p.annotated_source())
         return
     command = list(command or [])
@@ -150,7 +154,8 @@ def record(
             os.replace(output, output + ".old")
     opts = RecordOptions(output=output, command=command, pid=pid, all_processes=all_processes,
                          duration=duration, ringbuf_pages=buffer_pages, perfbuf=perf_buffer,
-                         mkclean_all=mkclean_all, quiet=quiet, summary=summary, keep_events=keep_events)
+                         mkclean_all=mkclean_all, quiet=quiet, summary=summary, keep_events=keep_events,
+                         kprobes_only=kprobes)
     try:
         res = Recorder(opts, info).run()
     except WriteFailed as e:
@@ -188,7 +193,7 @@ def doctor():
     print("probes:")
     for ch in p.choices:
         if ch.ok:
-            print(f"  {ch.event:12} {', '.join(ch.attach)}{' (+return)' if ch.ret else ''}")
+            print(f"  {ch.event:12} {', '.join(ch.attach)} ({ch.mechanism})")
             print(f"  {'':12}   {ch.verified}; {ch.why}")
         else:
             need = "REQUIRED, missing" if ch.required else "optional, missing"

@@ -57,18 +57,7 @@ class RecordOptions:
     quiet: bool = False
     summary: bool = False         # pair and histogram in the kernel; no events transferred
     keep_events: bool = False     # with summary: transfer the events as well
-
-
-# handler names in probes/zaptrace.bpf.c, per logical event: (entry, return)
-HANDLERS = {
-    "zap": ("zt_zap_enter", "zt_zap_exit"),
-    "rmap": ("zt_rmap", None),
-    "dirty": ("zt_dirty", None),
-    "tlb_flush": ("zt_tlb_flush_enter", "zt_tlb_flush_exit"),
-    "flush_range": ("zt_flush_range_enter", "zt_flush_range_exit"),
-    "flush_rmaps": ("zt_rmaps_enter", "zt_rmaps_exit"),
-    "mkclean": ("zt_mkclean_enter", "zt_mkclean_exit"),
-}
+    kprobes_only: bool = False    # never BPF trampolines
 
 
 @dataclass
@@ -118,17 +107,26 @@ class Recorder:
         self._outfile = f
         process.chown_to(path, self.ident)
 
-    def _compile(self, plan: planmod.Plan) -> None:
+    def _compile(self, plan: planmod.Plan) -> planmod.Plan:
+        """Compile (and attach the trampoline programs); fall back to kprobes if those fail."""
         bcc = load_bcc()
         t0 = time.monotonic()
         n = sum(len(c.attach) * (2 if c.ret else 1) for c in plan.choices if c.ok)
-        self.log(f"zaptrace: compiling the BPF program for {plan.release} ({n} probes)...")
+        tramp = any(c.trampoline for c in plan.choices)
+        self.log(f"zaptrace: compiling the BPF program for {plan.release} ({n} probes"
+                 + (", BPF trampolines" if tramp else ", kprobes") + ")...")
         try:
             self.bpf = bcc.BPF(text=plan.source(), cflags=plan.cflags)
         except Exception as e:  # noqa: BLE001 - BCC raises bare Exception on compile errors
-            raise RecordError(f"BPF compilation failed: {str(e).strip().splitlines()[-1]} "
-                              "(rerun with --ebpf to see the program)") from None
+            last = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            if tramp:
+                self.log(f"zaptrace: BPF trampolines refused ({last}); using kprobes")
+                for c in plan.choices:
+                    c.trampoline = False
+                return self._compile(plan)
+            raise RecordError(f"BPF compilation failed: {last} (rerun with --ebpf to see the program)") from None
         self.log(f"zaptrace: compiled in {time.monotonic() - t0:.1f} s")
+        return plan
 
     def _load(self, plan: planmod.Plan) -> None:
         """Load (verify) every handler before attaching any: a rejected program is our bug,
@@ -137,11 +135,13 @@ class Recorder:
         for ch in plan.choices:
             if not ch.ok:
                 continue
-            for fn in HANDLERS[ch.event]:
-                if fn is None or (fn == HANDLERS[ch.event][1] and not ch.ret):
+            if ch.trampoline:
+                continue            # fentry/fexit programs were loaded and attached with the object
+            for fn in planmod.HANDLERS[ch.event]:
+                if fn is None or (fn == planmod.HANDLERS[ch.event][1] and not ch.ret):
                     continue
                 try:
-                    self.bpf.load_func(fn, bcc.BPF.KPROBE)
+                    self.bpf.load_func("zt_" + fn, bcc.BPF.KPROBE)
                 except Exception as e:  # noqa: BLE001 - BCC raises bare Exception
                     raise RecordError(f"the kernel's verifier rejected {fn} ({str(e).strip()}); "
                                       "this is a zaptrace bug: please report it with `zaptrace record --ebpf`") from None
@@ -154,17 +154,20 @@ class Recorder:
                 if not ch.required:
                     self.missing.append(f"{ch.event}: " + "; ".join(f"{s}: {w}" for s, w in ch.tried))
                 continue
-            entry, ret = HANDLERS[ch.event]
+            entry, ret = ("zt_" + h if h else None for h in planmod.HANDLERS[ch.event])
+            if ch.trampoline:
+                self.attached += [ch.symbol + " (fentry)"] + ([ch.symbol + " (fexit)"] if ch.ret else [])
+                continue
             failures = []
             for sym in ch.attach:
                 try:
                     self.bpf.attach_kprobe(event=sym, fn_name=entry)
-                    self.attached.append(sym)
+                    self.attached.append(sym + " (kprobe)")
                     if ch.ret and ret:
                         # Default maxactive: a non-zero one makes BCC fall back to
                         # kprobe_events, which costs ~1 s per probe under TCG.
                         self.bpf.attach_kretprobe(event=sym, fn_name=ret)
-                        self.attached.append(sym + "%return")
+                        self.attached.append(sym + " (kretprobe)")
                 except Exception as e:  # noqa: BLE001
                     failures.append(f"{sym}: {str(e).strip() or type(e).__name__}")
             if failures:
@@ -266,7 +269,8 @@ class Recorder:
             raise RecordError(f"no process with pid {opts.pid}")
         try:
             plan = planmod.build(skip=opts.skip, ringbuf_pages=opts.ringbuf_pages, force_perfbuf=opts.perfbuf,
-                                 summary=opts.summary, keep_events=opts.keep_events)
+                                 summary=opts.summary, keep_events=opts.keep_events,
+                                 kprobes_only=opts.kprobes_only)
             planmod.require_recordable(plan)
         except planmod.PlanError as e:
             raise RecordError(str(e)) from None
@@ -274,7 +278,7 @@ class Recorder:
         # The header goes out first: from here on the file is always a loadable trace.
         self.writer = TraceWriter(opts.output, self._head(plan), fileobj=self._outfile)
         try:
-            self._compile(plan)
+            plan = self._compile(plan)
             self._attach(plan)
         except BaseException:
             # Nothing was recorded: leave no trace file behind.
@@ -292,7 +296,8 @@ class Recorder:
             pids.extend(process.descendants(opts.pid))
         self._configure(plan, pids)
         poll = self._open_buffer(plan)
-        self.writer.json(b"META", {"child_pid": self.child.pid if self.child else None,
+        self.writer.json(b"META", {"probes": plan.probe_map(),
+                                   "child_pid": self.child.pid if self.child else None,
                                    "followed_at_start": sorted(pids), "start_ns": time.monotonic_ns(),
                                    "start_wall_ns": time.time_ns()})
 
@@ -333,16 +338,7 @@ class Recorder:
                     break
             status = self._end_workload(stop_reason)
             self._stop_bpf()
-            # Drain what the kernel still holds: poll until two passes bring nothing
-            # (bounded: emission has stopped, so this ends at once in practice).
-            quiet = 0
-            drain_end = time.monotonic() + 10
-            while quiet < 2 and time.monotonic() < drain_end:
-                before = self.pending_n
-                poll(0)
-                quiet = quiet + 1 if self.pending_n == before else 0
-                if quiet == 1:
-                    time.sleep(0.02)
+            self._drain(poll)
             if not self.write_error:
                 self._write(self._flush_events)
         finally:
@@ -356,7 +352,8 @@ class Recorder:
         end = dict(counters, end_wall_ns=time.time_ns(), end_ns=time.monotonic_ns(), duration_s=duration,
                    stop_reason=stop_reason, exit_status=status, attached=self.attached,
                    not_attached=self.missing, perf_lost=getattr(self, "perf_lost", None),
-                   recorder_cpu_s=recorder_cpu, summary=kernel_summary, still_running=orphans)
+                   recorder_cpu_s=recorder_cpu, summary=kernel_summary, still_running=orphans,
+                   in_flight=getattr(self, "in_flight", 0))
         vm = self._vmemmap()
         if not self.write_error:
             self._write(lambda: (self.writer.json(b"META", vm) if vm else None,
@@ -377,6 +374,30 @@ class Recorder:
                                    f"the file keeps the {int(self.delivered.sum())} events written before "
                                    "(free space, or record elsewhere with -o)")
         return res
+
+    def _drain(self, poll) -> None:
+        """Take what the kernel still holds, until delivered + lost = generated.
+
+        Emission has stopped, but a BPF program that passed the stop check just
+        before may still be committing its record (under TCG a vCPU can be
+        descheduled mid-program), so poll until the counters balance (10 s at most;
+        an imbalance left is reported as in flight, never hidden).
+        """
+        if self.opts.summary and not self.opts.keep_events:
+            return
+        end = time.monotonic() + 10
+        while True:
+            before = -1
+            while self.pending_n != before:
+                before = self.pending_n
+                poll(0)
+            c = self.counters()
+            missing = sum(c["generated"].values()) - sum(c["lost"].values()) - \
+                (int(self.delivered.sum()) + sum(int(a.size) for a in self.pending))
+            if missing <= 0 or time.monotonic() > end:
+                self.in_flight = max(missing, 0)
+                return
+            time.sleep(0.02)
 
     def _write(self, fn) -> bool:
         """Run a trace write; on failure remember why and stop writing (never lose what is on disk)."""
