@@ -119,8 +119,8 @@ step loss zaptrace record --buffer-pages 1 -o loss.zt -- zaptrace workload run d
 # --summary agrees with the events of the same run
 step summary zaptrace record --summary --keep-events -o summary.zt -- zaptrace workload run race --pages 256 --iterations 200
 
-# disk full during recording (a 1 MiB tmpfs)
-mkdir -p /mnt/tiny && mount -t tmpfs -o size=1m tmpfs /mnt/tiny
+# disk full during recording (a 2 MiB tmpfs)
+mkdir -p /mnt/tiny && mount -t tmpfs -o size=2m tmpfs /mnt/tiny
 step full zaptrace record -o /mnt/tiny/full.zt -- zaptrace workload run dontneed-shared --pages 256 --iterations 200
 cp /mnt/tiny/full.zt full.zt
 

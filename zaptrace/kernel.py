@@ -175,8 +175,8 @@ def kernel_release() -> str:
 
 def headers_dir(release: Optional[str] = None) -> Optional[Path]:
     release = release or kernel_release()
-    for p in (Path(f"/lib/modules/{release}/build"), Path(f"/lib/modules/{release}/source"),
-              Path(f"/usr/src/linux-headers-{release}")):
+    # Where BCC looks (it ignores /usr/src unless /lib/modules/R/build points there).
+    for p in (Path(f"/lib/modules/{release}/build"), Path(f"/lib/modules/{release}/source")):
         if (p / "include").is_dir():
             return p
     return None
@@ -206,7 +206,7 @@ def feature_checks(syms: Symbols) -> List[Check]:
     checks.append(Check("btf", btf, "/sys/kernel/btf/vmlinux present: probe signatures are verified" if btf else
                         "no vmlinux BTF: probe signatures are taken from the catalog unverified", fatal=False))
     hd = headers_dir()
-    kheaders = os.path.exists("/sys/kernel/kheaders.tar.xz") or syms.has("ikheaders_read")
+    kheaders = os.path.exists("/sys/kernel/kheaders.tar.xz")
     if hd:
         checks.append(Check("headers", True, f"kernel headers at {hd}"))
     elif kheaders:

@@ -86,6 +86,7 @@ class Recorder:
         self.pending: List[np.ndarray] = []       # event arrays not yet written
         self.pending_n = 0
         self.delivered = np.zeros(256, dtype=np.int64)
+        self.unwritten = 0                        # received but not written (disk full)
         self.stop_signal = 0
         self.bpf = None
         self.writer: Optional[TraceWriter] = None
@@ -119,7 +120,7 @@ class Recorder:
             self.bpf = bcc.BPF(text=plan.source(), cflags=plan.cflags)
         except Exception as e:  # noqa: BLE001 - BCC raises bare Exception on compile errors
             last = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-            if tramp:
+            if tramp and ("kfunc__" in last or "kretfunc__" in last):
                 self.log(f"zaptrace: BPF trampolines refused ({last}); using kprobes")
                 for c in plan.choices:
                     c.trampoline = False
@@ -230,8 +231,21 @@ class Recorder:
         arr = self.pending[0] if len(self.pending) == 1 else np.concatenate(self.pending)
         self.pending = []
         self.pending_n = 0
-        self.writer.events(arr)
-        self.delivered += np.bincount(arr["kind"], minlength=256)[:256]
+        # On a write error (disk full), keep writing ever smaller chunks until not
+        # even one record fits: the file keeps every event there was room for.
+        size = len(arr)
+        while len(arr):
+            part = arr[:size]
+            try:
+                self.writer.events(part)
+            except OSError:
+                if size == 1:
+                    self.unwritten += len(arr)
+                    raise
+                size = max(1, size // 2)
+                continue
+            self.delivered += np.bincount(part["kind"], minlength=256)[:256]
+            arr = arr[size:]
 
     def counters(self) -> Dict[str, Dict[str, int]]:
         counts = self.bpf["counts"]
@@ -371,8 +385,9 @@ class Recorder:
                      orphans, self.child.status if self.child else None)
         if self.write_error:
             raise WriteFailed(res, f"writing {opts.output} failed: {self.write_error}; recording stopped, "
-                                   f"the file keeps the {int(self.delivered.sum())} events written before "
-                                   "(free space, or record elsewhere with -o)")
+                                   f"the file keeps the {int(self.delivered.sum())} events written before"
+                                   + (f", {self.unwritten} more had no room" if self.unwritten else "")
+                                   + " (free space, or record elsewhere with -o)")
         return res
 
     def _drain(self, poll) -> None:

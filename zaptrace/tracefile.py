@@ -74,13 +74,23 @@ class TraceWriter:
         self.f.flush()
         fd = self.f.fileno()
         todo = [hdr, payload]
-        while todo:
-            n = os.writev(fd, todo)
-            while todo and n >= len(todo[0]):
-                n -= len(todo[0])
-                todo.pop(0)
-            if todo and n:
-                todo[0] = memoryview(todo[0])[n:]
+        try:
+            while todo:
+                n = os.writev(fd, todo)
+                while todo and n >= len(todo[0]):
+                    n -= len(todo[0])
+                    todo.pop(0)
+                if todo and n:
+                    todo[0] = memoryview(todo[0])[n:]
+        except OSError:
+            # Take the partial chunk back, so that the file ends on a whole chunk
+            # and a smaller chunk can still follow (disk full: see the recorder).
+            try:
+                os.ftruncate(fd, self.bytes)
+                os.lseek(fd, self.bytes, os.SEEK_SET)
+            except OSError:
+                pass
+            raise
         self.bytes += len(hdr) + len(payload)
 
     def events(self, records: np.ndarray) -> None:

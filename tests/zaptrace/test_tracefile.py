@@ -105,3 +105,34 @@ def test_writer_killed_mid_run_leaves_a_loadable_file(tmp_path):
     raw = tracefile.read(str(path))
     assert len(raw.events) >= 21000 and len(raw.events) % 1000 == 0
     assert raw.end is None
+
+
+def test_disk_full_leaves_whole_chunks_only(tmp_path):
+    """On ENOSPC the partial chunk is taken back: the file still ends on a whole chunk."""
+    import subprocess
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    assert os.geteuid() == 0, "this test mounts a tmpfs: run the suite as root (CI does)"
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], check=True)
+    try:
+        L = layout()
+        rec = np.zeros(100, dtype=L.dtype)
+        rec["kind"] = 3
+        w = tracefile.TraceWriter(str(mnt / "t.zt"), TraceBuilder().head())
+        written = 0
+        with pytest.raises(OSError):
+            for _ in range(1000):
+                w.events(rec)
+                written += 100
+        # smaller chunks still fit in what is left
+        try:
+            while True:
+                w.events(rec[:1])
+                written += 1
+        except OSError:
+            pass
+        raw = tracefile.read(str(mnt / "t.zt"))
+        assert len(raw.events) == written and written > 100
+        assert not any("truncated" in p or "corrupt" in p for p in raw.problems)
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
