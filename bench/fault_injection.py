@@ -5,10 +5,10 @@ Step 1, inside a guest (needs kprobes):
 
     zaptrace vm run --kernel 6.1 --timeout 7200 -- python3 bench/fault_injection.py run --count 100 --out fi
 
-Each run starts `zaptrace record -o fi/NNN.zt -- zaptrace workload run race --duration 60`,
+Each run starts `zaptrace record -o fi/NNN.zt -- zaptrace workload run race --duration 30`,
 waits a random 1-35 s (so some kills land while BCC compiles, most while
 recording) and sends SIGKILL, SIGTERM or SIGINT to the recorder, the
-workload, or both.  fi/runs.json keeps what was done and what came back.
+workload (waiting for it to start if the recorder is still compiling), or both.  fi/runs.json keeps what was done and what came back.
 
 Step 2, on the host (needs pandas):
 
@@ -60,10 +60,14 @@ def run(args):
         delay = rng.uniform(1, 35)
         log = open(os.path.join(args.out, f"{i:03d}.log"), "w")
         rec = subprocess.Popen(["zaptrace", "record", "-q", "-o", path, "--", "zaptrace", "workload", "run",
-                                "race", "--duration", "60"], stdout=log, stderr=log)
+                                "race", "--duration", "30"], stdout=log, stderr=log)
         t0 = time.monotonic()
         time.sleep(delay)
         workload = children(rec.pid)
+        # the workload starts only once the probes are attached: wait for it if needed
+        while target != "recorder" and not workload and rec.poll() is None and time.monotonic() - t0 < 120:
+            time.sleep(0.2)
+            workload = children(rec.pid)
         killed = []
         if target in ("recorder", "both") and rec.poll() is None:
             os.kill(rec.pid, sig)
@@ -74,11 +78,11 @@ def run(args):
                     os.kill(w, sig)
                     killed.append(f"workload {w}")
         try:
-            status = rec.wait(timeout=60)
+            status = rec.wait(timeout=120)
         except subprocess.TimeoutExpired:
             rec.kill()
             status = rec.wait()
-            killed.append("recorder hung: SIGKILL after 60 s")
+            killed.append("recorder hung: SIGKILL after 120 s")
         # whatever the recorder left behind (it was killed) is ended here
         subprocess.run(["pkill", "-KILL", "-f", "workload run race"], check=False)
         log.close()

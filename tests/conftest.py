@@ -116,6 +116,9 @@ kill $W; wait $W
 # forced loss: a one-page ring buffer; delivered + lost = generated
 step loss zaptrace record --buffer-pages 1 -o loss.zt -- zaptrace workload run dontneed-shared --pages 1024 --iterations 20
 
+# the perf buffer (kernels before 5.8 have no BPF ring buffer)
+step perfbuf zaptrace record --perf-buffer -o perfbuf.zt -- zaptrace workload run dontneed-shared --pages 256 --iterations 20
+
 # --summary agrees with the events of the same run
 step summary zaptrace record --summary --keep-events -o summary.zt -- zaptrace workload run race --pages 256 --iterations 200
 

@@ -175,11 +175,9 @@ def kernel_release() -> str:
 
 def headers_dir(release: Optional[str] = None) -> Optional[Path]:
     release = release or kernel_release()
-    # Where BCC looks (it ignores /usr/src unless /lib/modules/R/build points there).
-    for p in (Path(f"/lib/modules/{release}/build"), Path(f"/lib/modules/{release}/source")):
-        if (p / "include").is_dir():
-            return p
-    return None
+    # Where BCC looks: /lib/modules/R/build (Debian's "source" link alone is not enough).
+    p = Path(f"/lib/modules/{release}/build")
+    return p if (p / "include").is_dir() else None
 
 
 def feature_checks(syms: Symbols) -> List[Check]:

@@ -201,7 +201,8 @@ class Recorder:
 
     # ---------------------------------------------------------- streaming --
     def _on_perf_event(self, cpu, data, size) -> None:
-        self.pending.append(np.frombuffer(ctypes.string_at(data, self.rec_size), dtype=self.L.dtype))
+        # One Python call per event is the perf buffer's price: keep it to a copy.
+        self.perf_raw += ctypes.string_at(data, self.rec_size)
         self.pending_n += 1
 
     def _open_buffer(self, plan: planmod.Plan) -> Callable[[int], None]:
@@ -219,11 +220,18 @@ class Recorder:
                     time.sleep(timeout_ms / 1000.0)
             return poll
         self.perf_lost = 0
+        self.perf_raw = bytearray()
 
         def lost(n):
             self.perf_lost += n
+
+        def poll(timeout_ms: int) -> None:
+            self.bpf.perf_buffer_poll(timeout_ms)
+            if self.perf_raw:
+                self.pending.append(np.frombuffer(bytes(self.perf_raw), dtype=self.L.dtype))
+                self.perf_raw = bytearray()
         events.open_perf_buffer(self._on_perf_event, page_cnt=plan.ringbuf_pages, lost_cb=lost)
-        return self.bpf.perf_buffer_poll
+        return poll
 
     def _flush_events(self) -> None:
         if not self.pending_n:

@@ -137,3 +137,16 @@ def test_doctor_without_bcc_says_what_to_install(guest_kernel, guest_behaviour):
     d = guest_behaviour
     assert st(d, "nobcc_doctor") == 1
     assert "python3-bpfcc" in out(d, "nobcc_doctor") and "Traceback" not in out(d, "nobcc_doctor")
+
+
+def test_perf_buffer_fallback_records_the_same_events(guest_kernel, guest_behaviour):
+    d = guest_behaviour
+    assert st(d, "perfbuf") == 0, out(d, "perfbuf")
+    raw = tracefile.read(str(d / "perfbuf.zt"))
+    assert raw.head["buffer"]["kind"] == "perfbuf"
+    assert sum(raw.end["lost"].values()) == 0
+    assert raw.end["generated"] == raw.end["delivered"]
+    t = analysis.load(str(d / "perfbuf.zt"))
+    g = analysis.gap_table(t)
+    fd = g[g["class"] == "file-dirty"]
+    assert len(fd) > 1000 and (fd["gap_ns"] > 0).all()
