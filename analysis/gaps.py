@@ -131,9 +131,16 @@ def _asof(left: pd.DataFrame, right: pd.DataFrame, lon: str, ron: str, by, direc
         r2[b] = right[b].to_numpy()[keep]
     for c in take:
         r2["_t_" + c] = right[c].to_numpy()[keep]
-    m = pd.merge_asof(l2.sort_values("_on", kind="stable"), r2.sort_values("_on", kind="stable"),
-                      on="_on", by=by or None, direction=direction, allow_exact_matches=exact)
-    m = m.sort_values("_row", kind="stable")
+    # Inputs usually arrive in time order already (events are sorted on load):
+    # sort only when needed, it is the costliest step at millions of rows.
+    left_sorted = l2["_on"].is_monotonic_increasing
+    if not left_sorted:
+        l2 = l2.sort_values("_on", kind="stable")
+    if not r2["_on"].is_monotonic_increasing:
+        r2 = r2.sort_values("_on", kind="stable")
+    m = pd.merge_asof(l2, r2, on="_on", by=by or None, direction=direction, allow_exact_matches=exact)
+    if not left_sorted:
+        m = m.sort_values("_row", kind="stable")
     return pd.DataFrame({c: m["_t_" + c].to_numpy() for c in take}, index=left.index)
 
 

@@ -114,6 +114,7 @@ def test_disk_full_leaves_whole_chunks_only(tmp_path):
     mnt.mkdir()
     assert os.geteuid() == 0, "this test mounts a tmpfs: run the suite as root (CI does)"
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], check=True)
+    w = None
     try:
         L = layout()
         rec = np.zeros(100, dtype=L.dtype)
@@ -131,8 +132,11 @@ def test_disk_full_leaves_whole_chunks_only(tmp_path):
                 written += 1
         except OSError:
             pass
+        w.close()
         raw = tracefile.read(str(mnt / "t.zt"))
         assert len(raw.events) == written and written > 100
         assert not any("truncated" in p or "corrupt" in p for p in raw.problems)
     finally:
-        subprocess.run(["umount", str(mnt)], check=False)
+        if w is not None:
+            w.close()
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
