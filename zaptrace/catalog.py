@@ -181,16 +181,11 @@ def symbols_of_interest() -> List[str]:
     return sorted({a.symbol for ev in CATALOG for a in ev.alternatives})
 
 
-def resolve(syms: Symbols, btf: Optional[Dict[str, List[str]]], blacklist=None,
-            skip: Tuple[str, ...] = ()) -> List[Choice]:
+def resolve(syms: Symbols, btf: Optional[Dict[str, List[str]]], blacklist=None) -> List[Choice]:
     """Pick one alternative per logical event for the running kernel."""
     out: List[Choice] = []
     for ev in CATALOG:
         ch = Choice(ev.name, required=ev.required, ret=ev.ret)
-        if ev.name in skip:
-            ch.tried.append(("-", "disabled with --no-" + ev.name.replace("_", "-")))
-            out.append(ch)
-            continue
         for alt in ev.alternatives:
             plain = syms.has(alt.symbol)
             clones = syms.clones_of(alt.symbol) if alt.clones else []

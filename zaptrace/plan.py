@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import List, Tuple
+from typing import List
 
 import probes
 
@@ -106,13 +106,13 @@ def missing_event_message(ch: catalog.Choice) -> str:
     return f"no probe-able symbol for logical event '{ch.event}' (tried {tried})"
 
 
-def build(skip: Tuple[str, ...] = (), ringbuf_pages: int = 4096, force_perfbuf: bool = False,
+def build(ringbuf_pages: int = 4096, force_perfbuf: bool = False,
           summary: bool = False, keep_events: bool = False, kprobes_only: bool = False) -> Plan:
     syms = kernel.read_kallsyms()
     checks = kernel.feature_checks(syms)
     btf = kernel.btf_func_params(catalog.symbols_of_interest())
     blacklist = kernel.kprobe_blacklist()
-    choices = catalog.resolve(syms, btf, blacklist, skip=skip)
+    choices = catalog.resolve(syms, btf, blacklist)
     # BPF trampolines: x86-64 kernels with BTF and bpf_trampoline_link_prog (5.5+).
     if not kprobes_only and syms.has("bpf_trampoline_link_prog") and os.uname().machine == "x86_64":
         catalog.use_trampolines(choices, btf)

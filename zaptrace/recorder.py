@@ -52,7 +52,6 @@ class RecordOptions:
     flush_interval: float = 1.0
     poll_ms: int = 20
     mkclean_all: bool = True
-    skip: tuple = ()
     perfbuf: bool = False
     quiet: bool = False
     summary: bool = False         # pair and histogram in the kernel; no events transferred
@@ -290,7 +289,7 @@ class Recorder:
         if opts.pid is not None and not process.alive(opts.pid):
             raise RecordError(f"no process with pid {opts.pid}")
         try:
-            plan = planmod.build(skip=opts.skip, ringbuf_pages=opts.ringbuf_pages, force_perfbuf=opts.perfbuf,
+            plan = planmod.build(ringbuf_pages=opts.ringbuf_pages, force_perfbuf=opts.perfbuf,
                                  summary=opts.summary, keep_events=opts.keep_events,
                                  kprobes_only=opts.kprobes_only)
             planmod.require_recordable(plan)

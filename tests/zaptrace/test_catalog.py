@@ -76,3 +76,20 @@ def test_without_btf_the_catalog_order_decides_and_says_so():
     ch = catalog.resolve(syms("page_remove_rmap"), None)
     r = pick(ch, "rmap")
     assert r.ok and "unverified" in r.verified
+
+
+def test_a_kernel_missing_a_required_event_cannot_record_and_says_why():
+    from zaptrace import kernel, plan
+    syms = syms_ = Symbols(text=set(BASE) | {"folio_mark_dirty", "folio_mkclean"})
+    choices = catalog.resolve(syms_, BTF_61)
+    checks = [kernel.Check("kprobes", True, "ok")]
+    p = plan.Plan(release="test", symbols=syms, checks=checks, choices=choices, ringbuf=True,
+                  ringbuf_pages=4096, btf=True)
+    try:
+        plan.require_recordable(p)
+    except plan.PlanError as e:
+        msg = str(e)
+    else:
+        raise AssertionError("recordable without an rmap probe")
+    assert "logical event 'rmap'" in msg and "page_remove_rmap" in msg and "folio_remove_rmap_ptes" in msg
+    assert "\n" not in msg
