@@ -10,7 +10,9 @@ For each workload and size, on the same boot and the same probe points
 (the symbols zaptrace's catalog chose for this kernel, entry and return):
 
 * none      the workload alone;
-* zaptrace  `zaptrace record -a` (every process, like the bpftrace script);
+* zaptrace  `zaptrace record -a` (every process, like the bpftrace script), with BPF
+            trampolines (fentry/fexit) where the kernel has them;
+* zaptrace-kprobes  the same with `--kprobes` (the mechanism bpftrace's script uses);
 * summary   `zaptrace record -a --summary` (in-kernel histograms, no events);
 * bpftrace  one printf line per probe hit, to a file (`bpftrace -o`).
 
@@ -128,7 +130,7 @@ def row(tool, r, base):
     deliv = r.get("delivered")
     cpu_ev = (r["cpu"] / deliv * 1e6) if r.get("cpu") is not None and deliv else None
     gen = r.get("generated")
-    return (f"  {tool:9} {r['elapsed']:9.3f} {slow:8.2f}x "
+    return (f"  {tool:16} {r['elapsed']:9.3f} {slow:8.2f}x "
             f"{'-' if gen is None else gen:>10} {'-' if deliv is None else deliv:>10} "
             f"{'-' if r.get('lost') is None else r['lost']:>8} "
             f"{'-' if cpu_ev is None else f'{cpu_ev:.2f}':>9}")
@@ -138,9 +140,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workloads", default="dontneed-shared,race")
     ap.add_argument("--sizes", default="64,256,1024", help="pages per zap")
-    ap.add_argument("--page-zaps", type=int, default=262144,
+    ap.add_argument("--page-zaps", type=int, default=131072,
                     help="pages zapped per run (iterations = page-zaps / size)")
-    ap.add_argument("--tools", default="none,zaptrace,summary,bpftrace")
+    ap.add_argument("--tools", default="none,zaptrace,zaptrace-kprobes,summary,bpftrace")
     ap.add_argument("--json", help="also write the raw figures here")
     args = ap.parse_args()
     tools = args.tools.split(",")
@@ -151,7 +153,7 @@ def main():
         for size in [int(s) for s in args.sizes.split(",")]:
             it = max(1, args.page_zaps // size)
             print(f"\n{name}, {size} pages x {it} zaps")
-            print(f"  {'tool':9} {'wall s':>9} {'slowdown':>9} {'generated':>10} {'delivered':>10} "
+            print(f"  {'tool':16} {'wall s':>9} {'slowdown':>9} {'generated':>10} {'delivered':>10} "
                   f"{'lost':>8} {'cpu us/ev':>9}")
             base = None
             probes = None
@@ -163,6 +165,9 @@ def main():
                 elif tool == "zaptrace":
                     r = run_zaptrace(name, size, it)
                     probes = r.pop("probes")
+                elif tool == "zaptrace-kprobes":
+                    r = run_zaptrace(name, size, it, extra=("--kprobes",))
+                    r.pop("probes", None)
                 elif tool == "summary":
                     r = run_zaptrace(name, size, it, extra=("--summary",))
                     r.pop("probes", None)
