@@ -66,8 +66,15 @@ def clean_errors(fn):
         except _known_errors() as e:
             err(str(e))
             raise typer.Exit(2)
-        except BrokenPipeError:
-            raise typer.Exit(1)
+        except BrokenPipeError as e:
+            try:
+                sys.stdout.flush()
+            except BrokenPipeError:
+                # stdout's reader went away (`zaptrace report | head`): nothing more to say
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                raise typer.Exit(1)
+            err(f"broken pipe: {e}")
+            raise typer.Exit(2)
         except KeyboardInterrupt:
             err("interrupted")
             raise typer.Exit(130)

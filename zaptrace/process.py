@@ -117,8 +117,15 @@ class GatedChild:
         self.status: Optional[int] = None
 
     def release(self) -> None:
-        """Let the child exec; raise SpawnError if exec fails."""
-        os.write(self._go, b"g")
+        """Let the child exec; raise SpawnError if exec fails or the child died waiting."""
+        try:
+            os.write(self._go, b"g")
+        except BrokenPipeError:
+            os.close(self._go)
+            os.close(self._err)
+            code = self.wait()
+            how = f"killed by {signal.Signals(code - 128).name}" if code > 128 else f"status {code}"
+            raise SpawnError(f"the command's process died before it could start ({how})") from None
         os.close(self._go)
         data = b""
         while True:

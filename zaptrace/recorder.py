@@ -333,7 +333,8 @@ class Recorder:
                 try:
                     self.child.release()
                 except process.SpawnError as e:
-                    raise RecordError(str(e)) from None
+                    self.writer.close()
+                    raise RecordError(f"{e}; {opts.output} holds no events") from None
             self.log("zaptrace: recording" + (f" {' '.join(opts.command)}" if opts.command else "")
                      + "; Ctrl-C to stop")
             last_flush = time.monotonic()

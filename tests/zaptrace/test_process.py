@@ -2,6 +2,7 @@
 import os
 import signal
 import tempfile
+import time
 
 import pytest
 
@@ -63,3 +64,11 @@ def test_sudo_identity_drops_root():
 
 def test_descendants_includes_children():
     assert os.getpid() in process.descendants(os.getppid())
+
+
+def test_a_child_killed_before_release_is_an_error_not_a_silent_exit():
+    ch = process.GatedChild("/bin/true", ["true"], process.invoking_identity({}), dict(os.environ))
+    os.kill(ch.pid, signal.SIGKILL)
+    time.sleep(0.2)
+    with pytest.raises(process.SpawnError, match="died before it could start .killed by SIGKILL"):
+        ch.release()
