@@ -69,7 +69,7 @@ def guest_traces(tmp_path_factory):
             d = tmp_path_factory.mktemp("guest-" + kernel.replace(".", "_"))
             (d / "record.sh").write_text(GUEST_RECORDINGS)
             with open(d / "vm.out", "wb") as out, open(d / "vm.err", "wb") as err:
-                status = run(kernel, ["sh", "record.sh"], cwd=str(d), timeout=900, stdout=out, stderr=err)
+                status = run(kernel, ["sh", "record.sh"], cwd=str(d), timeout=1800, stdout=out, stderr=err)
             assert status == 0, (d / "vm.err").read_text()[-3000:]
             _guest_cache[kernel] = d
         return _guest_cache[kernel]
@@ -81,7 +81,7 @@ def guest_traces(tmp_path_factory):
 GUEST_BEHAVIOUR = r"""
 S=$ZAPTRACE_SCRATCH
 step() { name=$1; shift; "$@" > "$name.out" 2>&1; echo $? > "$name.status"; }
-recording() { i=0; while [ $i -lt 900 ]; do grep -q "zaptrace: recording" "$1" 2>/dev/null && return 0; sleep 0.1; i=$((i+1)); done; return 1; }
+recording() { i=0; while [ $i -lt 3000 ]; do grep -q "zaptrace: recording" "$1" 2>/dev/null && return 0; sleep 0.1; i=$((i+1)); done; return 1; }
 workload_alive() { if pgrep -f "workload run $1" > /dev/null; then echo alive; else echo gone; fi; }
 bg_record() { name=$1; shift; zaptrace record -o "$name.zt" "$@" > "$name.out" 2>&1 & echo $! > "$name.pid"; recording "$name.out"; }
 
@@ -108,7 +108,7 @@ step sudo env SUDO_UID=1000 SUDO_GID=1000 SUDO_USER=zt zaptrace record -o $S/sud
 stat -c %u $S/sudo.zt > sudo.owner; cp $S/uid.txt sudo.uid
 
 # -p PID and -a -d
-zaptrace workload run munmap-anon --duration 120 > /dev/null 2>&1 & W=$!
+zaptrace workload run munmap-anon --duration 900 > /dev/null 2>&1 & W=$!
 step follow zaptrace record -o follow.zt -p $W -d 4
 step all zaptrace record -o all.zt -a -d 4
 kill $W; wait $W
@@ -153,7 +153,7 @@ def guest_behaviour(tmp_path_factory):
         d = tmp_path_factory.mktemp("guest-behaviour")
         (d / "behaviour.sh").write_text(GUEST_BEHAVIOUR)
         with open(d / "vm.out", "wb") as out, open(d / "vm.err", "wb") as err:
-            status = run("6.1", ["sh", "behaviour.sh"], cwd=str(d), timeout=1500, stdout=out, stderr=err)
+            status = run("6.1", ["sh", "behaviour.sh"], cwd=str(d), timeout=2700, stdout=out, stderr=err)
         assert status == 0, (d / "vm.err").read_text()[-3000:]
         _guest_cache["behaviour"] = d
     return _guest_cache["behaviour"]

@@ -26,8 +26,38 @@ ACCELS = ("auto", "kvm", "tcg")
 PROBE_TIMEOUT = 25.0
 PROBE_MARKER = b"ZAPTRACE-PROBE-OK"
 
-#: "quiet-ish": warnings and worse reach the console log, boot chatter does not.
-KERNEL_CMDLINE = "console=ttyS0 panic=-1 loglevel=4"
+#: "quiet-ish": warnings and worse (with their stack traces) reach the console
+#: log, boot chatter does not.  A soft lockup or hung task panics the guest and
+#: panic=-1 with QEMU's -no-reboot ends the run at once, instead of leaving a
+#: wedged guest to run into --timeout: the console log then holds the stacks.
+KERNEL_CMDLINE = (
+    "console=ttyS0 panic=-1 loglevel=5 softlockup_panic=1 softlockup_all_cpu_backtrace=1"
+)
+
+
+def tcg_threading() -> str:
+    """``single`` (default) or ``multi``: QEMU's TCG threading for the guest.
+
+    Measured here with QEMU 7.2 and Debian's 6.1.0-56 guest: with
+    ``thread=multi`` (one host thread per vCPU), attaching or detaching BPF
+    trampolines or kprobes while another vCPU runs the patched function can
+    wedge the guest for good.  The kernel patches the function's first bytes
+    with text_poke_bp() (int3, then the new instruction); the other vCPU keeps
+    executing a stale translation of the int3, the kernel's int3 handler sees
+    the byte already replaced and restarts the instruction, forever: both
+    vCPUs sat at page_remove_rmap+0x0 in a soft lockup (and a kretprobe
+    teardown crashed the guest the same way once).  On real hardware
+    text_poke_bp() is safe; it is the emulator's cross-vCPU code coherence.
+    ``thread=single`` runs the vCPUs round-robin in one host thread, so no
+    vCPU executes while another one patches code; the same attach/detach
+    loop ran through there.  It costs speed (BPF compilation next to a busy
+    vCPU: 44 s instead of 15 s).  ZAPTRACE_VM_TCG=multi brings back the
+    faster mode for runs that attach before the workload starts.
+    """
+    mode = os.environ.get("ZAPTRACE_VM_TCG", "single")
+    if mode not in ("single", "multi"):
+        raise VMError("ZAPTRACE_VM_TCG must be 'single' or 'multi', not %r" % mode)
+    return mode
 
 
 class Share(NamedTuple):
@@ -147,7 +177,7 @@ def command(
     if accel == "kvm":
         argv += ["-accel", "kvm", "-cpu", "host"]
     else:
-        argv += ["-accel", "tcg,thread=multi"]
+        argv += ["-accel", "tcg,thread=%s" % tcg_threading()]
     argv += ["-m", str(memory_mb), "-smp", str(smp)]
     argv += ["-kernel", str(kernel.vmlinuz), "-initrd", str(initrd)]
     argv += ["-append", (KERNEL_CMDLINE + " " + append).strip()]

@@ -14,7 +14,7 @@ from vm import runner
 pytestmark = pytest.mark.guest
 
 #: Generous: a TCG boot is ~8 s, a BCC compile ~3 s more.
-TIMEOUT = 240
+TIMEOUT = 480
 
 
 def vm_run(kernel, *command, cwd=None, options=(), env=None):

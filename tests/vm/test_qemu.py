@@ -15,7 +15,16 @@ from vm.kernel import GuestKernel
 GUEST = GuestKernel("6.1", "6.1.0-56-amd64", Path("/k/vmlinuz"), Path("/k/lib/modules/x"), None)
 
 
-def test_command_line():
+def test_tcg_threading_choice(monkeypatch):
+    monkeypatch.setenv("ZAPTRACE_VM_TCG", "multi")
+    assert qemu.tcg_threading() == "multi"
+    monkeypatch.setenv("ZAPTRACE_VM_TCG", "fast")
+    with pytest.raises(VMError, match="ZAPTRACE_VM_TCG"):
+        qemu.tcg_threading()
+
+
+def test_command_line(monkeypatch):
+    monkeypatch.delenv("ZAPTRACE_VM_TCG", raising=False)
     argv = qemu.command(
         GUEST, Path("/c/initrd,1.gz"), "tcg", memory_mb=2048, smp=2, console=Path("/runs/a,b/console.log"),
         shares=[qemu.Share("zt_cwd", "/home/u/my,dir", False), qemu.Share("zt_src", "/src", True)],
@@ -24,7 +33,7 @@ def test_command_line():
     joined = " ".join(argv)
     for flag in ("-nodefaults", "-no-reboot", "-display none"):
         assert flag in joined
-    assert argv[argv.index("-accel") + 1] == "tcg,thread=multi"
+    assert argv[argv.index("-accel") + 1] == "tcg,thread=single"  # see qemu.tcg_threading
     assert argv[argv.index("-smp") + 1] == "2"
     assert argv[argv.index("-initrd") + 1] == "/c/initrd,1.gz"  # a plain argument: no escaping
     assert "file,id=console,path=/runs/a,,b/console.log" in argv
