@@ -80,7 +80,9 @@ def run_zaptrace(name, pages, it, extra=()):
            "cpu": end.get("recorder_cpu_s"), "probes": raw.head.get("probes")}
     summ = raw.meta.get("summary") or end.get("summary")
     if summ:
-        res["summarised"] = int(summ.get("events", 0))
+        # decrements paired or counted in the kernel, all classes and paths
+        res["summarised"] = sum(int(p["decrements"]) for c in summ["classes"].values()
+                                for p in c["paths"].values())
     os.unlink(out)
     return res
 
