@@ -42,12 +42,13 @@ def tcg_threading() -> str:
     ``thread=multi`` (one host thread per vCPU), attaching or detaching BPF
     trampolines or kprobes while another vCPU runs the patched function can
     wedge the guest for good.  The kernel patches the function's first bytes
-    with text_poke_bp() (int3, then the new instruction); the other vCPU keeps
+    with text_poke_bp() (int3, then the new instruction); the other vCPU appears to keep
     executing a stale translation of the int3, the kernel's int3 handler sees
     the byte already replaced and restarts the instruction, forever: both
     vCPUs sat at page_remove_rmap+0x0 in a soft lockup (and a kretprobe
     teardown crashed the guest the same way once).  On real hardware
-    text_poke_bp() is safe; it is the emulator's cross-vCPU code coherence.
+    text_poke_bp() is safe; our reading (from the stacks, not from QEMU's
+    source) is the emulator's cross-vCPU code coherence.
     ``thread=single`` runs the vCPUs round-robin in one host thread, so no
     vCPU executes while another one patches code; the same attach/detach
     loop ran through there.  It costs speed (BPF compilation next to a busy
