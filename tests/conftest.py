@@ -17,6 +17,21 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+pytest_plugins = ["pytester"]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI a skip is a failure, whatever raised it (see tests/needs.py)."""
+    outcome = yield
+    rep = outcome.get_result()
+    from tests.needs import under_ci
+    if rep.skipped and under_ci() and not hasattr(rep, "wasxfail"):
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        rep.outcome = "failed"
+        rep.longrepr = "skipped under CI, which counts as a failure: %s" % reason
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "guest_kernel" in getattr(item, "fixturenames", ()):

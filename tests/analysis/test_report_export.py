@@ -1,4 +1,5 @@
 """`zaptrace export`: Perfetto JSON, CSV and Parquet of the hand-computed trace A (reportdata.py)."""
+import importlib.util
 import json
 from collections import Counter, defaultdict
 
@@ -10,6 +11,7 @@ from hypothesis import given, strategies as st
 import analysis
 from analysis.perfetto import hex_u64
 from tests.analysis.reportdata import P, run, trace_a
+from tests.needs import need
 
 
 @pytest.fixture
@@ -79,7 +81,8 @@ def test_missing_return_becomes_a_no_return_instant(tmp_path):
 
 
 def test_csv_and_parquet_round_trip(a_path, tmp_path):
-    pytest.importorskip("pyarrow")      # Debian bookworm has none; --csv needs nothing extra
+    # pyarrow comes with the venv (pyproject); a bare system Python may lack it
+    need(importlib.util.find_spec("pyarrow") is not None, "needs pyarrow for --parquet")
     r = run("export", a_path, "--csv", tmp_path / "g.csv", "--parquet", tmp_path / "g.parquet")
     assert r.exit_code == 0, r.stderr
     g = analysis.gap_table(analysis.load(a_path))

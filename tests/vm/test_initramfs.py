@@ -11,6 +11,7 @@ import pytest
 
 from vm import initramfs
 from vm.errors import VMError
+from tests.needs import need
 
 
 def parse_newc(data: bytes):
@@ -60,8 +61,8 @@ def test_cpio_round_trip():
     assert entries["dev/console"][:2] == (0o020600, (5, 1))
 
 
-@pytest.mark.skipif(shutil.which("busybox") is None, reason="needs busybox (busybox-static)")
 def test_cpio_readable_by_busybox(tmp_path):
+    need(shutil.which("busybox") is not None, "needs busybox (busybox-static)")
     data = sample_archive()
     listing = subprocess.run(["busybox", "cpio", "-t"], input=data, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, check=True).stdout.decode().split()
@@ -137,6 +138,14 @@ def test_read_module_decompresses(tmp_path):
     assert initramfs.read_module(tmp_path / "c.ko") == b"module-c"
 
 
+def _static_busybox() -> bool:
+    try:
+        initramfs.find_busybox()
+    except VMError:
+        return False
+    return True
+
+
 def _fake_modules(root, builtin=MODULES_BUILTIN):
     root.mkdir()
     (root / "modules.dep").write_text(MODULES_DEP)
@@ -149,10 +158,7 @@ def _fake_modules(root, builtin=MODULES_BUILTIN):
 
 
 def test_ensure_builds_once_and_caches(tmp_path, monkeypatch):
-    try:
-        initramfs.find_busybox()
-    except VMError:
-        pytest.skip("needs a static busybox (busybox-static)")
+    need(_static_busybox(), "needs a static busybox (busybox-static)")
     monkeypatch.setenv("ZAPTRACE_CACHE", str(tmp_path / "cache"))
     mods = _fake_modules(tmp_path / "modules")
     first = initramfs.ensure(mods)
@@ -172,10 +178,7 @@ def test_ensure_builds_once_and_caches(tmp_path, monkeypatch):
 
 
 def test_ensure_without_modules(tmp_path, monkeypatch):
-    try:
-        initramfs.find_busybox()
-    except VMError:
-        pytest.skip("needs a static busybox (busybox-static)")
+    need(_static_busybox(), "needs a static busybox (busybox-static)")
     monkeypatch.setenv("ZAPTRACE_CACHE", str(tmp_path / "cache"))
     entries = parse_newc(gzip.decompress(initramfs.ensure(None).read_bytes()))
     assert not [n for n in entries if n.startswith("modules/") and n != "modules"]

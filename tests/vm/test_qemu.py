@@ -11,6 +11,7 @@ import pytest
 from vm import qemu
 from vm.errors import VMError
 from vm.kernel import GuestKernel
+from tests.needs import need
 
 GUEST = GuestKernel("6.1", "6.1.0-56-amd64", Path("/k/vmlinuz"), Path("/k/lib/modules/x"), None)
 
@@ -83,8 +84,8 @@ def test_choose_accel(monkeypatch):
     assert probes == [GUEST]
 
 
-@pytest.mark.skipif(shutil.which(qemu.QEMU) is None, reason="needs qemu-system-x86_64")
 def test_stop_kills_the_process_group(tmp_path):
+    need(shutil.which(qemu.QEMU) is not None, "needs qemu-system-x86_64")
     with open(tmp_path / "log", "wb") as log:
         # A stand-in for QEMU that ignores SIGTERM and has a child in its group.
         proc = qemu.start(["sh", "-c", "trap '' TERM; sleep 300 & sleep 300"], log, (), os.environ)
