@@ -243,10 +243,11 @@ def cflags(choices: List[Choice]) -> List[str]:
 def use_trampolines(choices: List[Choice], btf: Optional[Dict[str, List[str]]]) -> None:
     """Mark the events that can use BPF trampolines (fentry/fexit) on this kernel.
 
-    A trampoline needs the function in BTF (so not a GCC clone); it costs less
-    than a kprobe and, unlike a kretprobe, can be detached while tasks are
-    inside the function (measured: detaching kretprobes during a zap storm
-    crashed Debian's 6.1 guest with a NULL instruction fetch in unmap_page_range).
+    A trampoline needs the function in BTF (so not a GCC clone); it is entered
+    by a direct call instead of a kprobe's int3 exception.  (A kretprobe
+    teardown that crashed Debian's 6.1 guest once, and a trampoline detach
+    that wedged it, most likely both came from multi-threaded TCG: see
+    vm/qemu.py.)
     """
     for ch in choices:
         if ch.ok and btf is not None and ch.attach == [ch.symbol] and ch.symbol in btf:
