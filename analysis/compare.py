@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
-from .gaps import CLASSES
+from .gaps import CLASSES, ZAP_PATHS
 from .report import Table, fmt_count, fmt_us, format_table
 
 SCHEMA = "zaptrace.compare/1"
@@ -45,12 +45,27 @@ def window_state(block: Dict[str, Any]) -> str:
     return "open" if block["open"] else "closed"
 
 
+def path_states(block: Dict[str, Any]) -> Dict[str, str]:
+    """window_state of each zap path that has paired decrements."""
+    return {p: window_state(block["by_path"][p]) for p in ZAP_PATHS if block["by_path"][p]["paired"]}
+
+
+def path_state_text(block: Dict[str, Any]) -> str:
+    """'open', 'closed', or per path 'delayed closed, pmd open' when a class has pairs on a
+    PMD/PUD path or on several paths."""
+    states = path_states(block)
+    if set(states) <= {"immediate", "delayed"} and len(states) <= 1:
+        return window_state(block)
+    return ", ".join(f"{p} {st}" for p, st in states.items())
+
+
 def compare_json(summaries: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     """What `zaptrace compare --json` prints."""
     return {"schema": SCHEMA, "traces": [
         {"label": lab, "file": s["file"], "kernel": s["kernel"], "events": sum(s["events"].values()),
          "lost_events": s["lost_events"], "flush_source": s["flush_source"],
-         "classes": {c: dict(class_figures(s["classes"][c]), window=window_state(s["classes"][c]))
+         "classes": {c: dict(class_figures(s["classes"][c]), window=window_state(s["classes"][c]),
+                             window_by_path=path_states(s["classes"][c]))
                      for c in CLASSES}}
         for lab, s in zip(labels_of(summaries), summaries)]}
 
@@ -80,6 +95,8 @@ def compare_table(summaries: Sequence[Dict[str, Any]]) -> Table:
             ["", "window hits"] + [fmt_count(x["hits"]) for x in f],
             ["", "window"] + [window_state(s["classes"][c]) for s in summaries],
         ]
+        if any(set(path_states(s["classes"][c])) - {"immediate", "delayed"} for s in summaries):
+            rows.append(["", "window by path"] + [path_state_text(s["classes"][c]) or "-" for s in summaries])
     return header, rows
 
 
@@ -88,7 +105,7 @@ def render_compare(summaries: Sequence[Dict[str, Any]]) -> str:
     lines = ["Per-class gap figures (gap = flush completion - decrement, signed us; open = decrement "
              "before the flush):"]
     lines += format_table(*compare_table(summaries), left=2)
-    states = [f"{lab}: {window_state(s['classes']['file-dirty'])}"
+    states = [f"{lab}: {path_state_text(s['classes']['file-dirty'])}"
               for lab, s in zip(labels_of(summaries), summaries)]
     lines += ["", "dirty file pages, window: " + "; ".join(states)]
     return "\n".join(lines) + "\n"

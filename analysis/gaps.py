@@ -2,10 +2,11 @@
 
 Rules (see README "The measure"):
 
-* A *decrement* is an rmap event for a PTE-mapped page made inside a zap
-  bracket of the same task (``immediate``) or inside ``tlb_flush_rmaps``
-  (``delayed``, 6.2+).  Other rmap events are ``other-path``: kept in the
-  table, never paired.
+* A *decrement* is an rmap event made inside a zap bracket of the same task
+  (``immediate`` for a PTE-mapped page, ``pmd``/``pud`` for a whole
+  PMD/PUD mapping of a folio) or inside ``tlb_flush_rmaps`` (``delayed``,
+  6.2+).  Other rmap events are ``other-path``: kept in the table, never
+  paired.  How each path is paired and classed is one row of PATH_RULES.
 * The *covering flush* of an immediate decrement by task T on mm M is the
   first flush T issues for M after it; of a delayed decrement, the last
   flush T completed for M before it in the same zap.  A flush completes when
@@ -14,8 +15,10 @@ Rules (see README "The measure"):
 * ``gap_ns`` = flush completion - decrement, signed.  > 0: the window was
   open that long; <= 0: the flush came first.
 * Class ``anon`` / ``file-dirty`` / ``file-clean``: file-dirty when the zap's
-  own PTE-dirty marker (folio_mark_dirty/set_page_dirty of that folio by the
-  same task in the same zap, before the decrement) exists.  PG_dirty at the
+  own dirty marker (folio_mark_dirty/set_page_dirty of that folio by the same
+  task in the same zap) exists: before the decrement on the PTE paths, before
+  or after it on the PMD/PUD paths (``zap_huge_pmd`` drops the mapcount first
+  and marks the folio dirty afterwards).  PG_dirty at the
   decrement is kept as ``pg_dirty`` but is not the criterion.
 * A *window hit* is a mkclean of the same folio, by any task, overlapping
   the open window [decrement, flush completion].
@@ -25,7 +28,7 @@ timestamp order whatever order the ring buffer delivered them in.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import pandas as pd
@@ -33,14 +36,30 @@ import pandas as pd
 from .load import Trace
 
 CLASSES = ("anon", "file-clean", "file-dirty")
-PATHS = ("immediate", "delayed", "other-path")
+
+#: How a decrement of each zap path is paired and classed: one row per path.
+#:   cover:  "next" = the task's first flush for the mm that starts after the
+#:           decrement; "previous" = its last flush for the mm completed before
+#:           it, in the same zap.
+#:   marker: where the zap's dirty marker of the folio may stand: "before" the
+#:           decrement in the same zap, or "zap" = anywhere in the same zap.
+#:   expand: one row per page of a multi-page call (PTE batches), or one row
+#:           for the whole mapping (a PMD/PUD maps one folio at once).
+PATH_RULES: Dict[str, Dict[str, Any]] = {
+    "immediate": {"cover": "next", "marker": "before", "expand": True},
+    "delayed": {"cover": "previous", "marker": "before", "expand": True},
+    "pmd": {"cover": "next", "marker": "zap", "expand": False},
+    "pud": {"cover": "next", "marker": "zap", "expand": False},
+}
+ZAP_PATHS = tuple(PATH_RULES)
+PATHS = ZAP_PATHS + ("other-path",)
 
 R_LOST = "lost events: the covering flush may not have been recorded"
 R_NO_FLUSH_AFTER = "no later flush by the task for this mm (trace ended or task exited)"
 R_NO_FLUSH_BEFORE = "no flush completed by the task for this mm earlier in the same zap"
 R_NO_RETURN = "the covering flush has no recorded return"
 R_OTHER = "other-path: not in a zap nor in tlb_flush_rmaps (migration, reclaim, COW...)"
-R_PMD = "other-path: PMD-mapped (compound) removal, not a PTE"
+R_PMD = "other-path: PMD/PUD-level removal outside a zap (split, migration, reclaim...)"
 
 REASONS = ("", R_LOST, R_NO_FLUSH_AFTER, R_NO_FLUSH_BEFORE, R_NO_RETURN, R_OTHER, R_PMD)
 FLUSH_SOURCES = ("flush_tlb_mm_range", "tlb_flush_mmu")
@@ -93,11 +112,14 @@ def _flush_source(trace: Trace) -> Tuple[str, int, int]:
 
 def _expand_pages(dec: pd.DataFrame, page_size: int) -> pd.DataFrame:
     """One row per page of a multi-page decrement (folio_remove_rmap_ptes nr > 1)."""
-    nr = dec["nr"].to_numpy().astype(np.int64)
-    nr = np.where(nr < 1, 1, nr)
+    nr_call = dec["nr"].to_numpy().astype(np.int64)
+    nr_call = np.where(nr_call < 1, 1, nr_call)
+    whole = ~np.isin(dec["path"].to_numpy(), [p for p, r in PATH_RULES.items() if r["expand"]]) \
+        & dec["compound"].to_numpy()
+    nr = np.where(whole, 1, nr_call)
     if (nr == 1).all():
         out = dec.copy()
-        out["nr_in_call"] = nr
+        out["nr_in_call"] = nr_call
         return out
     idx = np.repeat(np.arange(len(dec)), nr)
     start = np.repeat(np.cumsum(nr) - nr, nr)
@@ -106,7 +128,7 @@ def _expand_pages(dec: pd.DataFrame, page_size: int) -> pd.DataFrame:
     out["page"] = out["page"].to_numpy() + off * np.uint64(page_size)
     pfn = out["pfn"].to_numpy()
     out["pfn"] = np.where(pfn > 0, pfn + off, pfn)
-    out["nr_in_call"] = nr[idx]
+    out["nr_in_call"] = nr_call[idx]
     return out
 
 
@@ -150,28 +172,40 @@ def gap_table(trace: Trace) -> pd.DataFrame:
     F = trace.flags
     rmap = _rows(ev, trace.code("rmap"), ("ts", "tid", "tgid", "cpu", "mm", "page", "folio", "pfn", "nr", "flags"))
     fl = rmap["flags"].to_numpy()
-    compound = (fl & F.get("compound", 0x20)) != 0
+    pmd = (fl & F.get("compound", 0x20)) != 0
+    pud = (fl & F.get("pud", 0)) != 0
+    compound = pmd | pud
     in_rmaps = (fl & F["in_rmaps"]) != 0
     in_zap = (fl & F["in_zap"]) != 0
-    path = np.where(in_rmaps & ~compound, "delayed",
-                    np.where(in_zap & ~compound, "immediate", "other-path"))
+    path = np.select([in_rmaps & ~compound, in_zap & pud, in_zap & pmd, in_zap & ~compound],
+                     ["delayed", "pud", "pmd", "immediate"], "other-path")
     dec = rmap.assign(path=path, compound=compound)
     dec = _expand_pages(dec.reset_index(drop=True), trace.struct_page_size)
     fl = dec["flags"].to_numpy()
     dec["anon"] = (fl & F["anon"]) != 0
     dec["pg_dirty"] = (fl & F["pgdirty"]) != 0
 
-    # The zap each event belongs to: the task's latest zap_enter before it.
-    zaps = _rows(ev, trace.code("zap_enter"), ("ts", "tid")).rename(columns={"ts": "zap_ts"})
+    # The zap each event belongs to: the task's latest zap_enter before it (and its return).
+    zaps = calls(ev, trace.code("zap_enter"), trace.code("zap_exit"))[["ts", "tid", "done"]].rename(
+        columns={"ts": "zap_ts", "done": "zap_done"})
     zaps["zap_ts"] = zaps["zap_ts"].astype(np.int64)
-    dec["zap_ts"] = _asof(dec, zaps, "ts", "zap_ts", ["tid"], "backward", True, ["zap_ts"])["zap_ts"]
+    m = _asof(dec, zaps, "ts", "zap_ts", ["tid"], "backward", True, ["zap_ts", "zap_done"])
+    dec["zap_ts"] = m["zap_ts"]
+    zap_done = m["zap_done"].to_numpy(dtype="float64")
 
-    # PTE-dirty marker of the same folio, same task, same zap, not after the decrement.
+    # The zap's dirty marker of the same folio by the same task (PATH_RULES' "marker").
     dirty = _rows(ev, trace.code("dirty"), ("ts", "tid", "folio")).rename(columns={"ts": "dirty_ts"})
     m = _asof(dec, dirty, "ts", "dirty_ts", ["tid", "folio"], "backward", True, ["dirty_ts"])
     dirty_ts = m["dirty_ts"].to_numpy(dtype="float64")
     zap_ts = dec["zap_ts"].to_numpy(dtype="float64")
     pte_dirty = ~np.isnan(dirty_ts) & (np.isnan(zap_ts) | (dirty_ts >= zap_ts))
+    p = dec["path"].to_numpy()
+    whole_zap = np.isin(p, [q for q, r in PATH_RULES.items() if r["marker"] == "zap"]) & ~np.isnan(zap_done)
+    if whole_zap.any():
+        sel = np.flatnonzero(whole_zap & ~pte_dirty)
+        after = _asof(dec.iloc[sel], dirty, "ts", "dirty_ts", ["tid", "folio"], "forward", True,
+                      ["dirty_ts"])["dirty_ts"].to_numpy(dtype="float64")
+        pte_dirty[sel] = ~np.isnan(after) & (after <= zap_done[sel])
     dec["pte_dirty"] = pte_dirty
     dec["class"] = np.where(dec["anon"], "anon", np.where(pte_dirty, "file-dirty", "file-clean"))
 
@@ -189,13 +223,12 @@ def gap_table(trace: Trace) -> pd.DataFrame:
     dec["flush_source"] = src
 
     paired = ~np.isnan(flush_done)
-    p = dec["path"].to_numpy()
     dec["paired"] = paired & (p != "other-path")
     lost = (trace.lost_events or 0) > 0
     reason = np.full(len(dec), "", dtype=object)
     no_ret = ~paired & ~np.isnan(flush_enter)
-    reason[(p == "immediate") & ~paired] = R_NO_FLUSH_AFTER
-    reason[(p == "delayed") & ~paired] = R_NO_FLUSH_BEFORE
+    for q, rule in PATH_RULES.items():
+        reason[(p == q) & ~paired] = R_NO_FLUSH_AFTER if rule["cover"] == "next" else R_NO_FLUSH_BEFORE
     reason[no_ret & (p != "other-path")] = R_NO_RETURN
     if lost:
         reason[(p != "other-path") & ~paired] = R_LOST
@@ -227,16 +260,18 @@ def _cover(dec: pd.DataFrame, fl: pd.DataFrame) -> Tuple[np.ndarray, np.ndarray]
         return enter, done
     fl = fl[["ts", "tid", "mm", "done"]].rename(columns={"ts": "f_enter"})
     path = dec["path"].to_numpy()
-    imm = dec.loc[path == "immediate"]
+    nxt = np.isin(path, [p for p, r in PATH_RULES.items() if r["cover"] == "next"])
+    prev = np.isin(path, [p for p, r in PATH_RULES.items() if r["cover"] == "previous"])
+    imm = dec.loc[nxt]
     if len(imm):
         m = _asof(imm, fl, "ts", "f_enter", ["tid", "mm"], "forward", False, ["f_enter", "done"])
-        sel = np.flatnonzero(path == "immediate")
+        sel = np.flatnonzero(nxt)
         enter[sel] = m["f_enter"].to_numpy(dtype="float64")
         done[sel] = m["done"].to_numpy(dtype="float64")
-    dl = dec.loc[path == "delayed"]
+    dl = dec.loc[prev]
     if len(dl):
         m = _asof(dl, fl, "ts", "done", ["tid", "mm"], "backward", True, ["f_enter", "done"])
-        sel = np.flatnonzero(path == "delayed")
+        sel = np.flatnonzero(prev)
         e = m["f_enter"].to_numpy(dtype="float64", copy=True)
         d = m["done"].to_numpy(dtype="float64", copy=True)
         z = dl["zap_ts"].to_numpy(dtype="float64")

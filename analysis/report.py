@@ -19,12 +19,13 @@ import pandas as pd
 from zaptrace import tracefile
 from zaptrace.layout import layout
 
-from .gaps import CLASSES, HIT_COLUMNS, gap_table, hit_table
+from .gaps import CLASSES, HIT_COLUMNS, ZAP_PATHS, gap_table, hit_table
 from .load import KIND_NAMES, Trace, from_raw
 from .summary import summarize
 
 # Above this many events (estimated from the file size) progress lines go to stderr.
 PROGRESS_EVENTS = 1_000_000
+#: Paths always shown in the class table; the others (pmd, pud) only where they occur.
 PATH_ROWS = ("all", "immediate", "delayed")
 Table = Tuple[List[str], List[List[str]]]
 
@@ -124,9 +125,11 @@ CLASS_HEADER = ["class", "path", "decrements", "paired", "unpaired", "delayed", 
 def class_table(summary: Dict[str, Any]) -> Table:
     """Per class, the class total ('all') and its immediate / delayed rows; gaps in signed us."""
     rows = []
+    shown = list(PATH_ROWS) + [p for p in ZAP_PATHS if p not in PATH_ROWS
+                               and any(summary["classes"][c]["by_path"][p]["decrements"] for c in CLASSES)]
     for c in CLASSES:
         block = summary["classes"][c]
-        for p in PATH_ROWS:
+        for p in shown:
             b = block if p == "all" else block["by_path"][p]
             g = b["gap_ns"]
             rows.append([c if p == "all" else "", p, fmt_count(b["decrements"]), fmt_count(b["paired"]),
@@ -164,20 +167,42 @@ def hit_rows(hits: pd.DataFrame, t0: int, limit: Optional[int]) -> Table:
     return HIT_HEADER, rows
 
 
+PER_CALL_HEADER = ["class", "path", "decrements", "pages/call min", "p50", "max"]
+
+
+def per_call_table(summary: Dict[str, Any]) -> Table:
+    """Pages per rmap call, per class and path: PTE batches of large folios (6.9+), whole PMDs."""
+    rows = []
+    for c in CLASSES:
+        for p in ZAP_PATHS:
+            b = summary["classes"][c]["by_path"][p]
+            if b["decrements"]:
+                n = b["pages_per_call"]
+                rows.append([c, p, fmt_count(b["decrements"]), str(n["min"]), str(n["p50"]), str(n["max"])])
+    return PER_CALL_HEADER, rows
+
+
+def _sentence(name: str, b: Dict[str, Any]) -> str:
+    hits = f"; {b['hits']:,} mkclean window hits" if b["hits"] else ""
+    if b["open"]:
+        return (f"{name}: {b['open']:,} of {b['paired']:,} paired decrements came before their flush "
+                f"(open window, p50 {fmt_us(b['gap_ns']['p50'])} us){hits}")
+    return f"{name}: all {b['paired']:,} paired decrements came after their flush completed (window closed){hits}"
+
+
 def verdict(summary: Dict[str, Any]) -> List[str]:
-    """One sentence per class with paired decrements: open or closed windows, and hits."""
+    """Per class with paired decrements: open or closed windows, and hits; one sentence
+    per path when a class has pairs on several paths (e.g. PTE delayed, PMD open on 7.2)."""
     out = []
     for c in CLASSES:
         b = summary["classes"][c]
         if not b["paired"]:
             continue
-        hits = f"; {b['hits']:,} mkclean window hits" if b["hits"] else ""
-        if b["open"]:
-            out.append(f"{c}: {b['open']:,} of {b['paired']:,} paired decrements came before their flush "
-                       f"(open window, p50 {fmt_us(b['gap_ns']['p50'])} us){hits}")
+        paths = [p for p in ZAP_PATHS if b["by_path"][p]["paired"]]
+        if len(paths) <= 1:
+            out.append(_sentence(c + (f" ({paths[0]})" if paths and paths[0] not in PATH_ROWS else ""), b))
         else:
-            out.append(f"{c}: all {b['paired']:,} paired decrements came after their flush completed "
-                       f"(window closed){hits}")
+            out += [_sentence(f"{c}, {p}", b["by_path"][p]) for p in paths]
     return out
 
 
@@ -222,6 +247,10 @@ def render_text(a: Analysis, max_hits: int = 20) -> str:
     lines = header_lines(s)
     lines += ["", "Decrement -> covering flush completion (gap > 0: the window was open that long):"]
     lines += format_table(*class_table(s), left=2)
+    header, rows = per_call_table(s)
+    if any(r[5] != "1" for r in rows):
+        lines += ["", "Pages per rmap call (PTE batches of large folios; a PMD mapping is 512, order 9):"]
+        lines += format_table(header, rows, left=2)
     other = s["other_path"]
     lines += ["", f"other-path removals (never paired): {other['count']:,}"]
     lines += [f"  {n:>10,}  {r}" for r, n in other["reasons"].items()]

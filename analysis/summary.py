@@ -6,7 +6,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 import pandas as pd
 
-from .gaps import CLASSES, gap_table
+from .gaps import CLASSES, ZAP_PATHS, gap_table
 from .load import Trace
 
 SCHEMA = "zaptrace.report/1"
@@ -33,8 +33,7 @@ def _block(g: pd.DataFrame) -> Dict[str, Any]:
         "decrements": int(len(g)),
         "paired": int(paired.sum()),
         "unpaired": int((~paired).sum()),
-        "delayed": int((g["path"] == "delayed").sum()),
-        "immediate": int((g["path"] == "immediate").sum()),
+        **{p: int((g["path"] == p).sum()) for p in ZAP_PATHS},
         "open": int((paired & (gap > 0)).sum()),
         "closed": int((paired & (gap <= 0)).sum()),
         "hits": int(g["hits"].sum()),
@@ -43,7 +42,16 @@ def _block(g: pd.DataFrame) -> Dict[str, Any]:
         "gap_ns": gap_stats(gap[paired]),
         "gap_mmu_ns": gap_stats(g["gap_mmu_ns"].to_numpy(dtype="float64")[paired]),
         "unpaired_reasons": {str(k): int(v) for k, v in reasons.items()},
+        "pages_per_call": _per_call(g["nr_in_call"].to_numpy()),
     }
+
+
+def _per_call(nr: np.ndarray) -> Dict[str, Optional[int]]:
+    """Pages removed by one rmap call: 1 for a single PTE, n for a PTE batch of a large
+    folio (6.9+), 512 for a PMD mapping (order 9 on x86-64)."""
+    if len(nr) == 0:
+        return {"min": None, "p50": None, "max": None}
+    return {"min": int(nr.min()), "p50": int(np.median(nr)), "max": int(nr.max())}
 
 
 def summarize(trace: Trace, gaps: Optional[pd.DataFrame] = None) -> Dict[str, Any]:
@@ -54,7 +62,7 @@ def summarize(trace: Trace, gaps: Optional[pd.DataFrame] = None) -> Dict[str, An
     for c in CLASSES:
         g = zap[zap["class"] == c]
         block = _block(g)
-        block["by_path"] = {p: _block(g[g["path"] == p]) for p in ("immediate", "delayed")}
+        block["by_path"] = {p: _block(g[g["path"] == p]) for p in ZAP_PATHS}
         classes[c] = block
     other = gaps[gaps["path"] == "other-path"]
     src = gaps["flush_source"].iloc[0] if len(gaps) else None

@@ -30,6 +30,7 @@
 #include <linux/page-flags.h>
 
 #include "zaptrace_event.h"
+#include "core_fixes.h"
 
 struct zt_config {
 	__u32 follow_all;      /* 1: every process (-a); 0: only tgids in "tgids" */
@@ -176,15 +177,6 @@ static __always_inline __u64 vma_mm(__u64 vma)
 	return mm;
 }
 
-/* Compound head of a page (folio pointer), as compound_head() computes it. */
-static __always_inline __u64 head_of(__u64 page)
-{
-	unsigned long ch = 0;
-
-	bpf_probe_read_kernel(&ch, sizeof(ch), &((struct page *)page)->compound_head);
-	return (ch & 1) ? ch - 1 : page;
-}
-
 static __always_inline __u64 pfn_of(struct zt_config *c, __u64 page)
 {
 	if (!c || !page)
@@ -212,7 +204,7 @@ static __always_inline __u8 zt_folio_flags(__u64 folio)
 
 	bpf_probe_read_kernel(&flags, sizeof(flags), &((struct page *)folio)->flags);
 	bpf_probe_read_kernel(&mapping, sizeof(mapping), &((struct page *)folio)->mapping);
-	if (mapping & PAGE_MAPPING_ANON)
+	if (mapping & ZT_MAPPING_ANON)
 		out |= ZT_F_ANON;
 	if (flags & (1UL << PG_dirty))
 		out |= ZT_F_PGDIRTY;
@@ -365,7 +357,12 @@ static __always_inline void sum_decrement(struct zt_event *e)
 	struct zt_open o = {};
 	struct zt_run *r;
 
-	if ((e->flags & ZT_F_COMPOUND) || !(e->flags & (ZT_F_IN_ZAP | ZT_F_IN_RMAPS))) {
+	if (e->flags & (ZT_F_COMPOUND | ZT_F_PUD)) {
+		/* PMD/PUD mappings: counted, not paired in the kernel (the analysis pairs them). */
+		sadd((e->flags & ZT_F_IN_ZAP) ? ZT_S_HUGE : ZT_S_OTHER, 1);
+		return;
+	}
+	if (!(e->flags & (ZT_F_IN_ZAP | ZT_F_IN_RMAPS))) {
 		sadd(ZT_S_OTHER, n);
 		return;
 	}
@@ -576,14 +573,51 @@ int zt_zap_exit(struct pt_regs *ctx)
 }
 #endif
 
+/*
+ * What every mapcount decrement shares, whichever function made it: PFN,
+ * folio flags, whether it runs inside a zap or tlb_flush_rmaps() of the same
+ * task, and the mm.  e->page/folio/nr/flags are set by the caller.
+ */
+static __always_inline void rmap_common(void *ctx, struct zt_config *c, struct zt_event *e, __u64 vma)
+{
+	__u32 tid = e->tid;
+	struct zt_task *t;
+
+	if (!e->folio && e->page)
+		e->folio = head_of(e->page);
+	if (!e->page)
+		e->page = e->folio;
+	e->pfn = pfn_of(c, e->page);
+	e->flags |= zt_folio_flags(e->folio);
+	t = tasks.lookup(&tid);
+	if (t && t->rmaps_depth) {
+		e->flags |= ZT_F_IN_RMAPS;
+		e->mm = t->rmaps_mm;
+	}
+	if (t && t->zap_depth) {
+		e->flags |= ZT_F_IN_ZAP;
+		if (!e->mm)
+			e->mm = t->zap_mm;
+	}
+	if (vma && !e->mm)
+		e->mm = vma_mm(vma);
+	if (!e->mm) {
+		e->mm = current_mm();
+		e->flags |= ZT_F_MM_GUESS;
+	}
+#ifdef ZT_SUMMARY
+	if (c && !c->stopped)
+		sum_decrement(e);
+#endif
+	emit(ctx, e);
+}
+
 #ifdef ZT_HAVE_RMAP
 static __always_inline int h_rmap(void *ctx)
 {
 	struct zt_config *c = cfg();
 	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tid = id;
 	struct zt_event e = {};
-	struct zt_task *t;
 
 	if (!followed(c, id >> 32))
 		return 0;
@@ -592,46 +626,67 @@ static __always_inline int h_rmap(void *ctx)
 		e.page = ZT_GET(RMAP, ctx, ZT_RMAP_PAGE);
 	if (ZT_RMAP_FOLIO)
 		e.folio = ZT_GET(RMAP, ctx, ZT_RMAP_FOLIO);
-	else if (e.page)
-		e.folio = head_of(e.page);
-	if (!e.page)
-		e.page = e.folio;
 	e.nr = 1;
 	if (ZT_RMAP_NR)
 		e.nr = (int)ZT_GET(RMAP, ctx, ZT_RMAP_NR);
+	/* Before v6.8 a PMD mapping went through page_remove_rmap(page, [vma,] compound=true). */
 	if (ZT_RMAP_COMPOUND && (ZT_GET(RMAP, ctx, ZT_RMAP_COMPOUND) & 0xff)) {
 		e.flags |= ZT_F_COMPOUND;
-		e.nr = 0;       /* a PMD mapping: not a per-PTE decrement */
+		e.nr = ZT_PMD_PAGES;
 	}
-	e.pfn = pfn_of(c, e.page);
-	e.flags |= zt_folio_flags(e.folio);
-	t = tasks.lookup(&tid);
-	if (t && t->rmaps_depth) {
-		e.flags |= ZT_F_IN_RMAPS;
-		e.mm = t->rmaps_mm;
-	}
-	if (t && t->zap_depth) {
-		e.flags |= ZT_F_IN_ZAP;
-		if (!e.mm)
-			e.mm = t->zap_mm;
-	}
-	if (ZT_RMAP_VMA && !e.mm)
-		e.mm = vma_mm(ZT_GET(RMAP, ctx, ZT_RMAP_VMA));
-	if (!e.mm) {
-		e.mm = current_mm();
-		e.flags |= ZT_F_MM_GUESS;
-	}
-#ifdef ZT_SUMMARY
-	if (c && !c->stopped)
-		sum_decrement(&e);
-#endif
-	emit(ctx, &e);
+	rmap_common(ctx, c, &e, ZT_RMAP_VMA ? ZT_GET(RMAP, ctx, ZT_RMAP_VMA) : 0);
 	return 0;
 }
 
 int zt_rmap(struct pt_regs *ctx)
 {
 	return h_rmap(ctx);
+}
+#endif
+
+/* A whole PMD or PUD mapping of a folio: nr pages, one event. */
+static __always_inline int rmap_whole(void *ctx, __u64 folio, __u64 page, __u64 vma, int nr, __u8 flag)
+{
+	struct zt_config *c = cfg();
+	__u64 id = bpf_get_current_pid_tgid();
+	struct zt_event e = {};
+
+	if (!followed(c, id >> 32))
+		return 0;
+	fill(&e, ZT_RMAP, id);
+	e.folio = folio;
+	e.page = page;
+	e.nr = nr;
+	e.flags = flag;
+	rmap_common(ctx, c, &e, vma);
+	return 0;
+}
+
+#ifdef ZT_HAVE_RMAPPMD
+/* folio_remove_rmap_pmd(): zap_huge_pmd() and THP splits (v6.8+). */
+static __always_inline int h_rmap_pmd(void *ctx)
+{
+	return rmap_whole(ctx, ZT_GET(RMAPPMD, ctx, ZT_RMAPPMD_FOLIO), ZT_GET(RMAPPMD, ctx, ZT_RMAPPMD_PAGE),
+			  ZT_GET(RMAPPMD, ctx, ZT_RMAPPMD_VMA), ZT_PMD_PAGES, ZT_F_COMPOUND);
+}
+
+int zt_rmap_pmd(struct pt_regs *ctx)
+{
+	return h_rmap_pmd(ctx);
+}
+#endif
+
+#ifdef ZT_HAVE_RMAPPUD
+/* folio_remove_rmap_pud(): zap_huge_pud(). */
+static __always_inline int h_rmap_pud(void *ctx)
+{
+	return rmap_whole(ctx, ZT_GET(RMAPPUD, ctx, ZT_RMAPPUD_FOLIO), ZT_GET(RMAPPUD, ctx, ZT_RMAPPUD_PAGE),
+			  ZT_GET(RMAPPUD, ctx, ZT_RMAPPUD_VMA), ZT_PUD_PAGES, ZT_F_PUD);
+}
+
+int zt_rmap_pud(struct pt_regs *ctx)
+{
+	return h_rmap_pud(ctx);
 }
 #endif
 

@@ -15,7 +15,7 @@
 enum zt_kind {
 	ZT_ZAP_ENTER = 1,        /* zap bracket opens: page = start address, folio = end address */
 	ZT_ZAP_EXIT = 2,         /* zap bracket closes */
-	ZT_RMAP = 3,             /* mapcount decrement: page, folio, pfn, nr pages */
+	ZT_RMAP = 3,             /* mapcount decrement: page, folio, pfn, nr pages (PMD/PUD: pages mapped) */
 	ZT_DIRTY = 4,            /* PTE-dirty marker: the zapping task marked page dirty inside a zap */
 	ZT_TLB_FLUSH_ENTER = 5,  /* tlb_flush_mmu() entry */
 	ZT_TLB_FLUSH_EXIT = 6,   /* tlb_flush_mmu() return */
@@ -34,7 +34,8 @@ enum zt_kind {
 #define ZT_F_IN_ZAP   0x04  /* fired inside a zap bracket of the same task */
 #define ZT_F_IN_RMAPS 0x08  /* fired inside tlb_flush_rmaps() of the same task */
 #define ZT_F_MM_GUESS 0x10  /* mm taken from current->active_mm, not from the call's arguments */
-#define ZT_F_COMPOUND 0x20  /* rmap of a PMD-mapped (compound) page */
+#define ZT_F_COMPOUND 0x20  /* rmap of a whole PMD mapping (folio_remove_rmap_pmd; compound page_remove_rmap) */
+#define ZT_F_PUD      0x40  /* rmap of a whole PUD mapping (folio_remove_rmap_pud) */
 
 struct zt_event {
 	__u64 ts;     /* bpf_ktime_get_ns(): CLOCK_MONOTONIC, nanoseconds */

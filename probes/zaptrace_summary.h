@@ -40,7 +40,8 @@ enum zt_sum {
 	ZT_S_OTHER = 33,       /* other-path removals */
 	ZT_S_APPROX = 34,      /* pages whose gap was taken at a merged run's midpoint */
 	ZT_S_MIXED_MM = 35,    /* decrements dropped from pairing: the task's pending runs were for another mm */
-	ZT_S_SLOTS = 36,
+	ZT_S_HUGE = 36,        /* PMD/PUD mappings removed inside a zap: counted, paired only by the analysis */
+	ZT_S_SLOTS = 37,
 };
 
 #endif /* ZAPTRACE_SUMMARY_H */

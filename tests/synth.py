@@ -52,10 +52,11 @@ class TraceBuilder:
         return self.ev(ts, "zap_exit", tid=tid, mm=mm, cpu=cpu, pfn=0)
 
     def rmap(self, ts, pg, tid=100, mm=MM, cpu=0, anon=False, pgdirty=False, delayed=False,
-             in_zap=True, nr=1, compound=False):
+             in_zap=True, nr=1, compound=False, pud=False):
         fl = (F["anon"] if anon else 0) | (F["pgdirty"] if pgdirty else 0)
         fl |= (F["in_zap"] if in_zap else 0) | (F["in_rmaps"] if delayed else 0)
         fl |= F["compound"] if compound else 0
+        fl |= F["pud"] if pud else 0
         return self.ev(ts, "rmap", tid=tid, mm=mm, page=pg, nr=nr, cpu=cpu, flags=fl)
 
     def dirty(self, ts, pg, tid=100, mm=MM, cpu=0):

@@ -21,7 +21,7 @@ from vm import cache, debian, initramfs, qemu, rootfs, tools
 from vm.errors import VMError
 from vm.kernel import fetched, is_label, resolve
 
-DEFAULT_KERNELS = ("5.10", "6.1", "6.12")
+DEFAULT_KERNELS = ("5.10", "6.1", "6.12", "7.2")
 
 _NOT_BUILT = "guest image not built: run `zaptrace vm build`"
 

@@ -16,7 +16,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from vm import cache, tools
 from vm.errors import VMError
@@ -28,7 +28,15 @@ SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
 #: Kernel label -> the Debian suite whose ``linux-image-amd64`` provides it.
-SUITES: Dict[str, str] = {"5.10": "bullseye", "6.1": "bookworm", "6.12": "trixie"}
+#: sid and experimental move on: the resolved ABI is checked against the label
+#: (see :func:`resolve`), so "7.2" never silently becomes 7.3.
+SUITES: Dict[str, str] = {
+    "5.10": "bullseye", "6.1": "bookworm", "6.12": "trixie",
+    "7.2": "sid", "7.3": "experimental",
+}
+
+#: Suites that have a -security companion (sid and experimental do not).
+SECURITY_SUITES = ("bullseye", "bookworm", "trixie")
 
 #: The userspace suite of the guest image.
 USERSPACE_SUITE = "bookworm"
@@ -40,8 +48,13 @@ class KernelPackages(NamedTuple):
     abi: str  # e.g. "6.1.0-56"
     kver: str  # uname -r, e.g. "6.1.0-56-amd64"
     version: str  # Debian package version, e.g. "6.1.192-1"
-    image: str
+    image: str  # the package holding vmlinuz (linux-binary-* on split kernels)
     headers: List[str]
+    parts: Tuple[str, ...] = ()  # further packages of a split kernel (modules, base)
+
+    def matches(self, label: str) -> bool:
+        """True if this ABI is the kernel series ``label`` ("7.2" -> 7.2.x, 7.2-rcN, 7.2-amd64)."""
+        return re.match(re.escape(label) + r"($|[.~+-])", self.abi) is not None
 
 
 def parse_stanzas(text: str) -> List[Dict[str, str]]:
@@ -128,10 +141,10 @@ class Apt:
         for sub in ("lists/partial", "cache/archives/partial", "state"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         (self.root / "status").touch()
-        (self.root / "sources.list").write_text(
-            "deb [signed-by=%s] %s %s main\n" % (KEYRING, MIRROR, self.suite)
-            + "deb [signed-by=%s] %s %s-security main\n" % (KEYRING, SECURITY_MIRROR, self.suite)
-        )
+        lines = "deb [signed-by=%s] %s %s main\n" % (KEYRING, MIRROR, self.suite)
+        if self.suite in SECURITY_SUITES:
+            lines += "deb [signed-by=%s] %s %s-security main\n" % (KEYRING, SECURITY_MIRROR, self.suite)
+        (self.root / "sources.list").write_text(lines)
         self._apt(["apt-get", "update"], "apt-get update (%s)" % self.suite)
 
     def show(self, package: str) -> Dict[str, str]:
@@ -191,10 +204,34 @@ def _user_name() -> str:
 
 
 def resolve(label: str) -> KernelPackages:
-    """Refresh the suite's indices and resolve its current kernel ABI."""
+    """Refresh the suite's indices and resolve its current kernel ABI and package set."""
     apt = Apt(SUITES[label])
     apt.update()
-    return kernel_packages(apt.show("linux-image-amd64"))
+    pkgs = kernel_packages(apt.show("linux-image-amd64"))
+    if not pkgs.matches(label):
+        raise VMError("Debian %s now ships kernel %s, not %s: give that kernel as a path "
+                      "(--kernel .../vmlinuz --modules ... --headers ...) or update zaptrace's SUITES"
+                      % (SUITES[label], pkgs.kver, label))
+    return split_packages(pkgs, apt.show(pkgs.image))
+
+
+def split_packages(pkgs: KernelPackages, image_stanza: Dict[str, str]) -> KernelPackages:
+    """The packages that really hold a kernel's files.
+
+    Since 6.19 Debian splits a kernel: ``linux-image-<kver>`` is an empty
+    package depending on ``linux-binary-<kver>`` (``/usr/lib/modules/<kver>/vmlinuz``),
+    ``linux-modules-<kver>`` and ``linux-base-<kver>`` (config, modules.order and
+    modules.builtin, which depmod needs).  Where the image package depends on
+    them, download those instead of the image; older kernels keep the one image.
+    """
+    deps = set()
+    for clause in image_stanza.get("Depends", "").split(","):
+        for alternative in clause.split("|"):
+            deps.add(alternative.strip().split(" ", 1)[0].split(":", 1)[0])
+    split = ["linux-%s-%s" % (part, pkgs.kver) for part in ("binary", "modules", "base")]
+    if all(name in deps for name in split):
+        return pkgs._replace(image=split[0], parts=tuple(split[1:]))
+    return pkgs
 
 
 def fetch_kernel(label: str, pkgs: KernelPackages, log: Callable[[str], None]) -> int:
@@ -208,21 +245,27 @@ def fetch_kernel(label: str, pkgs: KernelPackages, log: Callable[[str], None]) -
     final = cache.kernel_dir(label)
     work = final.with_name(".%s.new" % label)
     cache.remove_tree(work)
-    debs = Apt(SUITES[label]).download([pkgs.image] + pkgs.headers, work / "debs")
+    debs = Apt(SUITES[label]).download([pkgs.image] + list(pkgs.parts) + pkgs.headers, work / "debs")
     size = sum(d.stat().st_size for d in debs)
     log("downloaded %s: %.1f MB" % (", ".join(d.name for d in debs), size / 1e6))
 
     unpacked = work / "unpacked"
     for deb in debs:
         tools.run(["dpkg-deb", "-x", str(deb), str(unpacked)], "dpkg-deb -x %s" % deb.name)
-    vmlinuz = unpacked / "boot" / ("vmlinuz-" + pkgs.kver)
-    if not vmlinuz.is_file():
-        raise VMError("%s has no /boot/vmlinuz-%s" % (pkgs.image, pkgs.kver))
-    os.replace(vmlinuz, work / "vmlinuz")
-    config = unpacked / "boot" / ("config-" + pkgs.kver)
-    if config.is_file():
-        os.replace(config, work / "config")
     modules = _find_modules(unpacked, pkgs.kver)
+    # /boot/vmlinuz-<kver> up to 6.18; /usr/lib/modules/<kver>/vmlinuz in the split
+    # packages of 6.19+ (config moved beside it, System.map there is a stub).
+    for name, places in (("vmlinuz", ("boot/vmlinuz-" + pkgs.kver, "vmlinuz")),
+                         ("config", ("boot/config-" + pkgs.kver, "config"))):
+        found = [p for p in (unpacked / places[0], modules / places[1]) if p.is_file()]
+        if found:
+            os.replace(found[0], work / name)
+        elif name == "vmlinuz":
+            raise VMError("%s has no /boot/vmlinuz-%s nor /usr/lib/modules/%s/vmlinuz"
+                          % (pkgs.image, pkgs.kver, pkgs.kver))
+    for link in ("build", "source"):   # the headers package's links: recreated in the guest image
+        if (modules / link).is_symlink():
+            (modules / link).unlink()
     (work / "lib" / "modules").mkdir(parents=True)
     os.replace(modules, work / "lib" / "modules" / pkgs.kver)
     # Only the trees under /usr/src: the debs' /lib/modules/<kver>/{build,source}

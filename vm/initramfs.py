@@ -11,6 +11,7 @@ import hashlib
 import io
 import lzma
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -103,6 +104,40 @@ def parse_module_index(modules_dep: str, modules_builtin: str = "") -> ModuleInd
     return ModuleIndex(paths, deps, builtin)
 
 
+class _TreeDeps(dict):
+    """Dependencies read from each module's own ``.modinfo`` (``depends=``), on demand."""
+
+    def __init__(self, root: Path, paths: Dict[str, str]) -> None:
+        super().__init__()
+        self._root = root
+        self._paths = paths
+
+    def get(self, name, default=None):  # type: ignore[override]
+        if name not in self and name in self._paths:
+            m = re.search(rb"(?:^|\0)depends=([^\0]*)\0", read_module(self._root / self._paths[name]))
+            self[name] = [module_name(d) for d in (m.group(1).decode().split(",") if m else []) if d]
+        return super().get(name, default)
+
+
+def index_from_tree(modules_dir: Path) -> ModuleIndex:
+    """A module index for a ``lib/modules/<kver>`` tree that has no modules.dep.
+
+    Debian's split kernel packages (6.19+) ship none until ``depmod`` runs, and
+    a user's tree may not be writable: module paths come from the file names,
+    each visited module's dependencies from its own ``depends=`` modinfo.
+    """
+    paths: Dict[str, str] = {}
+    for dirpath, _dirs, files in os.walk(modules_dir):
+        for f in files:
+            if ".ko" in f:
+                rel = os.path.relpath(os.path.join(dirpath, f), modules_dir)
+                paths.setdefault(module_name(f), rel)
+    builtin_file = modules_dir / "modules.builtin"
+    builtin = {module_name(ln.strip()) for ln in builtin_file.read_text().splitlines()
+               if ln.strip()} if builtin_file.is_file() else set()
+    return ModuleIndex(paths, _TreeDeps(modules_dir, paths), builtin)
+
+
 def load_order(index: ModuleIndex, required: Sequence[str], optional: Sequence[str]) -> List[str]:
     """Module paths to insmod, every dependency before its users.
 
@@ -185,13 +220,14 @@ def ensure(modules_dir: Optional[Path]) -> Path:
     modules: List[Path] = []
     if modules_dir is not None:
         dep_file = modules_dir / "modules.dep"
-        if not dep_file.is_file():
-            raise VMError("%s has no modules.dep (run depmod)" % modules_dir)
         builtin_file = modules_dir / "modules.builtin"
-        index = parse_module_index(
-            dep_file.read_text(),
-            builtin_file.read_text() if builtin_file.is_file() else "",
-        )
+        if dep_file.is_file():
+            index = parse_module_index(
+                dep_file.read_text(),
+                builtin_file.read_text() if builtin_file.is_file() else "",
+            )
+        else:
+            index = index_from_tree(modules_dir)
         modules = [modules_dir / p for p in load_order(index, REQUIRED_MODULES, OPTIONAL_MODULES)]
 
     digest = hashlib.sha256(_FORMAT)

@@ -16,6 +16,7 @@ class GuestKernel(NamedTuple):
     vmlinuz: Path
     modules: Optional[Path]  # host lib/modules/<kver> tree (initramfs + guest modprobe)
     headers: Optional[Path]  # host headers tree to share as /lib/modules/<kver>/build
+    headers_source: Optional[Path] = None  # Debian's split "-common" tree, shared as .../source
 
 
 def is_label(kernel: str) -> bool:
@@ -46,6 +47,14 @@ def resolve(kernel: str, modules: Optional[str] = None, headers: Optional[str] =
         return GuestKernel(kernel, info["kver"], kdir / "vmlinuz", kdir / "lib" / "modules" / info["kver"], None)
 
     image = Path(kernel).expanduser()
+    # Since 6.19 Debian installs the image as /usr/lib/modules/<release>/vmlinuz: its
+    # modules and (through the "build" link) its headers are found beside it.
+    if image.name == "vmlinuz" and image.parent.parent.name == "modules":
+        if modules is None:
+            modules = str(image.parent)
+        build_link = image.parent / "build"
+        if headers is None and (build_link / "include").is_dir():
+            headers = str(build_link)
     if not image.is_file():
         raise VMError(
             "unknown kernel %r: choose one of %s or give the path of a bzImage"
@@ -66,7 +75,34 @@ def resolve(kernel: str, modules: Optional[str] = None, headers: Optional[str] =
             raise VMError("%s is kernel %s but --modules is for %s" % (image, kver, mod_dir.name))
     if kver is None:
         raise VMError("cannot read the kernel release from %s: pass --modules .../lib/modules/<release>" % image)
-    return GuestKernel(kver, kver, image.resolve(), mod_dir, hdr_dir)
+    return GuestKernel(kver, kver, image.resolve(), mod_dir, hdr_dir, split_headers_source(hdr_dir))
+
+
+def split_headers_source(headers: Optional[Path]) -> Optional[Path]:
+    """The ``-common`` tree that a Debian ``-amd64`` headers tree builds against.
+
+    Debian splits headers in two: ``linux-headers-R`` (generated files, its
+    Makefile says ``include /usr/src/linux-headers-X-common/Makefile``) and the
+    architecture-independent ``-common`` tree, which BCC finds through
+    ``/lib/modules/R/source``.  None when the tree is self-contained.
+    """
+    if headers is None:
+        return None
+    try:
+        text = (headers / "Makefile").read_text(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) == 2 and words[0] == "include" and words[1].endswith("/Makefile"):
+            common = Path(words[1]).parent
+            # The path is the one the package installs; look beside the tree too.
+            for candidate in (common, headers.parent / common.name):
+                if candidate.is_dir() and candidate.resolve() != headers.resolve():
+                    return candidate.resolve()
+            raise VMError("%s builds against %s, which is not there: install or unpack it beside %s"
+                          % (headers, common, headers))
+    return None
 
 
 def bzimage_version(path: Path) -> Optional[str]:

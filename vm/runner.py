@@ -141,6 +141,7 @@ def run(
         "ZT_CHECKOUT": checkout_mount_point(checkout, cwd),
         "ZT_MODULES": "1" if guest.modules else "0",
         "ZT_HEADERS": "1" if guest.headers else "0",
+        "ZT_HEADERS_SOURCE": "1" if guest.headers_source else "0",
         "ZT_STDOUT_TTY": "1" if out_tty else "0",
         "ZT_STDERR_TTY": "1" if err_tty else "0",
     }))
@@ -153,6 +154,8 @@ def run(
         shares.append(qemu.Share("zt_mod", str(guest.modules), True))
     if guest.headers:
         shares.append(qemu.Share("zt_hdr", str(guest.headers), True))
+    if guest.headers_source:
+        shares.append(qemu.Share("zt_hsrc", str(guest.headers_source), True))
 
     def qemu_argv(outputs: Tuple[int, int]) -> List[str]:
         return qemu.command(

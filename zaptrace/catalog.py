@@ -16,7 +16,7 @@ compile-time constants (0 = the function has no such parameter).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 from .kernel import Symbols
 
@@ -68,6 +68,15 @@ CATALOG: Tuple[LogicalEvent, ...] = (
             _alt("unmap_page_range", ("tlb", "vma", "addr", "end", "details"),
                  {"tlb": "tlb", "vma": "vma", "start": "addr", "end": "end"},
                  "global since 2.6.12 (mm/memory.c); brackets the inlined zap_p*_range loops"),
+            # v7.1: 19e48cb98b80 "mm/memory: rename unmap_single_vma() to __zap_vma_range()",
+            # b6c0384a0426 (final (tlb, vma, start, end, details) signature) and
+            # 3a31d08d242a "mm/memory: inline unmap_page_range() into __zap_vma_range()",
+            # which removed unmap_page_range().  Static, but in kallsyms and BTF on
+            # Debian's 7.2/7.3; every zap (unmap_vmas, zap_vma_range[_batched], the OOM
+            # reaper's zap_vma_for_reaping) goes through it.
+            _alt("__zap_vma_range", ("tlb", "vma", "start", "end", "details"),
+                 {"tlb": "tlb", "vma": "vma", "start": "start", "end": "end"},
+                 "v7.1: 3a31d08d242a mm/memory: inline unmap_page_range() into __zap_vma_range()"),
         ),
         ret=True, roles=("tlb", "vma", "start", "end"),
     ),
@@ -91,6 +100,29 @@ CATALOG: Tuple[LogicalEvent, ...] = (
                  "v4.5: d281ee614518 rmap: add argument to charge compound page"),
         ),
         roles=("folio", "page", "nr", "compound", "vma"),
+    ),
+    LogicalEvent(
+        "rmap_pmd", "RMAPPMD", "mapcount decrement of a whole PMD mapping (zap_huge_pmd)",
+        (
+            # v6.8, b06dc281aa99 (above); a8e61d584eda "mm/huge_memory: page_remove_rmap() ->
+            # folio_remove_rmap_pmd()".  Before v6.8 the PMD path is page_remove_rmap(page,
+            # [vma,] compound=true), seen by the rmap event with ZT_F_COMPOUND.
+            _alt("folio_remove_rmap_pmd", ("folio", "page", "vma"),
+                 {"folio": "folio", "page": "page", "vma": "vma"},
+                 "v6.8: b06dc281aa99 mm/rmap: introduce folio_remove_rmap_[pte|ptes|pmd]()"),
+        ),
+        required=False, roles=("folio", "page", "vma"),
+    ),
+    LogicalEvent(
+        "rmap_pud", "RMAPPUD", "mapcount decrement of a whole PUD mapping (zap_huge_pud)",
+        (
+            # 349994cf61e6 "mm/rmap: add support for PUD sized mappings to rmap" (v6.15,
+            # the DAX folio series; release inferred, not checked against a tag).
+            _alt("folio_remove_rmap_pud", ("folio", "page", "vma"),
+                 {"folio": "folio", "page": "page", "vma": "vma"},
+                 "v6.15: 349994cf61e6 mm/rmap: add support for PUD sized mappings to rmap"),
+        ),
+        required=False, roles=("folio", "page", "vma"),
     ),
     LogicalEvent(
         "dirty", "DIRTY", "PTE-dirty marker: the zap marks a file page dirty because its PTE was dirty",
@@ -144,6 +176,32 @@ CATALOG: Tuple[LogicalEvent, ...] = (
         ret=True, roles=("folio", "page"),
     ),
 )
+
+
+@dataclass(frozen=True)
+class FieldFix:
+    """A kernel struct member that moved: the BPF side is compiled for the shape BTF shows.
+
+    When ``struct`` has ``member`` in the running kernel's BTF, ``-D<macro>=1``
+    reaches the BPF program (probes/core_fixes.h holds the code for both shapes).
+    """
+    struct: str
+    member: str
+    macro: str
+    why: str
+
+
+FIELD_FIXES: Tuple[FieldFix, ...] = (
+    # struct page's compound_head (tail pages: head | 1) became compound_info, which
+    # with HugeTLB vmemmap optimisation holds a mask instead (Debian's 7.2 has both).
+    FieldFix("page", "compound_info", "ZT_PAGE_COMPOUND_INFO",
+             "v7.1: d50569612c29 mm: rename the 'compound_head' field in the 'struct page' to 'compound_info'; 8c846c879e22 (mask with HVO)"),
+)
+
+
+def field_flags(fields: Optional[Dict[str, Set[str]]]) -> List[Tuple[FieldFix, bool]]:
+    """Each FIELD_FIXES row with whether this kernel's BTF has the member (False without BTF)."""
+    return [(f, bool(fields) and f.member in fields.get(f.struct, ())) for f in FIELD_FIXES]
 
 
 @dataclass

@@ -207,6 +207,10 @@ def doctor():
             print(f"  {ch.event:12} {need}")
         for sym, why in ch.tried:
             print(f"  {'':12}   tried {sym}: {why}")
+    print("struct layout (from BTF):")
+    for fix, present in p.fields:
+        state = "has" if present else ("lacks" if p.btf else "unknown (no BTF), assumed to lack")
+        print(f"  struct {fix.struct} {state} {fix.member}: {fix.why}")
     reasons = p.blocking()
     if bcc_line[0] == "FAIL":
         reasons.append(bcc_line[1])
@@ -239,9 +243,21 @@ disk), else the current directory; writeback (and so folio_mkclean) only
 happens on a block-backed filesystem, not on tmpfs or 9p.
 
 \b
+\b
+--mapping chooses how the memory is mapped: `default` (the kernel's choice),
+`pte` (MADV_NOHUGEPAGE: PTE mappings only) or `pmd` (a 2 MiB-aligned mapping
+with MADV_HUGEPAGE; --pages is rounded up to whole 2 MiB).  With `pmd`, a
+shared ext4 file gets PMD-sized folios mapped by one PMD where the kernel can
+(ext4 large folios: 6.16+, seen PMD-mapped on Debian's 7.2: FilePmdMapped in
+/proc/meminfo); anonymous memory gets a THP.  Anonymous mTHP (64 KiB...) needs
+a size enabled by root first, e.g.
+`echo always > /sys/kernel/mm/transparent_hugepage/hugepages-64kB/enabled`.
+
+\b
 Examples:
   zaptrace workload run dontneed-shared --pages 256 --iterations 200
   zaptrace workload run race --duration 5
+  zaptrace workload run race --mapping pmd --pages 1024 --iterations 100
   sudo zaptrace record -- zaptrace workload run munmap-anon --pages 1024
 """
 
@@ -256,10 +272,12 @@ def workload_run(
     directory: Optional[str] = typer.Option(None, "--dir", help="Where the workload's file lives."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
     report: Optional[str] = typer.Option(None, "--report", help="Also write elapsed time and zap count as JSON here."),
+    mapping: str = typer.Option("default", "--mapping", "-m",
+                                help="default, pte (MADV_NOHUGEPAGE) or pmd (2 MiB-aligned, MADV_HUGEPAGE)."),
 ):
     from . import workloads
     workloads.run(name, workloads.Params(pages=pages, iterations=iterations, duration=duration,
-                                         directory=directory, quiet=quiet, report=report))
+                                         directory=directory, quiet=quiet, report=report, mapping=mapping))
 
 
 def _mount_subcommands() -> None:

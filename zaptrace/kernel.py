@@ -13,7 +13,7 @@ import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Set
+from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 # Suffixes GCC gives to clones of a static function.  ".cold" parts are not
 # entry points and are never probed.
@@ -96,6 +96,8 @@ def kprobe_blacklist() -> Optional[Set[str]]:
 # ---------------------------------------------------------------- BTF ----
 
 _BTF_MAGIC = 0xEB9F
+_KIND_STRUCT = 4
+_KIND_UNION = 5
 _KIND_FUNC = 12
 _KIND_FUNC_PROTO = 13
 # Extra bytes after the 12-byte btf_type header, per kind (vlen-scaled where noted).
@@ -109,7 +111,18 @@ def btf_func_params(names: Iterable[str], path: str = "/sys/kernel/btf/vmlinux")
     Returns None when BTF is not available; functions absent from BTF are
     absent from the result.
     """
-    wanted = set(names)
+    scan = btf_scan(names, (), path)
+    return None if scan is None else scan[0]
+
+
+def btf_scan(funcs: Iterable[str], structs: Iterable[str], path: str = "/sys/kernel/btf/vmlinux"
+             ) -> Optional[Tuple[Dict[str, List[str]], Dict[str, Set[str]]]]:
+    """One pass over vmlinux BTF: parameter names of ``funcs`` and member names of ``structs``.
+
+    Members of anonymous structs and unions nested in a struct count as its
+    own (``struct page`` keeps most of its fields in such unions).  None when
+    BTF is not available; names absent from BTF are absent from the result.
+    """
     try:
         data = Path(path).read_bytes()
     except OSError:
@@ -126,9 +139,11 @@ def btf_func_params(names: Iterable[str], path: str = "/sys/kernel/btf/vmlinux")
         return strings[off:end].decode()
 
     # Pre-encode the wanted names so the scan compares bytes, not decoded str.
-    wanted_b = {n.encode() for n in wanted}
+    wanted_f = {n.encode() for n in funcs}
+    wanted_s = {n.encode() for n in structs}
     offsets = [0]          # type id -> byte offset (ids start at 1)
-    funcs: Dict[str, int] = {}
+    found_f: Dict[str, int] = {}
+    found_s: Dict[str, int] = {}
     unpack = struct.unpack_from
     pos, end = t0, t0 + type_len
     while pos < end:
@@ -136,13 +151,16 @@ def btf_func_params(names: Iterable[str], path: str = "/sys/kernel/btf/vmlinux")
         offsets.append(pos)
         kind = (info >> 24) & 0x1F
         vlen = info & 0xFFFF
-        if kind == _KIND_FUNC and name_off:
+        if name_off and kind in (_KIND_FUNC, _KIND_STRUCT):
             nend = strings.index(b"\0", name_off)
-            if strings[name_off:nend] in wanted_b:
-                funcs[strings[name_off:nend].decode()] = size_type
+            nm = strings[name_off:nend]
+            if kind == _KIND_FUNC and nm in wanted_f:
+                found_f[nm.decode()] = size_type
+            elif kind == _KIND_STRUCT and nm in wanted_s and nm.decode() not in found_s:
+                found_s[nm.decode()] = len(offsets) - 1
         pos += 12 + _FIXED.get(kind, 0) + _PER_VLEN.get(kind, 0) * vlen
     out: Dict[str, List[str]] = {}
-    for fname, proto_id in funcs.items():
+    for fname, proto_id in found_f.items():
         if proto_id >= len(offsets):
             continue
         ppos = offsets[proto_id]
@@ -155,7 +173,26 @@ def btf_func_params(names: Iterable[str], path: str = "/sys/kernel/btf/vmlinux")
             pn, _pt = unpack("<II", data, ppos + 12 + 8 * i)
             params.append(name_at(pn) if pn else "")
         out[fname] = params
-    return out
+
+    def members(type_id: int, into: Set[str], depth: int = 0) -> None:
+        if type_id >= len(offsets) or depth > 8:
+            return
+        tpos = offsets[type_id]
+        _n, info, _r = unpack("<III", data, tpos)
+        if ((info >> 24) & 0x1F) not in (_KIND_STRUCT, _KIND_UNION):
+            return
+        for i in range(info & 0xFFFF):
+            mn, mt, _off = unpack("<III", data, tpos + 12 + 12 * i)
+            if mn:
+                into.add(name_at(mn))
+            else:
+                members(mt, into, depth + 1)
+
+    fields: Dict[str, Set[str]] = {}
+    for sname, tid in found_s.items():
+        fields[sname] = set()
+        members(tid, fields[sname])
+    return out, fields
 
 
 # ------------------------------------------------------------ features ----

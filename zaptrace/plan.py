@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import List
+from typing import List, Tuple
 
 import probes
 
@@ -22,6 +22,8 @@ class PlanError(Exception):
 HANDLERS = {
     "zap": ("zap_enter", "zap_exit"),
     "rmap": ("rmap", None),
+    "rmap_pmd": ("rmap_pmd", None),
+    "rmap_pud": ("rmap_pud", None),
     "dirty": ("dirty", None),
     "tlb_flush": ("tlb_flush_enter", "tlb_flush_exit"),
     "flush_range": ("flush_range_enter", "flush_range_exit"),
@@ -43,11 +45,13 @@ class Plan:
     ringbuf_pages: int
     btf: bool
     extra_cflags: List[str] = field(default_factory=list)
+    fields: List[Tuple[catalog.FieldFix, bool]] = field(default_factory=list)
 
     @property
     def cflags(self) -> List[str]:
         # -w: the kernel headers draw clang warnings (6.12) that say nothing about our program.
         flags = ["-w", "-I" + str(probes.DIR)] + catalog.cflags(self.choices)
+        flags += [f"-D{fix.macro}=1" for fix, present in self.fields if present]
         if self.ringbuf:
             # The recorder drains the ring by mmap on a timer: no wakeups needed.
             flags.append(f"-DZT_RINGBUF_PAGES={self.ringbuf_pages}")
@@ -83,10 +87,10 @@ class Plan:
             if f.startswith("-D"):
                 name, _, val = f[2:].partition("=")
                 lines.append(f"#define {name} {val or 1}")
-        src = self.source().replace('#include "zaptrace_event.h"',
-                                    "/* zaptrace_event.h, inlined */\n" + probes.EVENT_HEADER.read_text())
-        src = src.replace('#include "zaptrace_summary.h"',
-                          "/* zaptrace_summary.h, inlined */\n" + (probes.DIR / "zaptrace_summary.h").read_text())
+        src = self.source()
+        for header in sorted(probes.DIR.glob("*.h")):
+            src = src.replace('#include "%s"' % header.name,
+                              "/* %s, inlined */\n%s" % (header.name, header.read_text()))
         return "\n".join(lines) + "\n\n" + src
 
     def blocking(self) -> List[str]:
@@ -110,7 +114,8 @@ def build(ringbuf_pages: int = 4096, force_perfbuf: bool = False,
           summary: bool = False, keep_events: bool = False, kprobes_only: bool = False) -> Plan:
     syms = kernel.read_kallsyms()
     checks = kernel.feature_checks(syms)
-    btf = kernel.btf_func_params(catalog.symbols_of_interest())
+    scan = kernel.btf_scan(catalog.symbols_of_interest(), {f.struct for f in catalog.FIELD_FIXES})
+    btf, fields = (None, None) if scan is None else scan
     blacklist = kernel.kprobe_blacklist()
     choices = catalog.resolve(syms, btf, blacklist)
     # BPF trampolines: x86-64 kernels with BTF and bpf_trampoline_link_prog (5.5+).
@@ -121,6 +126,7 @@ def build(ringbuf_pages: int = 4096, force_perfbuf: bool = False,
         raise PlanError(f"ring buffer size must be a power of two pages, not {ringbuf_pages}")
     return Plan(release=kernel.kernel_release(), symbols=syms, checks=checks, choices=choices,
                 ringbuf=ringbuf, ringbuf_pages=ringbuf_pages, btf=btf is not None,
+                fields=catalog.field_flags(fields),
                 extra_cflags=(["-DZT_SUMMARY=1"] if summary else [])
                 + (["-DZT_KEEP_EVENTS=1"] if summary and keep_events else []))
 

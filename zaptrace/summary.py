@@ -63,7 +63,8 @@ def read(bpf) -> dict:
         classes[cname] = {"paths": paths, "hits": int(sums[L["ZT_S_HITS"] + c])}
     return {"mode": "in-kernel", "bucket": "log2 of |gap| in ns: bucket b holds [2^b, 2^(b+1)), b=0 holds 0..1",
             "classes": classes, "other_path": int(sums[L["ZT_S_OTHER"]]),
-            "approximate": int(sums[L["ZT_S_APPROX"]]), "mixed_mm": int(sums[L["ZT_S_MIXED_MM"]])}
+            "approximate": int(sums[L["ZT_S_APPROX"]]), "mixed_mm": int(sums[L["ZT_S_MIXED_MM"]]),
+            "huge_mappings": int(sums[L["ZT_S_HUGE"]])}
 
 
 def _stars(n: int, peak: int, width: int = 30) -> str:
@@ -94,6 +95,9 @@ def histogram_lines(summary: dict) -> List[str]:
             lines.append(f"     {'gap (ns)':>32} : count    distribution")
             for label, v in rows:
                 lines.append(f"     {label:>32} : {v:<8} |{_stars(v, peak):<30}|")
+    if summary.get("huge_mappings"):
+        lines.append(f"\nPMD/PUD mappings removed in zaps: {summary['huge_mappings']} "
+                     "(not paired in the kernel: record without --summary to see their windows)")
     if summary.get("other_path"):
         lines.append(f"\nother-path removals (not paired): {summary['other_path']}")
     if summary.get("approximate"):

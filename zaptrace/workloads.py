@@ -26,6 +26,17 @@ from typing import Callable, Dict, Optional
 
 PAGE = mmap.PAGESIZE
 MADV_DONTNEED = 4
+MADV_HUGEPAGE = 14
+MADV_NOHUGEPAGE = 15
+PMD_SIZE = 2 << 20          # x86-64: one PMD maps 2 MiB
+MAP_FIXED = 0x10
+
+#: --mapping: how the workload asks the kernel to map its memory.
+#:   default  whatever the kernel does (THP "always" may give PMD mappings on 7.x)
+#:   pte      MADV_NOHUGEPAGE: PTE mappings only (large folios may still be PTE-mapped)
+#:   pmd      a 2 MiB-aligned mapping with MADV_HUGEPAGE: PMD-sized folios, PMD-mapped
+#:            where the kernel and filesystem can (ext4 file folios: 6.16+; anon THP)
+MAPPINGS = ("default", "pte", "pmd")
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 _libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
@@ -55,6 +66,7 @@ class Params:
     directory: Optional[str] = None
     quiet: bool = False
     report: Optional[str] = None      # write {"workload", "elapsed_s", "zaps", "pages"} as JSON here
+    mapping: str = "default"          # one of MAPPINGS
 
 
 def _check(ret: int, what: str) -> None:
@@ -72,21 +84,56 @@ def scratch_dir(p: Params) -> str:
     return d
 
 
+def map_region(size: int, mapping: str, fd: int = -1) -> int:
+    """mmap ``size`` bytes (MAP_SHARED of ``fd``, or private anonymous when fd < 0) as
+    ``mapping`` asks; with "pmd" the address is 2 MiB-aligned.  Returns the address."""
+    if mapping not in MAPPINGS:
+        raise WorkloadError(f"unknown mapping {mapping!r}: choose from {', '.join(MAPPINGS)}")
+    flags = mmap.MAP_SHARED if fd >= 0 else (mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    hint = None
+    if mapping == "pmd":
+        # Reserve size + 2 MiB, then map at the first 2 MiB boundary inside it.
+        res = _libc.mmap(None, size + PMD_SIZE, 0,    # PROT_NONE
+                         mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
+        if res in (None, MAP_FAILED):
+            raise WorkloadError(f"mmap (reservation) failed: {os.strerror(ctypes.get_errno())}")
+        hint = (res + PMD_SIZE - 1) & ~(PMD_SIZE - 1)
+        _libc.munmap(res, size + PMD_SIZE)
+        flags |= MAP_FIXED
+    addr = _libc.mmap(hint, size, PROT_RW, flags, fd, 0)
+    if addr in (None, MAP_FAILED):
+        raise WorkloadError(f"mmap failed: {os.strerror(ctypes.get_errno())}")
+    advice = {"pmd": MADV_HUGEPAGE, "pte": MADV_NOHUGEPAGE}.get(mapping)
+    if advice is not None and _libc.madvise(addr, size, advice) != 0:
+        e = ctypes.get_errno()
+        _libc.munmap(addr, size)
+        raise WorkloadError(f"madvise({'MADV_HUGEPAGE' if advice == MADV_HUGEPAGE else 'MADV_NOHUGEPAGE'}) "
+                            f"failed: {os.strerror(e)} (a kernel without transparent huge pages?)")
+    return addr
+
+
+def region_pages(p: Params) -> int:
+    """--pages, rounded up to whole PMDs for --mapping pmd."""
+    if p.mapping == "pmd":
+        per = PMD_SIZE // PAGE
+        return -(-p.pages // per) * per
+    return p.pages
+
+
 class SharedFile:
-    """A file of N pages mapped MAP_SHARED; removed on close."""
+    """A file of N pages mapped MAP_SHARED (as Params.mapping asks); removed on close."""
 
     def __init__(self, p: Params, tag: str):
-        self.size = p.pages * PAGE
+        self.size = region_pages(p) * PAGE
+        self.addr = 0
         self.path = os.path.join(scratch_dir(p), f".zaptrace-{tag}-{os.getpid()}")
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.ftruncate(self.fd, self.size)
-            self.map = mmap.mmap(self.fd, self.size, mmap.MAP_SHARED, PROT_RW)
-        except OSError:
+            self.addr = map_region(self.size, p.mapping, self.fd)
+        except (OSError, WorkloadError):
             self.close()
             raise
-        self._anchor = ctypes.c_char.from_buffer(self.map)
-        self.addr = ctypes.addressof(self._anchor)
 
     def dirty(self, value: int) -> None:
         _libc.memset(self.addr, value & 0xFF, self.size)
@@ -95,9 +142,9 @@ class SharedFile:
         _check(_libc.madvise(self.addr, self.size, MADV_DONTNEED), "madvise(MADV_DONTNEED)")
 
     def close(self) -> None:
-        if getattr(self, "_anchor", None) is not None:
-            del self._anchor
-            self.map.close()
+        if self.addr:
+            _libc.munmap(self.addr, self.size)
+            self.addr = 0
         os.close(self.fd)
         try:
             os.unlink(self.path)
@@ -166,21 +213,21 @@ def dontneed_shared(p: Params) -> str:
     finally:
         w.stop()
         f.close()
-    return Outcome(f"{c.n} zaps of {p.pages} dirty shared file pages in {c.elapsed:.2f} s", c.n, c.elapsed)
+    return Outcome(f"{c.n} zaps of {f.size // PAGE} dirty shared file pages ({p.mapping} mapping) "
+                   f"in {c.elapsed:.2f} s", c.n, c.elapsed)
 
 
 def munmap_anon(p: Params) -> str:
     """Map anonymous memory, touch every page, munmap it."""
-    size = p.pages * PAGE
+    size = region_pages(p) * PAGE
     c = Clock(p)
     while c.more():
-        addr = _libc.mmap(None, size, PROT_RW, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
-        if addr in (None, MAP_FAILED):
-            raise WorkloadError(f"mmap failed: {os.strerror(ctypes.get_errno())}")
+        addr = map_region(size, p.mapping)
         _libc.memset(addr, (c.n + 1) & 0xFF, size)
         _check(_libc.munmap(addr, size), "munmap")
         c.n += 1
-    return Outcome(f"{c.n} munmaps of {p.pages} anonymous pages in {c.elapsed:.2f} s", c.n, c.elapsed)
+    return Outcome(f"{c.n} munmaps of {size // PAGE} anonymous pages ({p.mapping} mapping) "
+                   f"in {c.elapsed:.2f} s", c.n, c.elapsed)
 
 
 def race(p: Params) -> str:
@@ -212,8 +259,8 @@ def race(p: Params) -> str:
         t.join()
         w.stop()
         f.close()
-    return Outcome(f"{c.n} zaps racing {passes[0]} dirtying passes over {p.pages} shared file pages "
-                   f"in {c.elapsed:.2f} s", c.n, c.elapsed)
+    return Outcome(f"{c.n} zaps racing {passes[0]} dirtying passes over {f.size // PAGE} shared file pages "
+                   f"({p.mapping} mapping) in {c.elapsed:.2f} s", c.n, c.elapsed)
 
 
 @dataclass
@@ -245,6 +292,8 @@ def run(name: str, p: Params) -> Outcome:
         raise WorkloadError("--pages must be positive")
     if p.iterations < 0:
         raise WorkloadError("--iterations must not be negative")
+    if p.mapping not in MAPPINGS:
+        raise WorkloadError(f"unknown mapping {p.mapping!r}: choose from {', '.join(MAPPINGS)}")
     # SIGTERM unwinds like Ctrl-C, so the writer process and the file are cleaned up.
     signal.signal(signal.SIGTERM, _terminate)
     out = WORKLOADS[name](p)
@@ -252,5 +301,6 @@ def run(name: str, p: Params) -> Outcome:
         print(f"{name}: {out.message}", file=sys.stderr)
     if p.report:
         with open(p.report, "w") as f:
-            json.dump({"workload": name, "elapsed_s": out.elapsed_s, "zaps": out.zaps, "pages": p.pages}, f)
+            json.dump({"workload": name, "elapsed_s": out.elapsed_s, "zaps": out.zaps,
+                       "pages": region_pages(p), "mapping": p.mapping}, f)
     return out

@@ -100,12 +100,39 @@ def test_out_of_order_records_and_chunks_give_the_same_answer(tmp_path, seed):
 
 def test_other_path_decrements_are_counted_never_paired(tmp_path):
     tb = (TraceBuilder().rmap(100, P0, in_zap=False).flush(200, 300)
-          .zap(400).rmap(450, P1, compound=True, nr=0).flush(500, 600).zap_exit(700))
+          .rmap(350, P1, in_zap=False, compound=True, nr=512).flush(360, 370))
     _, g = table(tmp_path, tb)
     r0, r1 = row(g, P0), row(g, P1)
     assert r0["path"] == "other-path" and not r0["paired"] and r0["unpaired_reason"] == G.R_OTHER
     assert r1["path"] == "other-path" and not r1["paired"] and r1["unpaired_reason"] == G.R_PMD
+    assert r1["nr_in_call"] == 512      # one row for the whole mapping, never 512
     assert len(g) == 2
+
+
+def test_pmd_decrement_paired_with_the_next_flush_marker_after_it(tmp_path):
+    # 7.2 zap_huge_pmd shape: folio_remove_rmap_pmd -> folio_mark_dirty -> (unlock) -> flush
+    tb = (TraceBuilder().zap(400).rmap(450, P1, compound=True, nr=512).dirty(460, P1)
+          .rmap(470, P2, compound=True, nr=512)                    # clean: no marker in this zap
+          .flush(500, 600).zap_exit(700)
+          .zap(800).dirty(850, P2).zap_exit(900)                    # P2's marker in a later zap
+          .zap(1000).rmap(1100, P3, compound=True, nr=512, anon=True).flush(1200, 1300).zap_exit(1400)
+          .mkclean(520, 530, P1))                                   # writeback inside P1's window
+    _, g = table(tmp_path, tb)
+    r1, r2, r3 = row(g, P1), row(g, P2), row(g, P3)
+    assert (r1["path"], r1["class"], r1["gap_ns"], r1["nr_in_call"]) == ("pmd", "file-dirty", 150, 512)
+    assert r1["open"] and r1["paired"] and r1["hits"] == 1
+    assert (r2["path"], r2["class"], r2["gap_ns"]) == ("pmd", "file-clean", 130)
+    assert (r3["path"], r3["class"], r3["gap_ns"]) == ("pmd", "anon", 200)
+    assert len(g) == 3
+
+
+def test_pud_decrement_and_unpaired_pmd(tmp_path):
+    tb = (TraceBuilder().zap(100).rmap(150, P0, pud=True, nr=262144).flush(200, 250).zap_exit(300)
+          .zap(400).rmap(450, P1, compound=True, nr=512).zap_exit(500))     # trace ends: no flush
+    _, g = table(tmp_path, tb)
+    r0, r1 = row(g, P0), row(g, P1)
+    assert (r0["path"], r0["gap_ns"], r0["nr_in_call"]) == ("pud", 100, 262144)
+    assert r1["path"] == "pmd" and not r1["paired"] and r1["unpaired_reason"] == G.R_NO_FLUSH_AFTER
 
 
 def test_window_hits_and_near_misses(tmp_path):

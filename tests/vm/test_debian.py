@@ -77,4 +77,33 @@ def test_kernel_packages_rejects(meta):
 
 
 def test_suites():
-    assert debian.SUITES == {"5.10": "bullseye", "6.1": "bookworm", "6.12": "trixie"}
+    assert debian.SUITES == {"5.10": "bullseye", "6.1": "bookworm", "6.12": "trixie",
+                             "7.2": "sid", "7.3": "experimental"}
+
+
+@pytest.mark.parametrize("abi, label, ok", [
+    ("7.2.13+deb14", "7.2", True), ("7.3", "7.3", True), ("6.12.118+deb13", "6.12", True),
+    ("6.1.0-56", "6.1", True), ("7.3", "7.2", False), ("7.20.1", "7.2", False), ("6.12.1", "6.1", False),
+])
+def test_abi_matches_label(abi, label, ok):
+    pkgs = debian.KernelPackages(abi, abi + "-amd64", "1", "linux-image-%s-amd64" % abi, [])
+    assert pkgs.matches(label) is ok
+
+
+def test_split_packages_since_6_19():
+    # sid's 7.2: the image package is empty and depends on binary, modules and base
+    meta = {"Package": "linux-image-amd64", "Version": "7.2.13-1",
+            "Depends": "linux-base-amd64 (= 7.2.13-1), linux-image-7.2.13+deb14-amd64 (= 7.2.13-1)"}
+    pkgs = debian.kernel_packages(meta)
+    image = {"Package": pkgs.image, "Depends": (
+        "dracut | initramfs-tools (>= 0.120+deb8u2) | linux-initramfs-tool, "
+        "linux-base-7.2.13+deb14-amd64 (= 7.2.13-1), linux-binary-7.2.13+deb14-amd64 (= 7.2.13-1), "
+        "linux-modules-7.2.13+deb14-amd64 (= 7.2.13-1)")}
+    split = debian.split_packages(pkgs, image)
+    assert split.image == "linux-binary-7.2.13+deb14-amd64"
+    assert split.parts == ("linux-modules-7.2.13+deb14-amd64", "linux-base-7.2.13+deb14-amd64")
+    assert split.headers == pkgs.headers
+    # 6.12: one image package, nothing more
+    old = debian.kernel_packages({"Package": "linux-image-amd64", "Version": "6.12.117-1",
+                                  "Depends": "linux-image-6.12.117+deb13-amd64 (= 6.12.117-1)"})
+    assert debian.split_packages(old, {"Package": old.image, "Depends": "kmod, linux-base"}) == old

@@ -182,3 +182,19 @@ def test_ensure_without_modules(tmp_path, monkeypatch):
     monkeypatch.setenv("ZAPTRACE_CACHE", str(tmp_path / "cache"))
     entries = parse_newc(gzip.decompress(initramfs.ensure(None).read_bytes()))
     assert not [n for n in entries if n.startswith("modules/") and n != "modules"]
+
+
+def test_modules_without_modules_dep_use_each_modules_modinfo(tmp_path):
+    """Debian's split 6.19+ packages ship no modules.dep: dependencies come from modinfo."""
+    tree = tmp_path / "7.2.13+deb14-amd64"
+    (tree / "kernel" / "fs" / "9p").mkdir(parents=True)
+    (tree / "kernel" / "net" / "9p").mkdir(parents=True)
+    (tree / "kernel" / "fs" / "9p" / "9p.ko.xz").write_bytes(
+        lzma.compress(b"\x7fELF....\0license=GPL\0depends=9pnet,netfs\0vermagic=7.2\0"))
+    (tree / "kernel" / "net" / "9p" / "9pnet.ko").write_bytes(b"\x7fELF\0depends=\0name=9pnet\0")
+    (tree / "kernel" / "net" / "9p" / "netfs-x.ko").write_bytes(b"\x7fELF\0name=netfs_x\0")
+    (tree / "modules.builtin").write_text("kernel/fs/netfs/netfs.ko\n")
+    index = initramfs.index_from_tree(tree)
+    order = initramfs.load_order(index, ["9p"], ["netfs_x", "absent"])
+    assert order == ["kernel/net/9p/9pnet.ko", "kernel/fs/9p/9p.ko.xz", "kernel/net/9p/netfs-x.ko"]
+    assert "netfs" in index.builtin

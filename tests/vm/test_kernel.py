@@ -66,3 +66,39 @@ def test_resolve_errors(tmp_path, monkeypatch):
         kernel.resolve("6.12")
     with pytest.raises(VMError, match="only to a kernel given as a path"):
         kernel.resolve("6.1", modules="/tmp")
+
+
+def debian_split_layout(root, release="7.2.13+deb14-amd64", abi="7.2.13+deb14"):
+    """/usr/lib/modules/R/vmlinuz + its "build" link into Debian's split headers (6.19+)."""
+    mods = root / "usr" / "lib" / "modules" / release
+    mods.mkdir(parents=True)
+    fake_bzimage(mods / "vmlinuz", release.encode() + b" (debian-kernel@lists.debian.org) #1 SMP")
+    arch = root / "usr" / "src" / ("linux-headers-" + release)
+    common = root / "usr" / "src" / ("linux-headers-%s-common" % abi)
+    (arch / "include").mkdir(parents=True)
+    (common / "include").mkdir(parents=True)
+    (arch / "Makefile").write_text("KBUILD_OUTPUT=/usr/src/linux-headers-%s\n"
+                                   "include /usr/src/linux-headers-%s-common/Makefile\n" % (release, abi))
+    (mods / "build").symlink_to("../../../src/linux-headers-" + release)
+    return mods, arch, common
+
+
+def test_a_kernel_laid_out_the_6_19_way_needs_no_other_argument(tmp_path):
+    mods, arch, common = debian_split_layout(tmp_path)
+    g = kernel.resolve(str(mods / "vmlinuz"))
+    assert g.kver == "7.2.13+deb14-amd64" and g.modules == mods.resolve()
+    assert g.headers == (mods / "build").resolve() == arch.resolve()
+    assert g.headers_source == common.resolve()        # found beside the tree, not at /usr/src
+
+
+def test_split_headers_whose_common_tree_is_missing_say_so(tmp_path):
+    mods, arch, common = debian_split_layout(tmp_path)
+    common.rename(tmp_path / "elsewhere")
+    with pytest.raises(VMError, match="-common/Makefile?, which is not there|which is not there"):
+        kernel.resolve(str(mods / "vmlinuz"))
+
+
+def test_self_contained_headers_have_no_source_tree(tmp_path):
+    (tmp_path / "include").mkdir()
+    (tmp_path / "Makefile").write_text("VERSION = 7\nPATCHLEVEL = 2\n")
+    assert kernel.split_headers_source(tmp_path) is None

@@ -93,3 +93,58 @@ def test_a_kernel_missing_a_required_event_cannot_record_and_says_why():
         raise AssertionError("recordable without an rmap probe")
     assert "logical event 'rmap'" in msg and "page_remove_rmap" in msg and "folio_remove_rmap_ptes" in msg
     assert "\n" not in msg
+
+
+# 7.2 (Debian sid, measured): no unmap_page_range; __zap_vma_range brackets the zap,
+# folio_remove_rmap_pmd/pud remove whole PMD/PUD mappings.
+BTF_72 = {k: v for k, v in BTF_612.items() if k != "unmap_page_range"}
+BTF_72.update(__zap_vma_range=["tlb", "vma", "start", "end", "details"],
+              folio_remove_rmap_pmd=["folio", "page", "vma"], folio_remove_rmap_pud=["folio", "page", "vma"])
+
+
+def test_72_zaps_through___zap_vma_range_and_records_pmd_and_pud_removals():
+    s = Symbols(text=(set(BASE) - {"unmap_page_range"}) | set(BTF_72))
+    ch = catalog.resolve(s, BTF_72)
+    z = pick(ch, "zap")
+    assert z.attach == ["__zap_vma_range"] and z.positions == {"tlb": 1, "vma": 2, "start": 3, "end": 4}
+    assert "3a31d08d242a" in z.why
+    assert [sym for sym, _ in z.tried] == ["zap_pte_range", "unmap_page_range"]
+    pmd, pud = pick(ch, "rmap_pmd"), pick(ch, "rmap_pud")
+    assert pmd.attach == ["folio_remove_rmap_pmd"] and pmd.positions == {"folio": 1, "page": 2, "vma": 3}
+    assert pud.attach == ["folio_remove_rmap_pud"] and not pud.required
+    flags = catalog.cflags(ch)
+    assert "-DZT_HAVE_RMAPPMD=1" in flags and "-DZT_RMAPPMD_FOLIO=1" in flags and "-DZT_HAVE_RMAPPUD=1" in flags
+
+
+def test_pmd_events_are_optional_on_older_kernels():
+    ch = catalog.resolve(syms("page_remove_rmap", "folio_mark_dirty", "folio_mkclean"), BTF_61)
+    assert not pick(ch, "rmap_pmd").ok and not pick(ch, "rmap_pmd").required
+    assert "-DZT_HAVE_RMAPPMD=1" not in catalog.cflags(ch)
+
+
+def test_field_fixes_follow_btf():
+    new = catalog.field_flags({"page": {"flags", "compound_info", "mapping"}})
+    old = catalog.field_flags({"page": {"flags", "compound_head", "mapping"}})
+    assert [(f.macro, present) for f, present in new] == [("ZT_PAGE_COMPOUND_INFO", True)]
+    assert [present for _, present in old] == [False]
+    assert [present for _, present in catalog.field_flags(None)] == [False]
+    assert all(f.why.startswith("v") and len(f.why.split(":")[1].split()[0]) == 12 for f in catalog.FIELD_FIXES)
+
+
+def test_btf_scan_finds_members_of_anonymous_unions(tmp_path):
+    """A hand-made BTF blob: struct page { union { struct { long compound_info; }; }; long flags; }."""
+    import struct as st
+    from zaptrace.kernel import btf_scan
+    strings = b"\0page\0flags\0compound_info\0long\0f\0"
+    off = {n: strings.index(n.encode() + b"\0") for n in ("page", "flags", "compound_info", "long")}
+    types = b""
+    types += st.pack("<III", off["long"], 1 << 24, 8) + st.pack("<I", 64)            # 1: INT long
+    types += st.pack("<III", 0, (4 << 24) | 1, 8) + st.pack("<III", off["compound_info"], 1, 0)  # 2: anon struct
+    types += st.pack("<III", 0, (5 << 24) | 1, 8) + st.pack("<III", 0, 2, 0)          # 3: anon union
+    types += st.pack("<III", off["page"], (4 << 24) | 2, 16) + st.pack("<III", 0, 3, 0) \
+        + st.pack("<III", off["flags"], 1, 64)                                         # 4: struct page
+    hdr = st.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(strings))
+    p = tmp_path / "vmlinux"
+    p.write_bytes(hdr + types + strings)
+    funcs, fields = btf_scan([], ["page"], str(p))
+    assert funcs == {} and fields == {"page": {"compound_info", "flags"}}

@@ -7,7 +7,7 @@ import pytest
 import analysis
 from zaptrace import tracefile
 
-KERNELS = ["5.10", "6.1", "6.12"]
+KERNELS = ["5.10", "6.1", "6.12", "7.2"]
 
 
 def status(d, step):
@@ -54,8 +54,16 @@ def test_each_kernel_records_with_its_own_symbols(guest_kernel, guest_traces):
         "6.1": {"rmap": ["page_remove_rmap"], "mkclean": ["folio_mkclean"], "dirty": ["folio_mark_dirty"],
                 "flush_rmaps": []},
         "6.12": {"rmap": ["folio_remove_rmap_ptes"], "mkclean": ["folio_mkclean"],
-                 "dirty": ["folio_mark_dirty"], "flush_rmaps": ["tlb_flush_rmaps"]},
+                 "dirty": ["folio_mark_dirty"], "flush_rmaps": ["tlb_flush_rmaps"],
+                 "rmap_pmd": ["folio_remove_rmap_pmd"]},
+        "7.2": {"zap": ["__zap_vma_range"], "rmap": ["folio_remove_rmap_ptes"],
+                "rmap_pmd": ["folio_remove_rmap_pmd"], "rmap_pud": ["folio_remove_rmap_pud"],
+                "mkclean": ["folio_mkclean"], "dirty": ["folio_mark_dirty"], "flush_rmaps": ["tlb_flush_rmaps"]},
     }[guest_kernel]
+    if guest_kernel != "7.2":
+        assert probes["zap"] == ["unmap_page_range"]
+    if guest_kernel in ("5.10", "6.1"):
+        assert probes["rmap_pmd"] == []             # compound page_remove_rmap() instead
     for event, syms in expect.items():
         assert probes[event] == syms, (event, probes[event])
     assert raw.head["kernel"]["release"] == (d / "uname.txt").read_text().strip()
@@ -76,8 +84,9 @@ def test_any_binary_is_followed_and_its_status_returned(guest_kernel, guest_trac
     assert t.events.tgid.nunique() >= 3
 
 
+@pytest.mark.parametrize("guest_kernel", ["6.1", "7.2"], indirect=True)
 def test_doctor_in_the_guest_says_record_can_work(guest_kernel, guest_traces):
-    d = guest_traces("6.1")
+    d = guest_traces(guest_kernel)
     assert status(d, "doctor") == 0, out(d, "doctor")
     assert "verdict: zaptrace record can work" in out(d, "doctor")
     assert "#define ZT_HAVE_RMAP 1" in (d / "ebpf.c").read_text()

@@ -61,6 +61,13 @@ if [ "$ZT_HEADERS" = 1 ]; then
     rm -f "$MODDIR/build" "$MODDIR/source"
     ln -s /run/zaptrace/headers "$MODDIR/build"
 fi
+if [ "${ZT_HEADERS_SOURCE:-0}" = 1 ]; then
+    # Debian's split headers: the -common tree, found by BCC through "source", and
+    # at the absolute path the -amd64 tree's Makefile names.
+    mkdir -p /run/zaptrace/headers-source
+    mount -t 9p -o "$P9,ro,cache=loose" zt_hsrc /run/zaptrace/headers-source || fatal "cannot mount the headers-source share"
+    ln -s /run/zaptrace/headers-source "$MODDIR/source"
+fi
 
 # `zaptrace` runs the checkout's packages with the guest's python3 and only
 # the guest's site-packages.
