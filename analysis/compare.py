@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
+from zaptrace.machine import short as machine_short, summary_line as machine_line
+
 from .gaps import CLASSES, ZAP_PATHS
 from .report import Table, fmt_count, fmt_us, format_table
 
@@ -62,7 +64,8 @@ def path_state_text(block: Dict[str, Any]) -> str:
 def compare_json(summaries: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     """What `zaptrace compare --json` prints."""
     return {"schema": SCHEMA, "traces": [
-        {"label": lab, "file": s["file"], "kernel": s["kernel"], "events": sum(s["events"].values()),
+        {"label": lab, "file": s["file"], "kernel": s["kernel"], "machine": s.get("machine"),
+         "events": sum(s["events"].values()),
          "lost_events": s["lost_events"], "flush_source": s["flush_source"],
          "classes": {c: dict(class_figures(s["classes"][c]), window=window_state(s["classes"][c]),
                              window_by_path=path_states(s["classes"][c]))
@@ -82,6 +85,7 @@ def compare_table(summaries: Sequence[Dict[str, Any]]) -> Table:
         ["", "events"] + [fmt_count(sum(s["events"].values())) for s in summaries],
         ["", "lost events"] + [fmt_count(s["lost_events"]) for s in summaries],
         ["", "flush source"] + [s["flush_source"] or "-" for s in summaries],
+        ["", "machine"] + [machine_short(s.get("machine")) for s in summaries],
     ]
     for c in CLASSES:
         f = [class_figures(s["classes"][c]) for s in summaries]
@@ -105,6 +109,8 @@ def render_compare(summaries: Sequence[Dict[str, Any]]) -> str:
     lines = ["Per-class gap figures (gap = flush completion - decrement, signed us; open = decrement "
              "before the flush):"]
     lines += format_table(*compare_table(summaries), left=2)
+    lines += [""] + [f"{lab}: recorded on {machine_line(s.get('machine'))}"
+                     for lab, s in zip(labels_of(summaries), summaries)]
     states = [f"{lab}: {path_state_text(s['classes']['file-dirty'])}"
               for lab, s in zip(labels_of(summaries), summaries)]
     lines += ["", "dirty file pages, window: " + "; ".join(states)]

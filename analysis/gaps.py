@@ -63,6 +63,8 @@ R_PMD = "other-path: PMD/PUD-level removal outside a zap (split, migration, recl
 
 REASONS = ("", R_LOST, R_NO_FLUSH_AFTER, R_NO_FLUSH_BEFORE, R_NO_RETURN, R_OTHER, R_PMD)
 FLUSH_SOURCES = ("flush_tlb_mm_range", "tlb_flush_mmu")
+#: File position of file pages (inode number, page offset): gap-table columns when the trace has them.
+FILE_POS = ("ino", "index")
 
 _INF = 1 << 62          # "never returned": later than any timestamp, still exact in float64
 
@@ -128,6 +130,9 @@ def _expand_pages(dec: pd.DataFrame, page_size: int) -> pd.DataFrame:
     out["page"] = out["page"].to_numpy() + off * np.uint64(page_size)
     pfn = out["pfn"].to_numpy()
     out["pfn"] = np.where(pfn > 0, pfn + off, pfn)
+    if "index" in out:                      # the file offsets of a PTE batch are consecutive too
+        ino = out["ino"].to_numpy()
+        out["index"] = np.where(ino > 0, out["index"].to_numpy() + off, out["index"].to_numpy())
     out["nr_in_call"] = nr_call[idx]
     return out
 
@@ -170,7 +175,10 @@ def gap_table(trace: Trace) -> pd.DataFrame:
     """One row per decremented page (and per other-path removal); see module doc."""
     ev = trace.events
     F = trace.flags
-    rmap = _rows(ev, trace.code("rmap"), ("ts", "tid", "tgid", "cpu", "mm", "page", "folio", "pfn", "nr", "flags"))
+    # ino/index (file position of file pages) exist in traces recorded since format 1.1 of the event.
+    file_pos = [c for c in FILE_POS if c in ev.columns]
+    rmap = _rows(ev, trace.code("rmap"), ("ts", "tid", "tgid", "cpu", "mm", "page", "folio", "pfn", "nr", "flags")
+                 + tuple(file_pos))
     fl = rmap["flags"].to_numpy()
     pmd = (fl & F.get("compound", 0x20)) != 0
     pud = (fl & F.get("pud", 0)) != 0
@@ -198,8 +206,10 @@ def gap_table(trace: Trace) -> pd.DataFrame:
     m = _asof(dec, dirty, "ts", "dirty_ts", ["tid", "folio"], "backward", True, ["dirty_ts"])
     dirty_ts = m["dirty_ts"].to_numpy(dtype="float64")
     zap_ts = dec["zap_ts"].to_numpy(dtype="float64")
-    pte_dirty = ~np.isnan(dirty_ts) & (np.isnan(zap_ts) | (dirty_ts >= zap_ts))
     p = dec["path"].to_numpy()
+    # Only a decrement of a zap path has a zap whose marker can class it: a removal outside
+    # any zap (migration, reclaim...) never inherits the marker of the task's last zap.
+    pte_dirty = ~np.isnan(dirty_ts) & ~np.isnan(zap_ts) & (dirty_ts >= zap_ts) & (p != "other-path")
     whole_zap = np.isin(p, [q for q, r in PATH_RULES.items() if r["marker"] == "zap"]) & ~np.isnan(zap_done)
     if whole_zap.any():
         sel = np.flatnonzero(whole_zap & ~pte_dirty)
@@ -219,7 +229,10 @@ def gap_table(trace: Trace) -> pd.DataFrame:
     dec["mmu_done_ts"] = mmu_done
     ts = dec["ts"].to_numpy(dtype="float64")
     dec["gap_ns"] = flush_done - ts
-    dec["gap_mmu_ns"] = mmu_done - ts
+    # tlb_flush_mmu covers only the "next"-flush paths: a delayed decrement's own flush is
+    # tlb_flush_mmu_tlbonly() (inlined), so an earlier tlb_flush_mmu says nothing about it.
+    nxt = np.isin(dec["path"].to_numpy(), [q for q, r in PATH_RULES.items() if r["cover"] == "next"])
+    dec["gap_mmu_ns"] = np.where(nxt, mmu_done - ts, np.nan)
     dec["flush_source"] = src
 
     paired = ~np.isnan(flush_done)
@@ -247,7 +260,7 @@ def gap_table(trace: Trace) -> pd.DataFrame:
     cols = ["ts", "tid", "tgid", "cpu", "mm", "page", "folio", "pfn", "nr_in_call", "class", "path",
             "anon", "pte_dirty", "pg_dirty", "zap_ts", "flush_enter_ts", "flush_done_ts", "gap_ns",
             "mmu_done_ts", "gap_mmu_ns", "flush_source", "paired", "unpaired_reason", "open", "hits",
-            "loss_suspect"]
+            "loss_suspect"] + file_pos
     return dec[cols].reset_index(drop=True)
 
 
@@ -303,8 +316,12 @@ def window_hits(trace: Trace, dec: pd.DataFrame) -> Tuple[np.ndarray, pd.DataFra
     # mkclean runs under the folio lock: calls on one folio never overlap.  A call
     # whose return is missing ended before the folio's next call began, or runs
     # to the end of the trace when it is the last.  So "done" rises with "k".
-    next_enter = mk.groupby("folio", sort=False)["ts"].shift(-1)
-    mk["done"] = mk["done"].fillna(next_enter.astype("float64")).fillna(float(_INF))
+    next_enter = mk.groupby("folio", sort=False)["ts"].shift(-1).astype("float64")
+    # ...and before the same task's next mkclean began (a task runs one at a time).
+    by_task = mk.sort_values("ts", kind="stable")
+    task_next = by_task.groupby("tid", sort=False)["ts"].shift(-1).astype("float64").reindex(mk.index)
+    bound = np.fmin(next_enter.to_numpy(), task_next.to_numpy())
+    mk["done"] = mk["done"].fillna(pd.Series(bound, index=mk.index)).fillna(float(_INF))
     mk["k"] = mk.groupby("folio", sort=False).cumcount()
     w = dec.loc[is_open, ["ts", "flush_done_ts", "folio"]]
     # first mkclean of the folio that ends after the decrement...

@@ -173,11 +173,12 @@ def _timeline_items(a: Analysis, tid: int, zap_ts: int) -> Tuple[Dict[str, pd.Da
     return items, dec, start, end
 
 
-def fig_timeline(a: Analysis) -> Figure:
-    """One zap on per-CPU lanes (see module doc)."""
+def fig_timeline(a: Analysis, pick: Optional[Tuple[int, int]] = None,
+                 lost: Optional[Tuple[int, float, float]] = None) -> Figure:
+    """One zap on per-CPU lanes (see module doc); ``lost`` = (page, written from, to) marks a lost write."""
     fig = Figure(figsize=(11, 5.5), layout="constrained")
     ax = fig.subplots()
-    pick = pick_zap(a.gaps)
+    pick = pick or pick_zap(a.gaps)
     if pick is None:
         ax.text(0.5, 0.5, "no zap with decrements in this trace", transform=ax.transAxes, ha="center")
         ax.set_axis_off()
@@ -219,6 +220,10 @@ def fig_timeline(a: Analysis) -> Figure:
                 if sel.any():
                     ax.barh(np.full(int(sel.sum()), yy), us(c["done"][sel]) - us(c["ts"][sel]),
                             left=us(c["ts"][sel]), height=0.6, color=LANE_COLORS[kind], **extra)
+    if lost is not None:
+        page, w0, w1 = lost
+        ax.axvspan(float(us(w0)), max(float(us(w1)), float(us(w0)) + 0.002 * (end - start) / 1000.0),
+                   color="red", alpha=0.25, label=f"pass that wrote the lost value (page {page})")
     for i in range(1, len(rows)):
         if rows[i][0] != rows[i - 1][0]:
             ax.axhline(len(rows) - i - 0.5, color="black", lw=0.6)
@@ -281,6 +286,23 @@ def render_html(a: Analysis, max_hits: Optional[int] = 100) -> str:
     parts.append(_table(["count", "reason"], _reason_rows(s["other_path"]["reasons"])))
     parts.append(f"<h3>Unpaired decrements: {sum(reasons.values()):,}</h3>")
     parts.append(_table(["count", "reason"], _reason_rows(reasons)))
+    if a.lost is not None:
+        from .report import lost_rows
+        ls = s["lost_writes"]
+        parts.append(f"<h2>Lost writes: {ls['lost_writes']:,} (explained: {ls['explained']:,}, "
+                     f"unexplained: {ls['unexplained']:,})</h2><p>Found by content in "
+                     f"{html.escape(str(ls['findings']['file']))} (inode {ls['findings']['ino']}); each tied to "
+                     "an open window of that page with a folio_mkclean inside it while the lost value was "
+                     "written.</p>")
+        if len(a.lost):
+            parts.append(_table(*lost_rows(a.lost, t0_of(a.trace)), left=0))
+        ex = a.lost[a.lost["explained"].to_numpy()]
+        if len(ex):
+            r = ex.iloc[0]
+            figs.append((f"Timeline of the zap behind the lost write on page {r['page']}",
+                         fig_timeline(a, (int(r["tid"]), int(r["zap_ts"])),
+                                      (int(r["page"]), r["written_ns"], r["written_end_ns"])),
+                         "The red band is the writer's pass that wrote the value later found missing."))
     for title, fig, caption in figs:
         parts.append(f"<h2>{html.escape(title)}</h2><figure><img alt=\"{html.escape(title)}\" "
                      f"src=\"data:image/png;base64,{_png(fig)}\"><figcaption>{html.escape(caption)}"

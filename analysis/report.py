@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from zaptrace import tracefile
+from zaptrace.machine import summary_line as machine_line
 from zaptrace.layout import layout
 
 from .gaps import CLASSES, HIT_COLUMNS, ZAP_PATHS, gap_table, hit_table
@@ -37,7 +38,8 @@ class Analysis:
     trace: Trace
     gaps: pd.DataFrame        # analysis.gaps.gap_table
     hits: pd.DataFrame        # analysis.gaps.hit_table
-    summary: Dict[str, Any]   # analysis.summary.summarize
+    summary: Dict[str, Any]   # analysis.summary.summarize (+ "lost_writes" with findings)
+    lost: Optional[pd.DataFrame] = None   # analysis.lostwrites.join, with findings
 
 
 class Stages:
@@ -59,12 +61,18 @@ def _estimated_events(path: str) -> int:
         return 0          # tracefile.read reports the problem
 
 
-def analyse(path: str, progress: Optional[Callable[[str], None]] = None, with_hits: bool = True) -> Analysis:
+def analyse(path: str, progress: Optional[Callable[[str], None]] = None, with_hits: bool = True,
+            findings: Optional[str] = None) -> Analysis:
     """Load and analyse one trace; `progress` gets stage lines for traces above PROGRESS_EVENTS.
 
     with_hits=False skips the window-hit list (``Analysis.hits`` is then empty;
-    the per-page ``hits`` counts in the gap table are always there).
+    the per-page ``hits`` counts in the gap table are always there).  ``findings``:
+    a lostwrite findings file whose lost writes are joined with the trace.
     """
+    doc = None
+    if findings:
+        from .lostwrites import load_findings
+        doc = load_findings(findings)     # a bad findings file fails before the (long) analysis
     stage = Stages(progress if _estimated_events(path) > PROGRESS_EVENTS else None)
     stage(f"reading {path}")
     raw = tracefile.read(path)
@@ -81,8 +89,45 @@ def analyse(path: str, progress: Optional[Callable[[str], None]] = None, with_hi
         hits = pd.DataFrame(columns=HIT_COLUMNS)
     stage("summary")
     summary = summarize(trace, gaps)
+    lost = None
+    if doc is not None:
+        from . import lostwrites
+        stage("lost writes")
+        lost = lostwrites.join(trace, gaps, doc)
+        summary["lost_writes"] = lostwrites.summarize(lost, doc, trace)
     stage("done")
-    return Analysis(trace=trace, gaps=gaps, hits=hits, summary=summary)
+    return Analysis(trace=trace, gaps=gaps, hits=hits, summary=summary, lost=lost)
+
+
+LOST_HEADER = ["page", "written ms", "found ms", "expected/found", "explained by", "decrement ms", "gap us",
+               "mkclean ms", "flush done ms"]
+
+
+def lost_rows(lost: pd.DataFrame, t0: int) -> Table:
+    """One row per lost write: when it was written and found, and the window that explains it."""
+    def ms(v: float) -> str:
+        return "-" if v is None or np.isnan(v) else f"{(v - t0) / 1e6:.3f}"
+    rows = []
+    for r in lost.to_dict("records"):
+        rows.append([str(r["page"]), ms(r["written_ns"]), ms(r["found_ns"]), f"{r['expected']}/{r['found']}",
+                     f"{r['path']} {r['class']}" if r["explained"] else "UNEXPLAINED",
+                     ms(r["dec_ts"]), fmt_us(r["gap_ns"]), ms(r["mkclean_enter_ts"]), ms(r["flush_done_ts"])])
+    return LOST_HEADER, rows
+
+
+def lost_lines(a: "Analysis") -> List[str]:
+    s = a.summary["lost_writes"]
+    f = s["findings"]
+    lines = ["", f"lost writes (found by content in {f['file']}, inode {f['ino']}): {s['lost_writes']:,}; "
+             f"explained by a recorded open window of that page with writeback inside: {s['explained']:,}"]
+    if s["lost_writes"]:
+        lines += format_table(*lost_rows(a.lost, t0_of(a.trace)), left=0)
+    if s["unexplained"]:
+        lines.append(f"  {s['unexplained']:,} UNEXPLAINED: no recorded decrement of that page had an open window "
+                     f"with a folio_mkclean inside it while the lost value was written.  Watched: "
+                     f"{', '.join(s['watched'])}; events lost: {s['lost_events']}.  Either a path zaptrace does "
+                     "not record (hugetlb, a removal outside any zap), lost events, or another cause.")
+    return lines
 
 
 # ------------------------------------------------------------- formatting --
@@ -219,6 +264,7 @@ def header_lines(summary: Dict[str, Any]) -> List[str]:
     dur = "-" if s["duration_s"] is None else f"{s['duration_s']:.3f} s"
     lines = [f"file:      {s['file']}",
              f"kernel:    {s['kernel']}",
+             f"machine:   {machine_line(s.get('machine'))}",
              f"command:   {' '.join(s['command']) or '-'}",
              f"duration:  {dur}" + ("" if s["finished"] else " (recording did not finish)")]
     ev = _by_kind(s["events"])
@@ -269,6 +315,8 @@ def render_text(a: Analysis, max_hits: int = 20) -> str:
         lines += format_table(header, rows, left=0)
         if len(a.hits) > len(rows):
             lines.append(f"  ... {len(a.hits) - len(rows):,} more (--hits N shows more)")
+    if "lost_writes" in s:
+        lines += lost_lines(a)
     v = verdict(s)
     if v:
         lines += ["", "In short:"] + [f"  {x}" for x in v]

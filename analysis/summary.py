@@ -70,6 +70,7 @@ def summarize(trace: Trace, gaps: Optional[pd.DataFrame] = None) -> Dict[str, An
         "schema": SCHEMA,
         "file": trace.path,
         "kernel": trace.kernel,
+        "machine": trace.head.get("machine"),
         "command": trace.command,
         "duration_s": trace.duration_s,
         "finished": trace.finished,

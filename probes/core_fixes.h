@@ -21,6 +21,24 @@
 #define ZT_MAPPING_ANON 0x1
 #endif
 
+/* The low bits of ->mapping that mark anon/KSM/movable pages (PAGE_MAPPING_FLAGS). */
+#define ZT_MAPPING_FLAGS 0x3UL
+
+/*
+ * A page's offset in its file: page->index, renamed page->__folio_index in
+ * v6.16 (acc53a0b4c15 "mm: rename page->index to page->__folio_index"; struct
+ * folio keeps "index" at the same place).  ZT_PAGE_FOLIO_INDEX comes from
+ * FIELD_FIXES (zaptrace/catalog.py) when BTF shows the new name.  struct
+ * inode's i_ino went from unsigned long to u64 in v7.1 (0b2600f81cef
+ * "treewide: change inode->i_ino from unsigned long to u64"): 8 bytes on
+ * x86-64 either way, read as such.
+ */
+#ifdef ZT_PAGE_FOLIO_INDEX
+#define ZT_PAGE_INDEX __folio_index
+#else
+#define ZT_PAGE_INDEX index
+#endif
+
 /*
  * page->flags: an unsigned long until v6.17; since v6.18 (53fbef56e07d "mm:
  * introduce memdesc_flags_t") a memdesc_flags_t

@@ -28,6 +28,7 @@
 #include <linux/sched.h>
 #include <linux/mm_types.h>
 #include <linux/page-flags.h>
+#include <linux/fs.h>
 
 #include "zaptrace_event.h"
 #include "core_fixes.h"
@@ -196,19 +197,32 @@ static __always_inline __u64 pfn_of(struct zt_config *c, __u64 page)
 	return (page - c->vmemmap) / sizeof(struct page);
 }
 
-/* ANON and PGDIRTY flags of a folio. */
-static __always_inline __u8 zt_folio_flags(__u64 folio)
+/*
+ * ANON and PGDIRTY flags of a folio; for a file folio also the inode number
+ * and the file offset of `page` (or of the folio when page is 0), so that a
+ * lost write found by content can be joined with the trace by file position.
+ */
+static __always_inline void zt_folio_info(struct zt_event *e, __u64 folio, __u64 page)
 {
-	unsigned long flags = 0, mapping = 0;
-	__u8 out = 0;
+	unsigned long flags = 0, mapping = 0, index = 0;
+	__u64 host = 0, ino = 0;
 
 	bpf_probe_read_kernel(&flags, sizeof(flags), &((struct page *)folio)->flags);
 	bpf_probe_read_kernel(&mapping, sizeof(mapping), &((struct page *)folio)->mapping);
-	if (mapping & ZT_MAPPING_ANON)
-		out |= ZT_F_ANON;
 	if (flags & (1UL << PG_dirty))
-		out |= ZT_F_PGDIRTY;
-	return out;
+		e->flags |= ZT_F_PGDIRTY;
+	if (mapping & ZT_MAPPING_ANON) {
+		e->flags |= ZT_F_ANON;
+		return;
+	}
+	if (!mapping || (mapping & ZT_MAPPING_FLAGS))
+		return;
+	bpf_probe_read_kernel(&host, sizeof(host), &((struct address_space *)mapping)->host);
+	if (host)
+		bpf_probe_read_kernel(&ino, sizeof(ino), &((struct inode *)host)->i_ino);
+	bpf_probe_read_kernel(&index, sizeof(index), &((struct page *)folio)->ZT_PAGE_INDEX);
+	e->ino = ino;
+	e->index = index + (page > folio ? (page - folio) / sizeof(struct page) : 0);
 }
 
 static __always_inline void flush_open(__u64 id, __u32 kind, __u64 mm)
@@ -588,7 +602,7 @@ static __always_inline void rmap_common(void *ctx, struct zt_config *c, struct z
 	if (!e->page)
 		e->page = e->folio;
 	e->pfn = pfn_of(c, e->page);
-	e->flags |= zt_folio_flags(e->folio);
+	zt_folio_info(e, e->folio, e->page);
 	t = tasks.lookup(&tid);
 	if (t && t->rmaps_depth) {
 		e->flags |= ZT_F_IN_RMAPS;
@@ -713,7 +727,8 @@ static __always_inline int h_dirty(void *ctx)
 		e.page = e.folio;
 	e.nr = 1;
 	e.pfn = pfn_of(cfg(), e.page);
-	e.flags = ZT_F_IN_ZAP | zt_folio_flags(e.folio);
+	e.flags = ZT_F_IN_ZAP;
+	zt_folio_info(&e, e.folio, e.page);
 #ifdef ZT_SUMMARY
 	sum_dirty(tid, e.folio);
 #endif
@@ -882,7 +897,7 @@ static __always_inline int h_mkclean_enter(void *ctx)
 	if (!e.page)
 		e.page = e.folio;
 	e.pfn = pfn_of(c, e.page);
-	e.flags = zt_folio_flags(e.folio);
+	zt_folio_info(&e, e.folio, 0);
 	e.mm = current_mm();
 	e.flags |= ZT_F_MM_GUESS;
 	mkclean_arg.update(&tid, &e.folio);

@@ -49,6 +49,8 @@ struct zt_event {
 	__u16 cpu;
 	__u8 kind;    /* enum zt_kind */
 	__u8 flags;   /* ZT_F_* */
+	__u64 ino;    /* file pages (rmap, mkclean): inode number of folio->mapping->host, else 0 */
+	__u64 index;  /* file pages: page offset in the file (of page; of the folio for mkclean) */
 };
 
 /* Counter slots of the per-CPU "counts" array: [kind] generated, [ZT_NKINDS + kind] lost. */

@@ -62,6 +62,7 @@ step dontneed zaptrace record -q -o dontneed.zt -- zaptrace workload run dontnee
 step race     zaptrace record -q -o race.zt -- zaptrace workload run race --pages 256 --iterations 400
 step anon     zaptrace record -q -o anon.zt -- zaptrace workload run munmap-anon --pages 256 --iterations 40
 step pmd      zaptrace record -q -o pmd.zt -- sh -c 'zaptrace workload run race --mapping pmd --pages 1024 --iterations 200 && zaptrace workload run munmap-anon --mapping pmd --pages 1024 --iterations 20'
+step lostwrite zaptrace record -q -o lostwrite.zt -- zaptrace workload run lostwrite --pages 256 --duration 30 --findings lostwrite.json
 step binary   zaptrace record -q -o binary.zt -- sh -c 'head -c 4000000 /dev/urandom > $ZAPTRACE_SCRATCH/f; cat $ZAPTRACE_SCRATCH/f > /dev/null; exit 3'
 step doctor   zaptrace doctor
 zaptrace record --ebpf > ebpf.c 2> ebpf.out

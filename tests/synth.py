@@ -34,11 +34,12 @@ class TraceBuilder:
         self.kernel = kernel
         self.probes = probes
 
-    def ev(self, ts, kind, tid=100, tgid=None, mm=MM, page=0, folio=None, pfn=None, nr=0, cpu=0, flags=0):
+    def ev(self, ts, kind, tid=100, tgid=None, mm=MM, page=0, folio=None, pfn=None, nr=0, cpu=0, flags=0,
+           ino=0, index=0):
         folio = page if folio is None else folio
         pfn = ((page - 0xFFFFEA0000000000) // 64 if page else 0) if pfn is None else pfn
-        self.rows.append((ts, mm, page, folio, pfn, tid, tgid if tgid is not None else tid, nr, cpu,
-                          K[kind], flags))
+        row = (ts, mm, page, folio, pfn, tid, tgid if tgid is not None else tid, nr, cpu, K[kind], flags)
+        self.rows.append(row + (ino, index)[:len(L.dtype.names) - len(row)])
         return self
 
     # -- kernel call shapes ------------------------------------------------
@@ -52,12 +53,13 @@ class TraceBuilder:
         return self.ev(ts, "zap_exit", tid=tid, mm=mm, cpu=cpu, pfn=0)
 
     def rmap(self, ts, pg, tid=100, mm=MM, cpu=0, anon=False, pgdirty=False, delayed=False,
-             in_zap=True, nr=1, compound=False, pud=False):
+             in_zap=True, nr=1, compound=False, pud=False, ino=0, index=0, folio=None):
         fl = (F["anon"] if anon else 0) | (F["pgdirty"] if pgdirty else 0)
         fl |= (F["in_zap"] if in_zap else 0) | (F["in_rmaps"] if delayed else 0)
         fl |= F["compound"] if compound else 0
         fl |= F["pud"] if pud else 0
-        return self.ev(ts, "rmap", tid=tid, mm=mm, page=pg, nr=nr, cpu=cpu, flags=fl)
+        return self.ev(ts, "rmap", tid=tid, mm=mm, page=pg, folio=folio, nr=nr, cpu=cpu, flags=fl,
+                       ino=ino, index=index)
 
     def dirty(self, ts, pg, tid=100, mm=MM, cpu=0):
         return self.ev(ts, "dirty", tid=tid, mm=mm, page=pg, cpu=cpu, flags=F["in_zap"] | F["pgdirty"])
@@ -74,8 +76,8 @@ class TraceBuilder:
         self.ev(ts, "rmaps_enter", tid=tid, mm=mm, cpu=cpu, pfn=0)
         return self.ev(done, "rmaps_exit", tid=tid, mm=mm, cpu=cpu, pfn=0)
 
-    def mkclean(self, ts, done, pg, tid=999, cpu=1, ret=0):
-        self.ev(ts, "mkclean_enter", tid=tid, mm=0, page=pg, cpu=cpu)
+    def mkclean(self, ts, done, pg, tid=999, cpu=1, ret=0, ino=0, index=0):
+        self.ev(ts, "mkclean_enter", tid=tid, mm=0, page=pg, cpu=cpu, ino=ino, index=index)
         if done is not None:
             self.ev(done, "mkclean_exit", tid=tid, mm=0, page=pg, cpu=cpu, nr=ret)
         return self

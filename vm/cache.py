@@ -9,6 +9,7 @@ Layout under ``cache_root()/vm``::
     rootfs/rootfs.img       ext4 image of the tree plus every fetched kernel's headers
     rootfs/rootfs.json      which kernels' headers the image holds
     scratch.img             sparse ext4 template for the guest's block-backed /scratch
+    scratch-xfs.img         the same as XFS (made on first use of --scratch-fs xfs)
     initramfs/<hash>.cpio.gz
     kvm-probe.json          per host kernel + QEMU version: does KVM boot a Debian kernel?
     build.lock
@@ -54,8 +55,9 @@ def rootfs_dir() -> Path:
     return vm_dir() / "rootfs"
 
 
-def scratch_image() -> Path:
-    return vm_dir() / "scratch.img"
+def scratch_image(fs: str = "ext4") -> Path:
+    """The scratch disk template: ``scratch.img`` (ext4) or ``scratch-<fs>.img``."""
+    return vm_dir() / ("scratch.img" if fs == "ext4" else "scratch-%s.img" % fs)
 
 
 def initramfs_dir() -> Path:

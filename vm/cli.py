@@ -28,7 +28,7 @@ def _fail(error: VMError) -> "typer.Exit":
 def build_cmd(
     kernel: List[str] = typer.Option(
         list(vm_build.DEFAULT_KERNELS), "--kernel", "-k",
-        help="Kernel to fetch (5.10, 6.1, 6.12); repeat for several. Default: all three.",
+        help="Kernel to fetch (5.10, 6.1, 6.12, 7.2, 7.3); repeat for several. Default: 5.10, 6.1, 6.12, 7.2.",
     ),
     force: bool = typer.Option(False, "--force", "-f", help="Fetch and rebuild even what is cached."),
 ) -> None:
@@ -58,7 +58,8 @@ def _parse_env(pairs: List[str]) -> Dict[str, str]:
 )
 def run_cmd(
     command: List[str] = typer.Argument(..., metavar="[--] CMD [ARGS]...", help="The command to run in the guest."),
-    kernel: str = typer.Option("6.1", "--kernel", "-k", help="5.10, 6.1, 6.12, or the path of a bzImage."),
+    kernel: str = typer.Option("6.1", "--kernel", "-k",
+                               help="5.10, 6.1, 6.12, 7.2, 7.3, or the path of a bzImage (or .../lib/modules/R/vmlinuz)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", "-t", help="Kill the guest after this many seconds (exit 124)."),
     accel: str = typer.Option("auto", "--accel", help="auto, kvm or tcg."),
     memory: int = typer.Option(2048, "--memory", "-m", help="Guest memory in MiB."),
@@ -66,12 +67,14 @@ def run_cmd(
     env: Optional[List[str]] = typer.Option(None, "--env", "-e", help="NAME=VALUE for the command's environment; repeatable."),
     modules: Optional[str] = typer.Option(None, "--modules", help="With a bzImage: its lib/modules/<release> directory."),
     headers: Optional[str] = typer.Option(None, "--headers", help="With a bzImage: its kernel build/headers tree (for BCC)."),
+    scratch_fs: str = typer.Option("ext4", "--scratch-fs",
+                                   help="Filesystem of $ZAPTRACE_SCRATCH: ext4 or xfs (large folios since 5.18)."),
 ) -> None:
     """Boot a guest, run CMD in the current directory as root, exit with CMD's status."""
     try:
         status = runner.run(
             kernel, list(command), timeout=timeout, accel=accel, memory_mb=memory, smp=smp,
-            env=_parse_env(list(env or [])), modules=modules, headers=headers,
+            env=_parse_env(list(env or [])), modules=modules, headers=headers, scratch_fs=scratch_fs,
         )
     except VMError as e:
         raise _fail(e)

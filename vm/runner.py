@@ -6,7 +6,7 @@ What the guest sees (set up by vm/guest/stage2.sh):
 * the checkout holding the zaptrace packages, read-only, at its host path
   when that path does not collide with the guest's system directories;
 * ``zaptrace`` on PATH, running the checkout's packages with the guest's python3;
-* /scratch, ext4 on a virtio disk (``$ZAPTRACE_SCRATCH``), discarded afterwards;
+* /scratch, ext4 (or XFS: ``scratch_fs``) on a virtio disk (``$ZAPTRACE_SCRATCH``), discarded afterwards;
 * ``ZAPTRACE_GUEST=1``, ``ZAPTRACE_KERNEL=<label>``, ``CI`` if set, and the caller's env.
 
 The command's stdout/stderr travel over the guest's virtio consoles hvc0/hvc1
@@ -15,6 +15,7 @@ into pipes that threads copy, as they arrive, to the caller's streams.
 
 import codecs
 import io
+import json
 import os
 import re
 import shlex
@@ -105,6 +106,7 @@ def run(
     env: Optional[Dict[str, str]] = None,
     modules: Optional[str] = None,
     headers: Optional[str] = None,
+    scratch_fs: str = "ext4",
     stdout=None,
     stderr=None,
 ) -> int:
@@ -121,6 +123,13 @@ def run(
     if reason:
         raise VMError(reason)
     guest = resolve_kernel(kernel, modules, headers)
+    if scratch_fs not in rootfs.SCRATCH_FILESYSTEMS:
+        raise VMError("unknown scratch filesystem %r: choose from %s"
+                      % (scratch_fs, ", ".join(rootfs.SCRATCH_FILESYSTEMS)))
+    if scratch_fs != "ext4" and guest.modules is None:
+        raise VMError("--scratch-fs %s needs the kernel's modules (--modules) to load it" % scratch_fs)
+    if not cache.scratch_image(scratch_fs).is_file():
+        rootfs.build_scratch(scratch_fs)
     initrd = initramfs.ensure(guest.modules)
     accel = qemu.choose_accel(accel, guest, initrd)
 
@@ -134,6 +143,10 @@ def run(
     rundir = cache.new_run_dir()
     ctl = rundir / "ctl"
     ctl.mkdir()
+    mode = {"qemu": qemu.version(), "accel": accel,
+            "tcg": qemu.tcg_threading() if accel == "tcg" else None, "vcpus": smp,
+            "host_cpus": os.cpu_count(), "scratch_fs": scratch_fs}
+    env = dict(env or {}, ZAPTRACE_GUEST_MODE=json.dumps(mode, sort_keys=True))
     (ctl / "cmd.sh").write_bytes(command_script(list(argv), cwd, _guest_env(guest, env, out_tty or err_tty)))
     (ctl / "config.sh").write_bytes(_config_script({
         "ZT_KVER": guest.kver,
@@ -142,6 +155,7 @@ def run(
         "ZT_MODULES": "1" if guest.modules else "0",
         "ZT_HEADERS": "1" if guest.headers else "0",
         "ZT_HEADERS_SOURCE": "1" if guest.headers_source else "0",
+        "ZT_SCRATCH_FS": scratch_fs,
         "ZT_STDOUT_TTY": "1" if out_tty else "0",
         "ZT_STDERR_TTY": "1" if err_tty else "0",
     }))
@@ -160,7 +174,7 @@ def run(
     def qemu_argv(outputs: Tuple[int, int]) -> List[str]:
         return qemu.command(
             guest, initrd, accel, memory_mb=memory_mb, smp=smp, console=rundir / "console.log",
-            shares=shares, disks=[rootfs.image_path(), cache.scratch_image()], outputs=outputs,
+            shares=shares, disks=[rootfs.image_path(), cache.scratch_image(scratch_fs)], outputs=outputs,
         )
 
     return _exit_status(rundir, _boot(rundir, qemu_argv, timeout, stdout, stderr))

@@ -196,6 +196,9 @@ FIELD_FIXES: Tuple[FieldFix, ...] = (
     # with HugeTLB vmemmap optimisation holds a mask instead (Debian's 7.2 has both).
     FieldFix("page", "compound_info", "ZT_PAGE_COMPOUND_INFO",
              "v7.1: d50569612c29 mm: rename the 'compound_head' field in the 'struct page' to 'compound_info'; 8c846c879e22 (mask with HVO)"),
+    # page->index became page->__folio_index (struct folio keeps "index" in the same place).
+    FieldFix("page", "__folio_index", "ZT_PAGE_FOLIO_INDEX",
+             "v6.16: acc53a0b4c15 mm: rename page->index to page->__folio_index"),
 )
 
 

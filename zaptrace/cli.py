@@ -105,7 +105,7 @@ Examples:
 
 \b
 Overhead: every probed call costs a kprobe hit (about 1 us on real hardware,
-much more under QEMU TCG) and a 56-byte ring-buffer record.  The summary
+much more under QEMU TCG) and a 72-byte ring-buffer record.  The summary
 counts events lost when the buffer was full; none are dropped silently.
 """
 
@@ -259,6 +259,17 @@ Examples:
   zaptrace workload run race --duration 5
   zaptrace workload run race --mapping pmd --pages 1024 --iterations 100
   sudo zaptrace record -- zaptrace workload run munmap-anon --pages 1024
+
+\b
+lostwrite: does this kernel lose writes?  The only writer of every page of a
+shared file checks each page's last value before writing it again, while
+--zappers threads MADV_DONTNEED the range and a child process writes back
+(fsync) and evicts clean pages (off with --no-evict).  Each lost write is
+printed (page, expected and found values, CLOCK_MONOTONIC times); exit status
+1 when any write was lost, 0 when none, 2 on errors.  Needs no BPF:
+  zaptrace workload run lostwrite --duration 300 --pages 1024 --findings lost.json
+  sudo zaptrace record -o lw.zt -- zaptrace workload run lostwrite -d 300 --findings lw.json
+  zaptrace report --findings lw.json lw.zt
 """
 
 
@@ -274,10 +285,18 @@ def workload_run(
     report: Optional[str] = typer.Option(None, "--report", help="Also write elapsed time and zap count as JSON here."),
     mapping: str = typer.Option("default", "--mapping", "-m",
                                 help="default, pte (MADV_NOHUGEPAGE) or pmd (2 MiB-aligned, MADV_HUGEPAGE)."),
+    zappers: int = typer.Option(1, "--zappers", help="lostwrite: threads zapping the range."),
+    evict: bool = typer.Option(True, "--evict/--no-evict", help="lostwrite: also evict clean pages after writeback."),
+    findings: Optional[str] = typer.Option(None, "--findings", help="lostwrite: write the lost writes as JSON here."),
+    inject: Optional[str] = typer.Option(None, "--inject-loss", metavar="PAGE@PASS",
+                                         help="lostwrite: put back an old copy of PAGE before pass PASS (to test the detector)."),
 ):
     from . import workloads
-    workloads.run(name, workloads.Params(pages=pages, iterations=iterations, duration=duration,
-                                         directory=directory, quiet=quiet, report=report, mapping=mapping))
+    out = workloads.run(name, workloads.Params(pages=pages, iterations=iterations, duration=duration,
+                                               directory=directory, quiet=quiet, report=report, mapping=mapping,
+                                               zappers=zappers, evict=evict, findings=findings, inject=inject))
+    if out.status:
+        raise typer.Exit(out.status)
 
 
 def _mount_subcommands() -> None:

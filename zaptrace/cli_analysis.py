@@ -21,10 +21,13 @@ REPORT_HELP = """Summarise a trace: per page, the gap from mapcount decrement to
 \b
 Prints the trace's facts (kernel, command, events per kind, lost events,
 damage), then per class (anon, file-clean, file-dirty) and path (immediate:
-decremented before the flush, as on 5.10/6.1; delayed: in tlb_flush_rmaps
-after it, 6.2+) the decrement counts, how many windows were open (gap > 0)
+a PTE decremented before the flush, as on 5.10/6.1; delayed: in
+tlb_flush_rmaps after it, 6.2+; pmd/pud: a whole PMD/PUD mapping, shown
+where present) the decrement counts, how many windows were open (gap > 0)
 or closed, gap percentiles in signed microseconds, and the window hits
-(folio_mkclean of the page while its window was open).
+(folio_mkclean of the page while its window was open).  With --findings,
+each lost write found by `zaptrace workload run lostwrite` is tied to the
+recorded window that explains it (or counted as unexplained).
 
 \b
 Examples:
@@ -32,6 +35,7 @@ Examples:
   zaptrace report t.zt --hits 50                # show 50 window-hit rows
   zaptrace report t.zt --json | jq '.classes["file-dirty"].open'
   zaptrace report t.zt --html t.html            # HTML report with figures
+  zaptrace report lw.zt --findings lw.json      # explain each lost write
 """
 
 EXPORT_HELP = """Export a trace for other tools: Perfetto timeline, per-page gap table as Parquet or CSV.
@@ -83,13 +87,16 @@ def register(app: typer.Typer) -> None:
         hits: int = typer.Option(20, "--hits", metavar="N",
                                  help="Window-hit rows to show in the text and HTML reports (-1: all)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines for large traces."),
+        findings: Optional[str] = typer.Option(None, "--findings", metavar="F.json",
+                                               help="Lost writes found by `workload run lostwrite --findings`: "
+                                                    "each is tied to the recorded window that explains it."),
     ):
         from analysis.export import check_writable
         from analysis.report import analyse, render_text
 
         if html_out:
             check_writable(html_out)
-        a = analyse(file, None if quiet else info)
+        a = analyse(file, None if quiet else info, findings=findings)
         limit = None if hits < 0 else hits
         if as_json:
             sys.stdout.write(json.dumps(a.summary, indent=2) + "\n")

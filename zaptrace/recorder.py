@@ -21,7 +21,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from . import __version__, plan as planmod, process, summary as ksummary
+from . import machine, __version__, plan as planmod, process, summary as ksummary
 from .bccload import load_bcc
 from .layout import layout
 from .ringbuf import RingReader
@@ -519,6 +519,7 @@ class Recorder:
             "mkclean_all": self.opts.mkclean_all,
             "mode": ("summary+events" if self.opts.keep_events else "summary") if self.opts.summary else "events",
             "cpus": os.cpu_count(),
+            "machine": machine.describe_here(),
         }
 
 

@@ -4,7 +4,7 @@ A BPF_MAP_TYPE_RINGBUF map is mmap-able: page 0 holds the consumer
 position (read-write), page 1 the producer position, and the data pages
 follow, mapped twice in a row so that a record that wraps around the end is
 still contiguous.  Every zaptrace record has the same size (8-byte ring
-header + the 56-byte event = 64 bytes), so the bytes between the consumer
+header + the 72-byte event = 80 bytes), so the bytes between the consumer
 and producer positions are an array of fixed-size slots: one numpy view,
 one vectorised check of the headers' BUSY bits (a record reserved but not
 yet committed by another CPU stops the batch there), one copy, one store of

@@ -67,6 +67,11 @@ class Params:
     quiet: bool = False
     report: Optional[str] = None      # write {"workload", "elapsed_s", "zaps", "pages"} as JSON here
     mapping: str = "default"          # one of MAPPINGS
+    # lostwrite only (zaptrace/lostwrite.py)
+    zappers: int = 1                  # threads zapping the range
+    evict: bool = True                # the writeback process also evicts clean pages
+    findings: Optional[str] = None    # write the lost writes found as JSON here
+    inject: Optional[str] = None      # PAGE@PASS: put back an old copy of PAGE before PASS (tests)
 
 
 def _check(ret: int, what: str) -> None:
@@ -268,12 +273,22 @@ class Outcome:
     message: str
     zaps: int
     elapsed_s: float
+    status: int = 0           # the workload's exit status (lostwrite: 1 when writes were lost)
+
+
+def lostwrite(p: Params) -> Outcome:
+    """The page's only writer checks each page's last value before writing it again, while
+    zapper threads MADV_DONTNEED the range and a child writes back and evicts: a value that
+    goes back is a lost write. Exit status 1 when any was lost (zaptrace/lostwrite.py)."""
+    from .lostwrite import run as run_lostwrite
+    return run_lostwrite(p)
 
 
 WORKLOADS: Dict[str, Callable[[Params], Outcome]] = {
     "dontneed-shared": dontneed_shared,
     "munmap-anon": munmap_anon,
     "race": race,
+    "lostwrite": lostwrite,
 }
 
 
@@ -302,5 +317,5 @@ def run(name: str, p: Params) -> Outcome:
     if p.report:
         with open(p.report, "w") as f:
             json.dump({"workload": name, "elapsed_s": out.elapsed_s, "zaps": out.zaps,
-                       "pages": region_pages(p), "mapping": p.mapping}, f)
+                       "pages": region_pages(p), "mapping": p.mapping, "status": out.status}, f)
     return out

@@ -229,3 +229,35 @@ def test_mkclean_without_return_ends_before_the_folios_next_mkclean(tmp_path):
           .mkclean(260, 300, P0, tid=901))
     _, g = table(tmp_path, tb)
     assert row(g, P0)["hits"] == 2
+
+
+def test_a_removal_outside_any_zap_never_inherits_the_last_zaps_marker(tmp_path):
+    tb = (TraceBuilder().zap(100).dirty(150, P0).rmap(200, P0).flush(300, 400).zap_exit(500)
+          .rmap(600, P0, in_zap=False))                          # e.g. migration of the same folio later
+    _, g = table(tmp_path, tb)
+    inside, outside = row(g, P0, "immediate"), row(g, P0, "other-path")
+    assert inside["class"] == "file-dirty"
+    assert outside["class"] == "file-clean" and not outside["pte_dirty"]
+
+
+def test_a_mkclean_without_return_ends_when_its_task_starts_another(tmp_path):
+    # tid 999's mkclean of P0 at 100 has no return; the same task starts a mkclean of P1
+    # at 150, so the first had ended by then: P0's window [200, 400] is not hit.
+    tb = (TraceBuilder().mkclean(100, None, P0).mkclean(150, 160, P1)
+          .zap(180).dirty(190, P0).rmap(200, P0).flush(300, 400).zap_exit(500))
+    _, g = table(tmp_path, tb)
+    assert row(g, P0)["open"] and row(g, P0)["hits"] == 0
+    # without the second call it runs to the end of the trace: a hit
+    tb = (TraceBuilder().mkclean(100, None, P0)
+          .zap(180).dirty(190, P0).rmap(200, P0).flush(300, 400).zap_exit(500))
+    _, g = table(tmp_path, tb)
+    assert row(g, P0)["hits"] == 1
+
+
+def test_gap_mmu_is_only_defined_where_tlb_flush_mmu_covers_the_row(tmp_path):
+    # 6.12: an earlier tlb_flush_mmu in the same zap does not cover a delayed decrement
+    tb = (TraceBuilder().zap(1000).mmu(1010, 1020).dirty(1100, P0).flush(1200, 1300)
+          .ev(1400, "rmaps_enter").rmap(1500, P0, delayed=True).ev(1700, "rmaps_exit").zap_exit(2000))
+    _, g = table(tmp_path, tb)
+    r = row(g, P0)
+    assert r["path"] == "delayed" and r["gap_ns"] == -200 and math.isnan(r["gap_mmu_ns"])

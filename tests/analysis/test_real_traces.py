@@ -135,3 +135,20 @@ def test_72_report_and_compare_say_pte_closed_and_pmd_open(guest_kernel, guest_t
     cmp = zt("compare", d72 / "race.zt", d72 / "pmd.zt").stdout
     last = cmp.strip().splitlines()[-1]
     assert last.startswith("dirty file pages, window: ") and ": closed;" in last and "pmd open" in last
+
+
+@pytest.mark.parametrize("guest_kernel", KERNELS, indirect=True)
+def test_lostwrite_under_zaptrace_joins_every_loss_and_612_loses_none(guest_kernel, guest_traces, tmp_path):
+    d = guest_traces(guest_kernel)
+    status = int((d / "lostwrite.status").read_text())
+    doc = json.loads((d / "lostwrite.json").read_text())
+    assert status == (1 if doc["lost"] else 0), (d / "lostwrite.out").read_text()
+    assert doc["passes"] > 100 and doc["zaps"] > 100
+    if guest_kernel == "6.12":
+        assert doc["lost"] == []          # the delayed rmap closes the PTE window; nothing is PMD-mapped
+    p = zt("report", "--json", "--findings", d / "lostwrite.json", d / "lostwrite.zt")
+    assert p.returncode == 0, p.stderr
+    lw = json.loads(p.stdout)["lost_writes"]
+    assert lw["lost_writes"] == len(doc["lost"]) == lw["explained"] + lw["unexplained"]
+    if guest_kernel == "6.12":
+        assert json.loads(p.stdout)["classes"]["file-dirty"]["hits"] == 0

@@ -139,3 +139,19 @@ def test_bcc_kprobe_on_the_zap_bracket(guest_kernel, tmp_path):
     result = vm_run(guest_kernel, "python3", "-c", program, cwd=tmp_path)
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     assert result.stdout.decode().strip() == "kprobes 1"
+
+
+@pytest.mark.parametrize("guest_kernel", ["6.1", "7.2"], indirect=True)
+def test_scratch_disk_can_be_xfs(guest_kernel, tmp_path):
+    """XFS has had large folios since 5.18 (ext4 since 6.16): the PMD path needs them."""
+    result = vm_run(guest_kernel, "sh", "-c", 'stat -f -c %T "$ZAPTRACE_SCRATCH"; touch "$ZAPTRACE_SCRATCH/x"',
+                    cwd=tmp_path, options=["--scratch-fs", "xfs"])
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert result.stdout.decode().strip() == "xfs"
+
+
+def test_unknown_scratch_filesystem_is_a_one_line_error(tmp_path):
+    result = vm_run("6.1", "true", cwd=tmp_path, options=["--scratch-fs", "btrfs"])
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == \
+        "zaptrace: error: unknown scratch filesystem 'btrfs': choose from ext4, xfs"

@@ -6,8 +6,8 @@ from zaptrace.layout import Layout, layout
 
 def test_header_parses_to_a_packed_dtype():
     L = layout()
-    assert L.dtype.itemsize == 56
-    assert L.dtype.names[:3] == ("ts", "mm", "page")
+    assert L.dtype.itemsize == 72
+    assert L.dtype.names[:3] == ("ts", "mm", "page") and L.dtype.names[-2:] == ("ino", "index")
     assert L.kinds["RMAP"] == 3 and L.nkinds == 13 and "NKINDS" not in L.kinds
     assert L.flags["IN_RMAPS"] == 0x08
 
@@ -26,3 +26,13 @@ def test_head_fields_describe_the_records():
 def test_unsupported_layouts_are_refused(bad):
     with pytest.raises(ValueError):
         Layout(bad)
+
+
+def test_traces_of_the_56_byte_layout_still_load():
+    """Fixtures recorded before ino/index existed: the reader takes the dtype from the trace."""
+    import analysis
+    from pathlib import Path
+    t = analysis.load(str(Path(__file__).resolve().parent.parent / "fixtures" / "race-6.1.zt"))
+    assert "ino" not in t.events and len(t.events) > 0
+    g = analysis.gap_table(t)
+    assert "ino" not in g and len(g) > 0

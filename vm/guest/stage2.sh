@@ -69,6 +69,12 @@ if [ "${ZT_HEADERS_SOURCE:-0}" = 1 ]; then
     ln -s /run/zaptrace/headers-source "$MODDIR/source"
 fi
 
+if [ "${ZT_SCRATCH_FS:-ext4}" != ext4 ]; then
+    modprobe "$ZT_SCRATCH_FS" || fatal "cannot load the $ZT_SCRATCH_FS module for the scratch disk"
+    mount -t "$ZT_SCRATCH_FS" /dev/vdb /scratch || fatal "cannot mount the $ZT_SCRATCH_FS scratch disk /dev/vdb"
+    chmod 1777 /scratch
+fi
+
 # `zaptrace` runs the checkout's packages with the guest's python3 and only
 # the guest's site-packages.
 mkdir -p /opt/zaptrace

@@ -1,0 +1,50 @@
+"""The lost-write detector on the host (no BPF): its positive path is made deterministic by
+putting back an old copy of a page behind the writer's back (--inject-loss)."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+ZT = [sys.executable, "-m", "zaptrace"]
+
+
+def run(tmp_path, *args):
+    return subprocess.run(ZT + ["workload", "run", "lostwrite", "--dir", str(tmp_path)] + list(args),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+
+
+def test_an_injected_loss_is_found_reported_and_sets_the_exit_status(tmp_path):
+    out = tmp_path / "lost.json"
+    r = run(tmp_path, "--pages", "16", "--iterations", "50", "--inject-loss", "5@20", "--findings", str(out))
+    assert r.returncode == 1, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if "LOST WRITE" in ln]
+    assert len(lines) == 1 and "page 5 (offset 0x5000): expected 19, found 18" in lines[0]
+    assert "CLOCK_MONOTONIC" in lines[0]
+    assert "lostwrite: 1 lost writes in 50 passes over 16 shared file pages" in r.stderr
+    doc = json.loads(out.read_text())
+    assert doc["schema"] == "zaptrace.lostwrite/1" and doc["pages"] == 16 and doc["passes"] == 50
+    (lost,) = doc["lost"]
+    assert (lost["page"], lost["offset"], lost["expected"], lost["found"]) == (5, 5 * 4096, 19, 18)
+    w0, w1 = lost["written_ns"]
+    assert 0 < w0 <= w1 < lost["found_ns"]          # written in pass 19, found in pass 20
+    assert doc["ino"] > 0 and doc["clock"] == "CLOCK_MONOTONIC" and doc["injected"] == [5, 20]
+
+
+def test_without_eviction_and_with_two_zappers(tmp_path):
+    r = run(tmp_path, "--pages", "8", "--iterations", "30", "--inject-loss", "0@2", "--no-evict", "--zappers", "2")
+    assert r.returncode == 1, r.stderr
+    assert "expected 1, found 0" in r.stderr and "2 zapper(s), writeback without eviction" in r.stderr
+    assert list(tmp_path.iterdir()) == []              # the file is removed
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--inject-loss", "x"], "--inject-loss expects PAGE@PASS"),
+    (["--inject-loss", "99@5", "--pages", "4"], "beyond the file's 4 pages"),
+    (["--inject-loss", "1@1"], "PASS >= 2"),
+    (["--zappers", "-1"], "--zappers must not be negative"),
+])
+def test_bad_settings_are_one_line_errors(tmp_path, args, message):
+    r = run(tmp_path, "--iterations", "1", *args)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
