@@ -384,6 +384,8 @@ static __always_inline void sum_decrement(struct zt_event *e)
 	st = sumtask_get(e->tid);
 	if (e->flags & ZT_F_ANON) {
 		cls = 0;
+	} else if (path == 1) {
+		cls = 2;        /* the kernel delays only dirty file PTEs (see PATH_RULES in analysis/gaps.py) */
 	} else {
 		struct zt_dkey k = {.folio = e->folio, .tid = e->tid};
 		__u64 *seq = dirty_folios.lookup(&k);

@@ -12,7 +12,8 @@
  *   delayed decrement (inside tlb_flush_rmaps): gap = the task's last
  *     completed flush in the same zap - decrement <= 0;
  *   class: anon, file-dirty (the zap's own folio_mark_dirty/set_page_dirty of
- *     the folio in this zap), file-clean;
+ *     the folio in this zap; every delayed file decrement: the kernel delays
+ *     only dirty PTEs), file-clean;
  *   window hit: a mkclean of the folio that overlaps a still-open window.
  * A task keeps up to ZT_PENDING runs of pending decrements; beyond that a
  * decrement joins the task's last run of its class and its gap is taken at

@@ -276,9 +276,9 @@ printed (page, expected and found values, CLOCK_MONOTONIC times); exit status
 @workload_app.command("run", context_settings=CTX, help=WORKLOAD_HELP)
 @clean_errors
 def workload_run(
-    name: str = typer.Argument(..., help="dontneed-shared, munmap-anon or race."),
+    name: str = typer.Argument(..., help="dontneed-shared, munmap-anon, race or lostwrite."),
     pages: int = typer.Option(256, "--pages", "-n", help="Pages per zap."),
-    iterations: int = typer.Option(200, "--iterations", "-i", help="Zaps to do."),
+    iterations: int = typer.Option(200, "--iterations", "-i", help="Zaps to do (lostwrite: writer passes)."),
     duration: Optional[float] = typer.Option(None, "--duration", "-d", help="Run for this long instead."),
     directory: Optional[str] = typer.Option(None, "--dir", help="Where the workload's file lives."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),

@@ -297,7 +297,7 @@ def _terminate(signum, frame):
 
 
 def describe() -> Dict[str, str]:
-    return {k: (v.__doc__ or "").strip() for k, v in WORKLOADS.items()}
+    return {k: " ".join((v.__doc__ or "").split()) for k, v in WORKLOADS.items()}
 
 
 def run(name: str, p: Params) -> Outcome:
