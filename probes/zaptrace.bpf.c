@@ -37,7 +37,7 @@ struct zt_config {
 	__u32 follow_all;      /* 1: every process (-a); 0: only tgids in "tgids" */
 	__u32 mkclean_all;     /* 1: mkclean by any task (writeback runs in kworkers) */
 	__u64 vmemmap_addr;    /* address of the vmemmap_base variable, 0 = unknown */
-	__u64 vmemmap;         /* its value, read once by the BPF side */
+	__u64 vmemmap_val;     /* its value, read once by the BPF side ("vmemmap" is a macro in 6.12+ headers) */
 	__u64 page_size;       /* sizeof(struct page), filled in by the BPF side */
 	__u32 stopped;         /* 1: recording ended, emit nothing more (exact final counts) */
 	__u32 pad;
@@ -182,19 +182,19 @@ static __always_inline __u64 pfn_of(struct zt_config *c, __u64 page)
 {
 	if (!c || !page)
 		return 0;
-	if (!c->vmemmap) {
+	if (!c->vmemmap_val) {
 		__u64 v = 0;
 
 		if (c->vmemmap_addr)
 			bpf_probe_read_kernel(&v, sizeof(v), (void *)c->vmemmap_addr);
 		else
 			v = 0xffffea0000000000ULL;      /* x86-64 VMEMMAP_START without KASLR */
-		c->vmemmap = v;
+		c->vmemmap_val = v;
 		c->page_size = sizeof(struct page);
 	}
-	if (page < c->vmemmap)
+	if (page < c->vmemmap_val)
 		return 0;
-	return (page - c->vmemmap) / sizeof(struct page);
+	return (page - c->vmemmap_val) / sizeof(struct page);
 }
 
 /*

@@ -493,9 +493,9 @@ class Recorder:
 
     def _vmemmap(self) -> dict:
         c = self.bpf["config"][ctypes.c_int(0)]
-        if not c.vmemmap:
+        if not c.vmemmap_val:
             return {}
-        return {"vmemmap_base": int(c.vmemmap), "struct_page_size": int(c.page_size)}
+        return {"vmemmap_base": int(c.vmemmap_val), "struct_page_size": int(c.page_size)}
 
     def _head(self, plan: planmod.Plan) -> dict:
         L = self.L
