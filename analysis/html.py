@@ -32,7 +32,8 @@ from .gaps import CLASSES, calls, mkclean_calls
 from .report import Analysis, class_table, header_lines, hit_rows, t0_of, verdict
 
 COLORS = {"anon": "#1f77b4", "file-clean": "#2ca02c", "file-dirty": "#d62728"}
-PATH_STYLE = {"immediate": dict(color="#444444", ls="-"), "delayed": dict(color="#ff7f0e", ls="--")}
+PATH_STYLE = {"immediate": dict(color="#444444", ls="-"), "delayed": dict(color="#ff7f0e", ls="--"),
+              "pmd": dict(color="#d62728", ls="-."), "pud": dict(color="#9467bd", ls=":")}
 BINS_PER_DECADE = 8
 CDF_POINTS = 2000
 
@@ -66,7 +67,7 @@ def _mirrored_bins(lo: float, hi: float) -> np.ndarray:
 
 
 def fig_distribution(gaps: pd.DataFrame) -> Figure:
-    """Histogram of the signed gap per class (panels), immediate vs delayed (lines)."""
+    """Histogram of the signed gap per class (panels), one line per zap path (immediate, delayed, pmd, pud)."""
     p = _paired_us(gaps)
     lo, hi = _linthresh(p["gap_us"].to_numpy())
     bins = _mirrored_bins(lo, hi)

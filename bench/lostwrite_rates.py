@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Lost writes per minute and per 1,000 window hits, per kernel, mapping and guest mode.
+
+Runs on the HOST: one guest boot per configuration, each running the
+`lostwrite` detector for --seconds under `zaptrace record` (traced) or alone
+(untraced), then joins the findings with the trace (`zaptrace report
+--findings`) and prints one row per configuration:
+
+    .venv/bin/python bench/lostwrite_rates.py --out out/lw \\
+        --config 6.1:pte:multi:3:traced --config 7.2:pmd:multi:3:traced --seconds 300
+
+A configuration is KERNEL:MAPPING:TCG:VCPUS:TRACED with MAPPING default|pte|pmd,
+TCG single|multi and TRACED traced|untraced.  Every figure is what that one
+run saw; nothing is averaged, and the guest mode is part of every row.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ZT = os.path.join(ROOT, ".venv", "bin", "zaptrace")
+
+
+def parse(spec: str):
+    try:
+        kernel, mapping, tcg, vcpus, traced = spec.split(":")
+        assert mapping in ("default", "pte", "pmd") and tcg in ("single", "multi")
+        assert traced in ("traced", "untraced")
+        return kernel, mapping, tcg, int(vcpus), traced == "traced"
+    except (ValueError, AssertionError):
+        raise SystemExit(f"lostwrite_rates: bad --config {spec!r} (KERNEL:MAPPING:TCG:VCPUS:TRACED)") from None
+
+
+def run_one(out: str, kernel: str, mapping: str, tcg: str, vcpus: int, traced: bool, seconds: int,
+            pages: int) -> list:
+    tag = f"{kernel}-{mapping}-{tcg}{vcpus}-{'traced' if traced else 'untraced'}"
+    findings = f"lw-{tag}.json"
+    work = (f"zaptrace workload run lostwrite --mapping {mapping} --pages {pages} --duration {seconds} "
+            f"--findings {findings}")
+    cmd = f"zaptrace record -q -o lw-{tag}.zt -- {work}" if traced else work
+    env = dict(os.environ, ZAPTRACE_VM_TCG=tcg)
+    t0 = time.monotonic()
+    print(f"lostwrite_rates: {tag} ...", file=sys.stderr, flush=True)
+    p = subprocess.run([ZT, "vm", "run", "--kernel", kernel, "--smp", str(vcpus), "--timeout", str(seconds + 900),
+                        "--", "sh", "-c", cmd + f" > lw-{tag}.out 2>&1; echo $? > lw-{tag}.status"], cwd=out, env=env)
+    if p.returncode != 0:
+        raise SystemExit(f"lostwrite_rates: the {tag} guest failed ({p.returncode})")
+    status = open(os.path.join(out, f"lw-{tag}.status")).read().strip()
+    if status not in ("0", "1"):
+        raise SystemExit(f"lostwrite_rates: {tag}: exited {status}: "
+                         + open(os.path.join(out, f"lw-{tag}.out")).read()[-800:])
+    doc = json.load(open(os.path.join(out, findings)))
+    lost = len(doc["lost"])
+    minutes = doc["duration_s"] / 60
+    hits = explained = "-"
+    lost_events = "-"
+    if traced:
+        r = subprocess.run([ZT, "report", "--json", "--findings", os.path.join(out, findings),
+                            os.path.join(out, f"lw-{tag}.zt")], stdout=subprocess.PIPE, text=True)
+        s = json.loads(r.stdout)
+        hits = s["window_hits"]
+        explained = f"{s['lost_writes']['explained']}/{lost}"
+        lost_events = s["lost_events"]
+    per_k = "-" if not isinstance(hits, int) or not hits else f"{1000 * lost / hits:.2f}"
+    print(f"lostwrite_rates: {tag}: {lost} lost in {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
+    return [kernel, mapping, f"TCG {tcg}, {vcpus} vCPUs", "traced" if traced else "untraced",
+            f"{doc['duration_s']:.0f}", f"{doc['passes']:,}", f"{doc['zaps']:,}", str(lost),
+            f"{lost / minutes:.2f}", f"{hits:,}" if isinstance(hits, int) else hits, per_k, explained,
+            str(lost_events)]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", action="append", required=True, help="KERNEL:MAPPING:TCG:VCPUS:TRACED")
+    ap.add_argument("--seconds", type=int, default=300)
+    ap.add_argument("--pages", type=int, default=1024)
+    ap.add_argument("--out", default="out/lw")
+    ap.add_argument("--json", help="also write the rows here")
+    a = ap.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    out = os.path.abspath(a.out)
+    header = ["kernel", "mapping", "guest", "zaptrace", "s", "writer passes", "zaps", "lost writes",
+              "lost/min", "window hits", "lost per 1,000 hits", "explained", "events lost"]
+    rows = [run_one(out, *parse(c), a.seconds, a.pages) for c in a.config]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"header": header, "rows": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
