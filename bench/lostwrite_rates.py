@@ -23,6 +23,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mdtable  # noqa: E402
 ZT = os.path.join(ROOT, ".venv", "bin", "zaptrace")
 
 
@@ -87,13 +89,7 @@ def main() -> int:
     header = ["kernel", "mapping", "guest", "zaptrace", "s", "writer passes", "zaps", "lost writes",
               "lost/min", "window hits", "lost per 1,000 hits", "explained", "events lost"]
     rows = [run_one(out, *parse(c), a.seconds, a.pages) for c in a.config]
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for r in rows:
-        print("| " + " | ".join(r) + " |")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"header": header, "rows": rows}, f, indent=1)
+    mdtable.emit(header, rows, a.json)
     return 0
 
 

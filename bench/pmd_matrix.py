@@ -22,6 +22,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mdtable  # noqa: E402
 ZT = os.path.join(ROOT, ".venv", "bin", "zaptrace")
 
 GUEST_SCRIPT = """
@@ -92,13 +94,7 @@ def main() -> int:
     print(f"guest: {accel[0] if accel else 'accelerator unknown'}; TCG mode: "
           f"{os.environ.get('ZAPTRACE_VM_TCG', 'single')}-threaded; 2 vCPUs; "
           f"race --mapping pmd --pages {a.pages} --iterations {a.iterations}, one recording per row")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for r in rows:
-        print("| " + " | ".join(r) + " |")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"header": header, "rows": rows}, f, indent=1)
+    mdtable.emit(header, rows, a.json)
     return 0
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import signal
 import sys
 import threading
 import time
@@ -78,40 +77,6 @@ def parse_inject(spec: Optional[str]) -> Optional[Tuple[int, int]]:
     return out
 
 
-def _writeback_loop(fd: int, evict: bool) -> None:
-    """The child: write the file back and evict its clean pages, until killed."""
-    while True:
-        os.fsync(fd)
-        if evict:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-
-
-class Writeback:
-    """A separate process that writes back (and evicts) in a loop; see workloads.Writer."""
-
-    def __init__(self, fd: int, evict: bool):
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
-        self.pid = os.fork()
-        if self.pid == 0:
-            try:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                W._libc.prctl(W.PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-                signal.pthread_sigmask(signal.SIG_SETMASK, old)
-                if os.getppid() != 1:
-                    _writeback_loop(fd, evict)
-            finally:
-                os._exit(0)
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-    def stop(self) -> None:
-        try:
-            os.kill(self.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        os.waitpid(self.pid, 0)
-
-
 def _report_line(path: str, lost: Lost) -> str:
     return (f"lostwrite: LOST WRITE in {path} page {lost.page} (offset {lost.page * W.PAGE:#x}): "
             f"expected {lost.expected}, found {lost.found}; written at {lost.written_ns[0] / 1e9:.6f}-"
@@ -145,7 +110,7 @@ def run(p: W.Params) -> W.Outcome:
             W._check(W._libc.madvise(f.addr, f.size, W.MADV_DONTNEED), "madvise(MADV_DONTNEED)")
             c.zaps += 1
 
-    wb = Writeback(f.fd, p.evict)
+    wb = W.Writer(f.fd, evict=p.evict)
     threads = [threading.Thread(target=zapper, daemon=True) for _ in range(p.zappers)]
     for t in threads:
         t.start()

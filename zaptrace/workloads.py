@@ -161,9 +161,10 @@ PR_SET_PDEATHSIG = 1
 
 
 class Writer:
-    """A separate process that writes the file back in a loop (fsync)."""
+    """A separate process that writes the file back in a loop (fsync: folio_mkclean),
+    and with ``evict`` also drops the clean pages (POSIX_FADV_DONTNEED)."""
 
-    def __init__(self, fd: int):
+    def __init__(self, fd: int, evict: bool = False):
         # Signals stay blocked across fork until each side has its handlers.
         old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
         self.pid = os.fork()
@@ -177,6 +178,8 @@ class Writer:
                 if os.getppid() != 1:
                     while True:
                         os.fsync(fd)
+                        if evict:
+                            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
             finally:
                 os._exit(0)
         signal.pthread_sigmask(signal.SIG_SETMASK, old)

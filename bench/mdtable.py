@@ -1,0 +1,13 @@
+"""Print a benchmark's rows as a Markdown table (what the README quotes), and keep them as JSON."""
+import json
+from typing import List, Optional, Sequence
+
+
+def emit(header: Sequence[str], rows: List[Sequence[str]], json_path: Optional[str] = None) -> None:
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({"header": list(header), "rows": [list(r) for r in rows]}, f, indent=1)
