@@ -28,10 +28,11 @@
  * A page's offset in its file: page->index, renamed page->__folio_index in
  * v6.16 (acc53a0b4c15 "mm: rename page->index to page->__folio_index"; struct
  * folio keeps "index" at the same place).  ZT_PAGE_FOLIO_INDEX comes from
- * FIELD_FIXES (zaptrace/catalog.py) when BTF shows the new name.  struct
- * inode's i_ino went from unsigned long to u64 in v7.1 (0b2600f81cef
- * "treewide: change inode->i_ino from unsigned long to u64"): 8 bytes on
- * x86-64 either way, read as such.
+ * FIELD_FIXES (zaptrace/catalog.py) when BTF shows the new name.  The inode
+ * number is read at offsets BTF gives (FIELD_OFFSETS: mapping->host->i_ino),
+ * since <linux/fs.h> does not compile for the BPF target on 7.2; i_ino went
+ * from unsigned long to u64 in v7.1 (0b2600f81cef "treewide: change
+ * inode->i_ino from unsigned long to u64"): 8 bytes on x86-64 either way.
  */
 #ifdef ZT_PAGE_FOLIO_INDEX
 #define ZT_PAGE_INDEX __folio_index

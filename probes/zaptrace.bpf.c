@@ -28,7 +28,6 @@
 #include <linux/sched.h>
 #include <linux/mm_types.h>
 #include <linux/page-flags.h>
-#include <linux/fs.h>
 
 #include "zaptrace_event.h"
 #include "core_fixes.h"
@@ -217,9 +216,12 @@ static __always_inline void zt_folio_info(struct zt_event *e, __u64 folio, __u64
 	}
 	if (!mapping || (mapping & ZT_MAPPING_FLAGS))
 		return;
-	bpf_probe_read_kernel(&host, sizeof(host), &((struct address_space *)mapping)->host);
+#if defined(ZT_OFF_MAPPING_HOST) && defined(ZT_OFF_INODE_INO)
+	/* offsets from BTF (FIELD_OFFSETS in zaptrace/catalog.py): <linux/fs.h> is not included */
+	bpf_probe_read_kernel(&host, sizeof(host), (void *)(mapping + ZT_OFF_MAPPING_HOST));
 	if (host)
-		bpf_probe_read_kernel(&ino, sizeof(ino), &((struct inode *)host)->i_ino);
+		bpf_probe_read_kernel(&ino, sizeof(ino), (void *)(host + ZT_OFF_INODE_INO));
+#endif
 	bpf_probe_read_kernel(&index, sizeof(index), &((struct page *)folio)->ZT_PAGE_INDEX);
 	e->ino = ino;
 	e->index = index + (page > folio ? (page - folio) / sizeof(struct page) : 0);

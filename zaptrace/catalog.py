@@ -202,9 +202,29 @@ FIELD_FIXES: Tuple[FieldFix, ...] = (
 )
 
 
-def field_flags(fields: Optional[Dict[str, Set[str]]]) -> List[Tuple[FieldFix, bool]]:
+def field_flags(fields: Optional[Dict[str, Dict[str, int]]]) -> List[Tuple[FieldFix, bool]]:
     """Each FIELD_FIXES row with whether this kernel's BTF has the member (False without BTF)."""
     return [(f, bool(fields) and f.member in fields.get(f.struct, ())) for f in FIELD_FIXES]
+
+
+#: Members whose byte offset the BPF program takes from BTF instead of from a header:
+#: the headers that declare them (<linux/fs.h>) do not compile for the BPF target on
+#: 7.2 (a static_assert on sizeof(struct filename) fails under clang -target bpf).
+#: (struct, member, macro): -D<macro>=<offset> when BTF has it; the BPF side records
+#: no file position without them.
+FIELD_OFFSETS: Tuple[Tuple[str, str, str], ...] = (
+    ("address_space", "host", "ZT_OFF_MAPPING_HOST"),
+    ("inode", "i_ino", "ZT_OFF_INODE_INO"),
+)
+
+
+def offset_flags(fields: Optional[Dict[str, Dict[str, int]]]) -> List[str]:
+    out = []
+    for struct, member, macro in FIELD_OFFSETS:
+        off = (fields or {}).get(struct, {}).get(member)
+        if off is not None:
+            out.append(f"-D{macro}={off}")
+    return out
 
 
 @dataclass

@@ -116,12 +116,14 @@ def btf_func_params(names: Iterable[str], path: str = "/sys/kernel/btf/vmlinux")
 
 
 def btf_scan(funcs: Iterable[str], structs: Iterable[str], path: str = "/sys/kernel/btf/vmlinux"
-             ) -> Optional[Tuple[Dict[str, List[str]], Dict[str, Set[str]]]]:
-    """One pass over vmlinux BTF: parameter names of ``funcs`` and member names of ``structs``.
+             ) -> Optional[Tuple[Dict[str, List[str]], Dict[str, Dict[str, int]]]]:
+    """One pass over vmlinux BTF: parameter names of ``funcs``, and the members of
+    ``structs`` with their byte offsets.
 
     Members of anonymous structs and unions nested in a struct count as its
-    own (``struct page`` keeps most of its fields in such unions).  None when
-    BTF is not available; names absent from BTF are absent from the result.
+    own (``struct page`` keeps most of its fields in such unions), at their
+    offset from the outer struct.  None when BTF is not available; names
+    absent from BTF are absent from the result.
     """
     try:
         data = Path(path).read_bytes()
@@ -174,24 +176,26 @@ def btf_scan(funcs: Iterable[str], structs: Iterable[str], path: str = "/sys/ker
             params.append(name_at(pn) if pn else "")
         out[fname] = params
 
-    def members(type_id: int, into: Set[str], depth: int = 0) -> None:
+    def members(type_id: int, into: Dict[str, int], base: int, depth: int = 0) -> None:
         if type_id >= len(offsets) or depth > 8:
             return
         tpos = offsets[type_id]
         _n, info, _r = unpack("<III", data, tpos)
         if ((info >> 24) & 0x1F) not in (_KIND_STRUCT, _KIND_UNION):
             return
+        bitfields = bool(info >> 31)          # kind_flag: offset = bitfield size << 24 | bit offset
         for i in range(info & 0xFFFF):
-            mn, mt, _off = unpack("<III", data, tpos + 12 + 12 * i)
+            mn, mt, off = unpack("<III", data, tpos + 12 + 12 * i)
+            bits = (off & 0xFFFFFF) if bitfields else off
             if mn:
-                into.add(name_at(mn))
+                into.setdefault(name_at(mn), base + bits // 8)
             else:
-                members(mt, into, depth + 1)
+                members(mt, into, base + bits // 8, depth + 1)
 
-    fields: Dict[str, Set[str]] = {}
+    fields: Dict[str, Dict[str, int]] = {}
     for sname, tid in found_s.items():
-        fields[sname] = set()
-        members(tid, fields[sname])
+        fields[sname] = {}
+        members(tid, fields[sname], 0)
     return out, fields
 
 

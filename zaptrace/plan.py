@@ -46,12 +46,13 @@ class Plan:
     btf: bool
     extra_cflags: List[str] = field(default_factory=list)
     fields: List[Tuple[catalog.FieldFix, bool]] = field(default_factory=list)
+    offsets: List[str] = field(default_factory=list)          # -D<macro>=<byte offset> from BTF
 
     @property
     def cflags(self) -> List[str]:
         # -w: the kernel headers draw clang warnings (6.12) that say nothing about our program.
         flags = ["-w", "-I" + str(probes.DIR)] + catalog.cflags(self.choices)
-        flags += [f"-D{fix.macro}=1" for fix, present in self.fields if present]
+        flags += [f"-D{fix.macro}=1" for fix, present in self.fields if present] + self.offsets
         if self.ringbuf:
             # The recorder drains the ring by mmap on a timer: no wakeups needed.
             flags.append(f"-DZT_RINGBUF_PAGES={self.ringbuf_pages}")
@@ -114,7 +115,8 @@ def build(ringbuf_pages: int = 4096, force_perfbuf: bool = False,
           summary: bool = False, keep_events: bool = False, kprobes_only: bool = False) -> Plan:
     syms = kernel.read_kallsyms()
     checks = kernel.feature_checks(syms)
-    scan = kernel.btf_scan(catalog.symbols_of_interest(), {f.struct for f in catalog.FIELD_FIXES})
+    scan = kernel.btf_scan(catalog.symbols_of_interest(),
+                           {f.struct for f in catalog.FIELD_FIXES} | {s for s, _, _ in catalog.FIELD_OFFSETS})
     btf, fields = (None, None) if scan is None else scan
     blacklist = kernel.kprobe_blacklist()
     choices = catalog.resolve(syms, btf, blacklist)
@@ -126,7 +128,7 @@ def build(ringbuf_pages: int = 4096, force_perfbuf: bool = False,
         raise PlanError(f"ring buffer size must be a power of two pages, not {ringbuf_pages}")
     return Plan(release=kernel.kernel_release(), symbols=syms, checks=checks, choices=choices,
                 ringbuf=ringbuf, ringbuf_pages=ringbuf_pages, btf=btf is not None,
-                fields=catalog.field_flags(fields),
+                fields=catalog.field_flags(fields), offsets=catalog.offset_flags(fields),
                 extra_cflags=(["-DZT_SUMMARY=1"] if summary else [])
                 + (["-DZT_KEEP_EVENTS=1"] if summary and keep_events else []))
 

@@ -147,4 +147,11 @@ def test_btf_scan_finds_members_of_anonymous_unions(tmp_path):
     p = tmp_path / "vmlinux"
     p.write_bytes(hdr + types + strings)
     funcs, fields = btf_scan([], ["page"], str(p))
-    assert funcs == {} and fields == {"page": {"compound_info", "flags"}}
+    assert funcs == {} and fields == {"page": {"compound_info": 0, "flags": 8}}   # byte offsets
+
+
+def test_file_position_offsets_come_from_btf():
+    fields = {"address_space": {"host": 0, "i_pages": 8}, "inode": {"i_mode": 0, "i_ino": 64}}
+    assert catalog.offset_flags(fields) == ["-DZT_OFF_MAPPING_HOST=0", "-DZT_OFF_INODE_INO=64"]
+    assert catalog.offset_flags({"inode": {"i_ino": 64}}) == ["-DZT_OFF_INODE_INO=64"]
+    assert catalog.offset_flags(None) == []
