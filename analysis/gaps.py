@@ -42,7 +42,9 @@ CLASSES = ("anon", "file-clean", "file-dirty")
 #:           decrement; "previous" = its last flush for the mm completed before
 #:           it, in the same zap.
 #:   marker: where the zap's dirty marker of the folio may stand: "before" the
-#:           decrement in the same zap, "zap" = anywhere in the same zap, or
+#:           decrement in the same zap, after the task's previous rmap call on
+#:           that folio and not taken by a delayed rmap of that folio later in
+#:           the zap (one marker per PTE batch; 6.2+ delays the dirty batches), "zap" = anywhere in the same zap, or
 #:           "implied": the path exists only for dirty PTEs (the kernel sets
 #:           delay_rmap only when pte_dirty, 5df397dec7c4), so a file page on it
 #:           is file-dirty whether or not its marker was seen in this zap (on
@@ -192,6 +194,10 @@ def gap_table(trace: Trace) -> pd.DataFrame:
     path = np.select([in_rmaps & ~compound, in_zap & pud, in_zap & pmd, in_zap & ~compound],
                      ["delayed", "pud", "pmd", "immediate"], "other-path")
     dec = rmap.assign(path=path, compound=compound)
+    # A marker belongs to one rmap call: the kernel marks the folio dirty once per PTE
+    # batch (zap_present_folio_ptes), so a marker before the task's previous call on the
+    # same folio (another batch of a large folio) does not class this one.
+    dec["prev_call_ts"] = dec.groupby(["tid", "folio"], sort=False)["ts"].shift(1).astype("float64")
     dec = _expand_pages(dec.reset_index(drop=True), trace.struct_page_size)
     fl = dec["flags"].to_numpy()
     dec["anon"] = (fl & F["anon"]) != 0
@@ -213,13 +219,27 @@ def gap_table(trace: Trace) -> pd.DataFrame:
     p = dec["path"].to_numpy()
     # Only a decrement of a zap path has a zap whose marker can class it: a removal outside
     # any zap (migration, reclaim...) never inherits the marker of the task's last zap.
-    pte_dirty = ~np.isnan(dirty_ts) & ~np.isnan(zap_ts) & (dirty_ts >= zap_ts) & (p != "other-path")
+    prev_call = dec["prev_call_ts"].to_numpy(dtype="float64")
+    pte_dirty = ~np.isnan(dirty_ts) & ~np.isnan(zap_ts) & (dirty_ts >= zap_ts) & (p != "other-path") \
+        & (np.isnan(prev_call) | (dirty_ts > prev_call))
     whole_zap = np.isin(p, [q for q, r in PATH_RULES.items() if r["marker"] == "zap"]) & ~np.isnan(zap_done)
     if whole_zap.any():
         sel = np.flatnonzero(whole_zap & ~pte_dirty)
         after = _asof(dec.iloc[sel], dirty, "ts", "dirty_ts", ["tid", "folio"], "forward", True,
                       ["dirty_ts"])["dirty_ts"].to_numpy(dtype="float64")
         pte_dirty[sel] = ~np.isnan(after) & (after <= zap_done[sel])
+    # 6.2+: a dirty batch's marker is followed by its *delayed* rmap (tlb_flush_rmaps) later
+    # in the zap; an immediate decrement of the same folio in between (a clean batch of a
+    # large folio) must not take that marker.
+    claim = np.flatnonzero(pte_dirty & (p == "immediate"))
+    delayed = dec.loc[p == "delayed", ["ts", "tid", "folio"]].rename(columns={"ts": "d_ts"})
+    if len(claim) and len(delayed):
+        probe = pd.DataFrame({"at": dirty_ts[claim].astype(np.int64), "tid": dec["tid"].to_numpy()[claim],
+                              "folio": dec["folio"].to_numpy()[claim]})
+        taker = _asof(probe, delayed, "at", "d_ts", ["tid", "folio"], "forward", False,
+                      ["d_ts"])["d_ts"].to_numpy(dtype="float64")
+        end = zap_done[claim]
+        pte_dirty[claim] = ~(~np.isnan(taker) & (np.isnan(end) | (taker <= end)))
     pte_dirty |= np.isin(p, [q for q, r in PATH_RULES.items() if r["marker"] == "implied"])
     dec["pte_dirty"] = pte_dirty
     dec["class"] = np.where(dec["anon"], "anon", np.where(pte_dirty, "file-dirty", "file-clean"))

@@ -262,3 +262,28 @@ def test_gap_mmu_is_only_defined_where_tlb_flush_mmu_covers_the_row(tmp_path):
     _, g = table(tmp_path, tb)
     r = row(g, P0)
     assert r["path"] == "delayed" and r["gap_ns"] == -200 and math.isnan(r["gap_mmu_ns"])
+
+
+def test_a_marker_classes_only_the_batch_it_precedes(tmp_path):
+    # 6.12+ large folio mapped by PTEs across two batches (e.g. two page tables): the first
+    # batch was dirty (marker, delayed would follow on a real kernel), the second was clean.
+    F = page(0)
+    tb = (TraceBuilder().zap(100).dirty(110, F).rmap(120, F, nr=16).rmap(130, page(16), folio=F, nr=16)
+          .flush(200, 300).zap_exit(400))
+    _, g = table(tmp_path, tb)
+    first, second = g[g["ts"] == 120], g[g["ts"] == 130]
+    assert len(first) == 16 and (first["class"] == "file-dirty").all()
+    assert len(second) == 16 and (second["class"] == "file-clean").all()
+
+
+def test_a_marker_taken_by_a_delayed_batch_does_not_class_a_clean_immediate_one(tmp_path):
+    # Measured on 6.12 with an XFS large folio: dirty 1-page batch (marker, rmap delayed),
+    # then a clean 5-page batch of the same folio decremented at once.
+    F = page(0)
+    tb = (TraceBuilder().zap(100).dirty(110, F).rmap(120, page(1), folio=F, nr=5)
+          .flush(200, 300).ev(310, "rmaps_enter").rmap(320, F, delayed=True).ev(330, "rmaps_exit")
+          .zap_exit(400))
+    _, g = table(tmp_path, tb)
+    clean, dirty = g[g["ts"] == 120], g[g["ts"] == 320]
+    assert len(clean) == 5 and (clean["class"] == "file-clean").all() and (clean["path"] == "immediate").all()
+    assert (dirty["class"] == "file-dirty").all() and (dirty["path"] == "delayed").all()
