@@ -41,7 +41,7 @@ def test_smoke_61_dontneed_shared_pages_match_and_nothing_is_lost(guest_kernel, 
     mine = files[files.ino == files.ino.mode()[0]]
     assert set(mine["index"]) == set(range(256)), sorted(set(mine["index"]))[:10]
     assert set(mk[mk.ino == mine.ino.iloc[0]]["index"]) <= set(range(256))
-    assert (rmap.loc[(rmap.flags & t.flag("anon")) != 0, "ino"] == 0).all()
+    assert (rmap.loc[(rmap["flags"] & t.flag("anon")) != 0, "ino"] == 0).all()
     # the summary printed by record matches the file
     summary = out(d, "dontneed")
     assert "command exited" in summary and f"{len(rmap):>10}" in summary
