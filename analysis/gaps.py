@@ -18,8 +18,9 @@ Rules (see README "The measure"):
   own dirty marker (folio_mark_dirty/set_page_dirty of that folio by the same
   task in the same zap) exists: before the decrement on the PTE paths, before
   or after it on the PMD/PUD paths (``zap_huge_pmd`` drops the mapcount first
-  and marks the folio dirty afterwards).  PG_dirty at the
-  decrement is kept as ``pg_dirty`` but is not the criterion.
+  and marks the folio dirty afterwards); one marker per PTE batch; every
+  delayed file decrement (the kernel delays only dirty PTEs).  PG_dirty at
+  the decrement is kept as ``pg_dirty`` but is not the criterion.
 * A *window hit* is a mkclean of the same folio, by any task, overlapping
   the open window [decrement, flush completion].
 
@@ -44,7 +45,8 @@ CLASSES = ("anon", "file-clean", "file-dirty")
 #:   marker: where the zap's dirty marker of the folio may stand: "before" the
 #:           decrement in the same zap, after the task's previous rmap call on
 #:           that folio and not taken by a delayed rmap of that folio later in
-#:           the zap (one marker per PTE batch; 6.2+ delays the dirty batches), "zap" = anywhere in the same zap, or
+#:           the zap (one marker per PTE batch; 6.2+ delays the dirty batches);
+#:           "zap" = anywhere in the same zap; or
 #:           "implied": the path exists only for dirty PTEs (the kernel sets
 #:           delay_rmap only when pte_dirty, 5df397dec7c4), so a file page on it
 #:           is file-dirty whether or not its marker was seen in this zap (on
