@@ -184,7 +184,7 @@ def doctor():
     \b
     Exit status 0 when recording can work, 1 when it cannot.
     """
-    from . import plan as planmod
+    from . import catalog, plan as planmod
     from .bccload import BCCMissing, bcc_version, load_bcc
 
     p = planmod.build()
@@ -211,6 +211,10 @@ def doctor():
     for fix, present in p.fields:
         state = "has" if present else ("lacks" if p.btf else "unknown (no BTF), assumed to lack")
         print(f"  struct {fix.struct} {state} {fix.member}: {fix.why}")
+    offs = {f[2:].split("=")[0]: f.split("=")[1] for f in p.offsets}
+    for struct, member, macro in catalog.FIELD_OFFSETS:
+        where = f"offset {offs[macro]}" if macro in offs else "not in BTF: file positions are not recorded"
+        print(f"  struct {struct}.{member}: {where}")
     reasons = p.blocking()
     if bcc_line[0] == "FAIL":
         reasons.append(bcc_line[1])
