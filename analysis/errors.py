@@ -1,5 +1,8 @@
 """Errors the analysis raises for bad input (one line, naming the file)."""
 
 
-class AnalysisError(Exception):
-    pass
+from zaptrace.errors import ZaptraceError
+
+
+class AnalysisError(ZaptraceError):
+    """Bad trace or findings input (one line, naming the file)."""

@@ -9,8 +9,9 @@ from typing import Dict, List, Optional
 import typer
 
 from vm import build as vm_build
-from vm import runner
+from vm import qemu, runner
 from vm.errors import VMError
+from zaptrace.errors import clean_errors
 
 app = typer.Typer(
     help="QEMU guests booting Debian kernels, for real kprobe recordings.",
@@ -19,12 +20,8 @@ app = typer.Typer(
 )
 
 
-def _fail(error: VMError) -> "typer.Exit":
-    typer.echo("zaptrace: error: %s" % error, err=True)
-    return typer.Exit(error.exit_code)
-
-
 @app.command("build")
+@clean_errors
 def build_cmd(
     kernel: List[str] = typer.Option(
         list(vm_build.DEFAULT_KERNELS), "--kernel", "-k",
@@ -33,13 +30,7 @@ def build_cmd(
     force: bool = typer.Option(False, "--force", "-f", help="Fetch and rebuild even what is cached."),
 ) -> None:
     """Fetch Debian kernels and build the guest image (cached; re-running is instant)."""
-    try:
-        vm_build.build(kernel, force=force, log=typer.echo)
-    except VMError as e:
-        raise _fail(e)
-    except KeyboardInterrupt:
-        typer.echo("zaptrace: interrupted", err=True)
-        raise typer.Exit(130)
+    vm_build.build(kernel, force=force, log=typer.echo)
 
 
 def _parse_env(pairs: List[str]) -> Dict[str, str]:
@@ -56,6 +47,7 @@ def _parse_env(pairs: List[str]) -> Dict[str, str]:
     "run",
     context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True},
 )
+@clean_errors
 def run_cmd(
     command: List[str] = typer.Argument(..., metavar="[--] CMD [ARGS]...", help="The command to run in the guest."),
     kernel: str = typer.Option("6.1", "--kernel", "-k",
@@ -63,7 +55,8 @@ def run_cmd(
     timeout: Optional[float] = typer.Option(None, "--timeout", "-t", help="Kill the guest after this many seconds (exit 124)."),
     accel: str = typer.Option("auto", "--accel", help="auto, kvm or tcg."),
     memory: int = typer.Option(2048, "--memory", "-m", help="Guest memory in MiB."),
-    smp: int = typer.Option(2, "--smp", help="Guest CPUs."),
+    smp: int = typer.Option(qemu.DEFAULT_VCPUS, "--smp",
+                            help="Guest CPUs (their threading: ZAPTRACE_VM_TCG=multi|single, see `vm status`)."),
     env: Optional[List[str]] = typer.Option(None, "--env", "-e", help="NAME=VALUE for the command's environment; repeatable."),
     modules: Optional[str] = typer.Option(None, "--modules", help="With a bzImage: its lib/modules/<release> directory."),
     headers: Optional[str] = typer.Option(None, "--headers", help="With a bzImage: its kernel build/headers tree (for BCC)."),
@@ -71,20 +64,15 @@ def run_cmd(
                                    help="Filesystem of $ZAPTRACE_SCRATCH: ext4 or xfs (large folios since 5.18)."),
 ) -> None:
     """Boot a guest, run CMD in the current directory as root, exit with CMD's status."""
-    try:
-        status = runner.run(
-            kernel, list(command), timeout=timeout, accel=accel, memory_mb=memory, smp=smp,
-            env=_parse_env(list(env or [])), modules=modules, headers=headers, scratch_fs=scratch_fs,
-        )
-    except VMError as e:
-        raise _fail(e)
-    except KeyboardInterrupt:
-        typer.echo("zaptrace: interrupted", err=True)
-        raise typer.Exit(130)
+    status = runner.run(
+        kernel, list(command), timeout=timeout, accel=accel, memory_mb=memory, smp=smp,
+        env=_parse_env(list(env or [])), modules=modules, headers=headers, scratch_fs=scratch_fs,
+    )
     raise typer.Exit(status)
 
 
 @app.command("status")
+@clean_errors
 def status_cmd() -> None:
     """Show what is built, which accelerator runs use, and the last run."""
     for line in vm_build.describe():

@@ -1,7 +1,9 @@
 """The one exception type the vm package raises for expected failures."""
 
+from zaptrace.errors import ZaptraceError
 
-class VMError(Exception):
+
+class VMError(ZaptraceError):
     """A one-line, user-facing failure; the CLI prints it and exits ``exit_code``."""
 
     exit_code = 2

@@ -19,7 +19,10 @@ INSTALL_HINT = ("BCC's Python bindings are missing: install the distro package "
                 "(Debian/Ubuntu: apt install python3-bpfcc; Fedora: dnf install python3-bcc)")
 
 
-class BCCMissing(Exception):
+from .errors import ZaptraceError
+
+
+class BCCMissing(ZaptraceError):
     pass
 
 

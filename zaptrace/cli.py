@@ -7,7 +7,6 @@ status 2; never a traceback.
 """
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from typing import List, Optional
@@ -15,6 +14,7 @@ from typing import List, Optional
 import typer
 
 from . import __version__
+from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, clean_errors, err, info
 
 CTX = {"help_option_names": ["-h", "--help"]}
 CMD_CTX = dict(CTX, allow_interspersed_args=False, ignore_unknown_options=True)
@@ -27,58 +27,7 @@ workload_app = typer.Typer(add_completion=False, no_args_is_help=True, context_s
 app.add_typer(workload_app, name="workload")
 
 
-def err(msg: str) -> None:
-    sys.stderr.write(f"zaptrace: error: {msg}\n")
-    sys.stderr.flush()
-
-
-def info(msg: str) -> None:
-    sys.stderr.write(msg + "\n")
-    sys.stderr.flush()
-
-
-def _known_errors():
-    from .recorder import RecordError
-    from .plan import PlanError
-    from .tracefile import TraceError
-    from .workloads import WorkloadError
-    from .bccload import BCCMissing
-    errs = [RecordError, PlanError, TraceError, WorkloadError, BCCMissing]
-    try:
-        from analysis.errors import AnalysisError
-        errs.append(AnalysisError)
-    except ImportError:
-        pass
-    try:
-        from vm.errors import VMError
-        errs.append(VMError)
-    except ImportError:
-        pass
-    return tuple(errs)
-
-
-def clean_errors(fn):
-    """Turn the project's exceptions into one line and exit status 2."""
-    @functools.wraps(fn)
-    def wrapper(*a, **kw):
-        try:
-            return fn(*a, **kw)
-        except _known_errors() as e:
-            err(str(e))
-            raise typer.Exit(2)
-        except BrokenPipeError as e:
-            try:
-                sys.stdout.flush()
-            except BrokenPipeError:
-                # stdout's reader went away (`zaptrace report | head`): nothing more to say
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-                raise typer.Exit(1)
-            err(f"broken pipe: {e}")
-            raise typer.Exit(2)
-        except KeyboardInterrupt:
-            err("interrupted")
-            raise typer.Exit(130)
-    return wrapper
+# The error policy (one line, exit codes) lives in zaptrace/errors.py.
 
 
 # ------------------------------------------------------------------ record --
@@ -343,7 +292,7 @@ def main() -> None:
         app(prog_name="zaptrace", standalone_mode=True)
     except KeyboardInterrupt:
         err("interrupted")
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except SystemExit:
         raise
     except Exception as e:  # noqa: BLE001 - the last line of defence: one line, details on disk
@@ -353,4 +302,4 @@ def main() -> None:
         with os.fdopen(fd, "w") as f:
             traceback.print_exc(file=f)
         err(f"internal error: {type(e).__name__}: {e} (traceback in {path}; please report it)")
-        sys.exit(70)
+        sys.exit(EXIT_INTERNAL)

@@ -75,7 +75,7 @@ def register(app: typer.Typer) -> None:
     """Add `report`, `export` and `compare` to `app` (once)."""
     if _already(app, "report"):
         return
-    from .cli import clean_errors, info
+    from .errors import clean_errors, info
 
     @app.command("report", context_settings=CTX, help=REPORT_HELP)
     @clean_errors

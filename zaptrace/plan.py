@@ -12,9 +12,10 @@ from typing import List, Tuple
 import probes
 
 from . import catalog, kernel
+from .errors import ZaptraceError
 
 
-class PlanError(Exception):
+class PlanError(ZaptraceError):
     """Recording cannot work on this kernel (one line, with what to do)."""
 
 

@@ -15,8 +15,10 @@ import signal
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Set
 
+from .errors import ZaptraceError
 
-class SpawnError(Exception):
+
+class SpawnError(ZaptraceError):
     pass
 
 

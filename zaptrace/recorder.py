@@ -24,11 +24,12 @@ import numpy as np
 from . import machine, __version__, plan as planmod, process, summary as ksummary
 from .bccload import load_bcc
 from .layout import layout
+from .errors import ZaptraceError
 from .ringbuf import RingReader
 from .tracefile import TraceWriter
 
 
-class RecordError(Exception):
+class RecordError(ZaptraceError):
     """Recording failed before or while starting (one line, with what to do)."""
 
 

@@ -34,6 +34,8 @@ from typing import IO, Any, Dict, List, Optional
 
 import numpy as np
 
+from .errors import ZaptraceError
+
 MAGIC = b"ZAPTRACE"
 MAJOR, MINOR = 1, 0
 FILE_HEADER = struct.Struct("<8sHHI")
@@ -44,7 +46,7 @@ TYPES = (b"HEAD", b"EVTS", b"STAT", b"META", b"END ")
 MAX_CHUNK = 1 << 31
 
 
-class TraceError(Exception):
+class TraceError(ZaptraceError):
     """A trace file cannot be read at all (the message names file and problem)."""
 
 

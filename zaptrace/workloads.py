@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional
 
+from .errors import ZaptraceError
+
 PAGE = mmap.PAGESIZE
 MADV_DONTNEED = 4
 MADV_HUGEPAGE = 14
@@ -54,7 +56,7 @@ PROT_RW = mmap.PROT_READ | mmap.PROT_WRITE
 MAP_FAILED = ctypes.c_void_p(-1).value
 
 
-class WorkloadError(Exception):
+class WorkloadError(ZaptraceError):
     pass
 
 
