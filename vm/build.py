@@ -150,6 +150,12 @@ def describe() -> List[str]:
         info = fetched(label)
         what = "%s %s" % (info["kver"], info["version"]) if info else "not fetched"
         lines.append("kernel %-5s %-9s %s: %s" % (label, suite, what, ready(label) or "ready"))
+    if shutil.which(qemu.QEMU) is None:
+        lines.append("qemu: %s not found (scripts/setup installs it)" % qemu.QEMU)
+    else:
+        lines.append("qemu: %s" % qemu.version())
+        lines.append("tcg: thread=%s (%s); %d vCPUs unless --smp" % (
+            qemu.tcg_threading(), qemu.tcg_reason(), qemu.DEFAULT_VCPUS))
     if not qemu.kvm_usable():
         lines.append("accelerator: TCG (/dev/kvm not usable)")
     else:

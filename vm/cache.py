@@ -11,9 +11,13 @@ Layout under ``cache_root()/vm``::
     scratch.img             sparse ext4 template for the guest's block-backed /scratch
     scratch-xfs.img         the same as XFS (made on first use of --scratch-fs xfs)
     initramfs/<hash>.cpio.gz
-    kvm-probe.json          per host kernel + QEMU version: does KVM boot a Debian kernel?
     build.lock
     runs/<time>-<pid>/      one per guest run: console.log, qemu.log, ctl/ (shared with the guest)
+
+What belongs to the machine rather than to one cache lives under
+``state_root()`` (``${XDG_STATE_HOME:-~/.local/state}/zaptrace``)::
+
+    kvm-probe.json          per host kernel + QEMU version: does KVM boot a Debian kernel, and why not
 """
 
 import contextlib
@@ -64,8 +68,22 @@ def initramfs_dir() -> Path:
     return vm_dir() / "initramfs"
 
 
+def state_root() -> Path:
+    """``$ZAPTRACE_STATE``, else ``${XDG_STATE_HOME:-~/.local/state}/zaptrace``.
+
+    Facts about the machine (the KVM probe) live here, not in the cache: a
+    fresh cache (a clean CI clone with its own ZAPTRACE_CACHE, ``rm -rf``)
+    does not pay the probe again.
+    """
+    explicit = os.environ.get("ZAPTRACE_STATE")
+    if explicit:
+        return Path(explicit).expanduser().absolute()
+    xdg = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(xdg).absolute() / "zaptrace"
+
+
 def kvm_probe_file() -> Path:
-    return vm_dir() / "kvm-probe.json"
+    return state_root() / "kvm-probe.json"
 
 
 def runs_dir() -> Path:

@@ -10,6 +10,7 @@ the answer per host kernel release and QEMU version.
 import ctypes
 import functools
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -35,30 +36,53 @@ KERNEL_CMDLINE = (
 )
 
 
-def tcg_threading() -> str:
-    """``single`` (default) or ``multi``: QEMU's TCG threading for the guest.
+#: Guest vCPUs when ``vm run --smp`` is not given: three, so that a zapper, a
+#: writer and writeback can run at the same instant (on a 2-core host the
+#: three vCPU threads share the cores; multi-threaded TCG still interleaves
+#: them at instruction granularity, which single-threaded TCG never does).
+DEFAULT_VCPUS = 3
 
-    Measured here with QEMU 7.2 and Debian's 6.1.0-56 guest: with
-    ``thread=multi`` (one host thread per vCPU), attaching or detaching BPF
-    trampolines or kprobes while another vCPU runs the patched function can
-    wedge the guest for good.  The kernel patches the function's first bytes
-    with text_poke_bp() (int3, then the new instruction); the other vCPU appears to keep
-    executing a stale translation of the int3, the kernel's int3 handler sees
-    the byte already replaced and restarts the instruction, forever: both
-    vCPUs sat at page_remove_rmap+0x0 in a soft lockup (and a kretprobe
-    teardown crashed the guest the same way once).  On real hardware
-    text_poke_bp() is safe; our reading (from the stacks, not from QEMU's
-    source) is the emulator's cross-vCPU code coherence.
-    ``thread=single`` runs the vCPUs round-robin in one host thread, so no
-    vCPU executes while another one patches code; the same attach/detach
-    loop ran through there.  It costs speed (BPF compilation next to a busy
-    vCPU: 44 s instead of 15 s).  ZAPTRACE_VM_TCG=multi brings back the
-    faster mode for runs that attach before the workload starts.
+#: The oldest QEMU whose multi-threaded TCG is the default (see tcg_threading).
+MULTI_TCG_MIN_QEMU = (10, 0)
+
+
+def tcg_threading() -> str:
+    """``multi`` or ``single``: QEMU's TCG threading for the guest.
+
+    ``thread=multi`` (one host thread per vCPU) is what makes races between
+    CPUs possible at all: with ``thread=single`` the vCPUs run round-robin in
+    one host thread, a TLB-flush IPI waits for the emulator to switch to the
+    target vCPU (milliseconds), and two CPUs never touch a page at the same
+    instant.  It is the default where QEMU is at least MULTI_TCG_MIN_QEMU.
+
+    Why not on older QEMU: measured here with QEMU 7.2 and Debian's 6.1.0-56
+    guest, attaching or detaching BPF trampolines or kprobes while another
+    vCPU ran the patched function wedged the guest for good.  The kernel
+    patches a function's first bytes with text_poke_bp() (int3, then the new
+    instruction); both vCPUs sat at page_remove_rmap+0x0 in a soft lockup,
+    one in the int3 handler (our reading, from the stacks: the emulator's
+    cross-vCPU code coherence, i.e. a stale translation of the int3).  With
+    QEMU 10.0 (bookworm-backports, installed by scripts/setup) the same
+    attach/detach loop under load ran through (bench/wedge.py; README
+    "Guest mode").  ``ZAPTRACE_VM_TCG=single|multi`` overrides the default.
     """
-    mode = os.environ.get("ZAPTRACE_VM_TCG", "single")
+    mode = os.environ.get("ZAPTRACE_VM_TCG")
+    if mode is None:
+        return "multi" if version_tuple() >= MULTI_TCG_MIN_QEMU else "single"
     if mode not in ("single", "multi"):
         raise VMError("ZAPTRACE_VM_TCG must be 'single' or 'multi', not %r" % mode)
     return mode
+
+
+def tcg_reason() -> str:
+    """Why tcg_threading() chose what it did, for ``vm status``."""
+    if os.environ.get("ZAPTRACE_VM_TCG"):
+        return "ZAPTRACE_VM_TCG=%s" % os.environ["ZAPTRACE_VM_TCG"]
+    need = ".".join(map(str, MULTI_TCG_MIN_QEMU))
+    if version_tuple() >= MULTI_TCG_MIN_QEMU:
+        return "default with QEMU >= %s; ZAPTRACE_VM_TCG=single for one host thread" % need
+    return ("QEMU older than %s wedges multi-threaded guests while probes attach; "
+            "scripts/setup installs a newer one on Debian 12" % need)
 
 
 class Share(NamedTuple):
@@ -74,6 +98,12 @@ def version() -> str:
     """The first line of ``qemu-system-x86_64 --version``."""
     tools.require(QEMU)
     return tools.run([QEMU, "--version"], "%s --version" % QEMU).splitlines()[0].strip()
+
+
+def version_tuple() -> Tuple[int, int]:
+    """(major, minor) of QEMU, from ``version()``; (0, 0) if it does not parse."""
+    m = re.search(r"version (\d+)\.(\d+)", version())
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 
 def kvm_usable() -> bool:

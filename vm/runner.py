@@ -102,7 +102,7 @@ def run(
     timeout: Optional[float] = None,
     accel: str = "auto",
     memory_mb: int = 2048,
-    smp: int = 2,
+    smp: int = qemu.DEFAULT_VCPUS,
     env: Optional[Dict[str, str]] = None,
     modules: Optional[str] = None,
     headers: Optional[str] = None,

@@ -19,6 +19,27 @@ def test_cache_root(monkeypatch, tmp_path):
     assert cache.cache_root() == tmp_path / "home" / ".cache" / "zaptrace"
 
 
+def test_kvm_probe_outlives_a_fresh_cache(monkeypatch, tmp_path):
+    """The KVM probe is a fact about the machine: a new cache does not pay it again."""
+    from vm import qemu
+    monkeypatch.setenv("ZAPTRACE_STATE", str(tmp_path / "state"))
+    assert cache.state_root() == tmp_path / "state"
+    monkeypatch.setattr(qemu, "version", lambda: "QEMU emulator version 10.0.2")
+    monkeypatch.setenv("ZAPTRACE_CACHE", str(tmp_path / "cache1"))
+    assert qemu.cached_probe() is None
+    cache.write_json(cache.kvm_probe_file(), {qemu._probe_key(): {"ok": False, "detail": "timed out"}})
+    monkeypatch.setenv("ZAPTRACE_CACHE", str(tmp_path / "cache2"))
+    assert qemu.cached_probe() == {"ok": False, "detail": "timed out"}
+    monkeypatch.setattr(qemu, "version", lambda: "QEMU emulator version 10.1.0")
+    assert qemu.cached_probe() is None  # another QEMU is probed again
+    monkeypatch.delenv("ZAPTRACE_STATE")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert cache.kvm_probe_file() == tmp_path / "xdg" / "zaptrace" / "kvm-probe.json"
+    monkeypatch.delenv("XDG_STATE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache.state_root() == tmp_path / "home" / ".local" / "state" / "zaptrace"
+
+
 def test_run_dirs_are_pruned(monkeypatch, tmp_path):
     monkeypatch.setenv("ZAPTRACE_CACHE", str(tmp_path))
     for i in range(cache.KEEP_RUNS + 5):
