@@ -181,11 +181,10 @@ PHASES = ("import", "read", "load", "gap_table", "summarize", "report")
 
 def run_phase(path: str, upto: str) -> Dict[str, float]:
     """Run the pipeline up to `upto`; wall time of each phase run (s)."""
-    import analysis
-    from analysis import report
-    from analysis.gaps import gap_table
-    from analysis.summary import summarize
-    from zaptrace import tracefile
+    from zaptrace import analysis, tracefile
+    from zaptrace.analysis import report
+    from zaptrace.analysis.gaps import gap_table
+    from zaptrace.analysis.summary import summarize
 
     out: Dict[str, float] = {}
 
@@ -270,7 +269,7 @@ def main() -> None:
                                capture_output=True, text=True, check=True)
             rss[ph] = json.loads(p.stdout.strip().splitlines()[-1])["peak_rss_mib"]
 
-    import analysis
+    from zaptrace import analysis
     ev = analysis.load(path)
     n_rows = len(analysis.gap_table(ev))
     base = times["read"]

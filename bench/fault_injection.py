@@ -98,8 +98,7 @@ def run(args):
 
 def check(args):
     sys.path.insert(0, ROOT)
-    import analysis
-    from zaptrace import tracefile
+    from zaptrace import analysis, tracefile
     runs = json.load(open(os.path.join(args.dir, "runs.json")))
     tally = collections.Counter()
     statuses = collections.Counter()

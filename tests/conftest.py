@@ -42,7 +42,7 @@ def pytest_collection_modifyitems(config, items):
 def guest_kernel(request):
     """The guest kernel label ("6.1" unless parametrized indirectly)."""
     kernel = getattr(request, "param", "6.1")
-    from vm.build import ready
+    from zaptrace.vm.build import ready
     why = ready(kernel)
     if why:
         ci = " (CI is set)" if os.environ.get("CI") else ""
@@ -78,8 +78,8 @@ def guest_traces(tmp_path_factory):
     """guest_traces(kernel) -> directory holding that kernel's recordings (one boot per kernel)."""
     def record(kernel: str) -> Path:
         if kernel not in _guest_cache:
-            from vm.build import ready
-            from vm.runner import run
+            from zaptrace.vm.build import ready
+            from zaptrace.vm.runner import run
             why = ready(kernel)
             if why:
                 pytest.fail(f"guest for kernel {kernel} is not ready: {why}")
@@ -161,8 +161,8 @@ exit 0
 @pytest.fixture(scope="session")
 def guest_behaviour(tmp_path_factory):
     """Directory with the results of GUEST_BEHAVIOUR, run in one 6.1 boot."""
-    from vm.build import ready
-    from vm.runner import run
+    from zaptrace.vm.build import ready
+    from zaptrace.vm.runner import run
     why = ready("6.1")
     if why:
         pytest.fail(f"guest for kernel 6.1 is not ready: {why}")

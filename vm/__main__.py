@@ -1,5 +1,5 @@
-"""``python -m vm build|run|status``: the ``zaptrace vm`` commands on their own."""
+"""``python -m zaptrace.vm build|run|status``: the ``zaptrace vm`` commands on their own."""
 
-from vm.cli import app
+from .cli import app
 
-app(prog_name="python -m vm")
+app(prog_name="python -m zaptrace.vm")

@@ -17,9 +17,9 @@ import shutil
 import time
 from typing import Callable, Iterator, List, Optional, Sequence
 
-from vm import cache, debian, initramfs, qemu, rootfs, tools
-from vm.errors import VMError
-from vm.kernel import fetched, is_label, resolve
+from . import cache, debian, initramfs, qemu, rootfs, tools
+from .errors import VMError
+from .kernel import fetched, is_label, resolve
 
 DEFAULT_KERNELS = ("5.10", "6.1", "6.12", "7.2")
 

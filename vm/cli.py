@@ -8,10 +8,11 @@ from typing import Dict, List, Optional
 
 import typer
 
-from vm import build as vm_build
-from vm import qemu, runner
-from vm.errors import VMError
 from zaptrace.errors import clean_errors
+
+from . import build as vm_build
+from . import qemu, runner
+from .errors import VMError
 
 app = typer.Typer(
     help="QEMU guests booting Debian kernels, for real kprobe recordings.",

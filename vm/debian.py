@@ -18,8 +18,8 @@ import subprocess
 from pathlib import Path
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from vm import cache, tools
-from vm.errors import VMError
+from . import cache, tools
+from .errors import VMError
 
 MIRROR = "http://deb.debian.org/debian"
 #: Kernel security updates reach <suite>-security weeks before a point release

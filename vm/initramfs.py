@@ -18,8 +18,8 @@ import subprocess
 from pathlib import Path
 from typing import BinaryIO, Dict, List, NamedTuple, Optional, Sequence, Set
 
-from vm import cache
-from vm.errors import VMError
+from . import cache
+from .errors import VMError
 
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
 INIT_SCRIPT = GUEST_DIR / "init"

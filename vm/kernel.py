@@ -4,8 +4,8 @@ import struct
 from pathlib import Path
 from typing import NamedTuple, Optional
 
-from vm import cache, debian
-from vm.errors import VMError
+from . import cache, debian
+from .errors import VMError
 
 
 class GuestKernel(NamedTuple):

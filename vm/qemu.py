@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-from vm import cache, tools
-from vm.errors import VMError
-from vm.kernel import GuestKernel
+from . import cache, tools
+from .errors import VMError
+from .kernel import GuestKernel
 
 QEMU = "qemu-system-x86_64"
 ACCELS = ("auto", "kvm", "tcg")

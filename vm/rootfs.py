@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Callable, Dict
 
-from vm import cache, debian, tools
-from vm.errors import VMError
+from . import cache, debian, tools
+from .errors import VMError
 
 #: Packages on top of debootstrap's minbase.  Changing this list means a new
 #: debootstrap on the next build.

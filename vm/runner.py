@@ -26,11 +26,11 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
-from vm import build, cache, initramfs, qemu, rootfs
-from vm.errors import BootError, GuestTimeout, VMError
-from vm.kernel import GuestKernel
-from vm.kernel import resolve as resolve_kernel
-from vm.tools import last_line
+from . import build, cache, initramfs, qemu, rootfs
+from .errors import BootError, GuestTimeout, VMError
+from .kernel import GuestKernel
+from .kernel import resolve as resolve_kernel
+from .tools import last_line
 
 #: Host environment variables passed into the guest when set.
 PASSTHROUGH_ENV = ("CI",)

@@ -4,7 +4,7 @@ import shutil
 import subprocess
 from typing import Dict, List, Mapping, Optional, Sequence
 
-from vm.errors import VMError
+from .errors import VMError
 
 #: Host tool -> the Debian package that provides it.
 PACKAGES: Dict[str, str] = {

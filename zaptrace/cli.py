@@ -253,7 +253,7 @@ def workload_run(
 
 
 def _mount_subcommands() -> None:
-    from vm.cli import app as vm_app
+    from .vm.cli import app as vm_app
     from .cli_analysis import register
     app.add_typer(vm_app, name="vm")
     register(app)

@@ -45,7 +45,7 @@ EXPORT_HELP = """Export a trace for other tools: Perfetto timeline, per-page gap
 (zaps and flushes as slices per thread, decrements and mkcleans as instants,
 open windows and window hits as async slices; times in us since the first
 event).  --parquet / --csv write the per-page gap table, one row per
-decremented page (columns as analysis.gap_table).  Give one or more.
+decremented page (columns as zaptrace.analysis.gap_table).  Give one or more.
 
 \b
 Examples:
@@ -91,8 +91,8 @@ def register(app: typer.Typer) -> None:
                                                help="Lost writes found by `workload run lostwrite --findings`: "
                                                     "each is tied to the recorded window that explains it."),
     ):
-        from analysis.export import check_writable
-        from analysis.report import analyse, render_text
+        from .analysis.export import check_writable
+        from .analysis.report import analyse, render_text
 
         if html_out:
             check_writable(html_out)
@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
         else:
             sys.stdout.write(render_text(a, limit))
         if html_out:
-            from analysis.html import write_html
+            from .analysis.html import write_html
             write_html(a, html_out, limit)
             if not quiet:
                 info(f"zaptrace: wrote {html_out}")
@@ -119,9 +119,9 @@ def register(app: typer.Typer) -> None:
         csv: Optional[str] = typer.Option(None, "--csv", metavar="OUT", help="The per-page gap table as CSV."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or 'wrote' lines."),
     ):
-        from analysis.errors import AnalysisError
-        from analysis import export as ex
-        from analysis.report import analyse
+        from .analysis.errors import AnalysisError
+        from .analysis import export as ex
+        from .analysis.report import analyse
 
         outs = [p for p in (perfetto, parquet, csv) if p]
         if not outs:
@@ -133,7 +133,7 @@ def register(app: typer.Typer) -> None:
         say = (lambda m: None) if quiet else info
         a = analyse(file, say, with_hits=bool(perfetto))
         if perfetto:
-            from analysis.perfetto import write_perfetto
+            from .analysis.perfetto import write_perfetto
             n = write_perfetto(a.trace, a.gaps, a.hits, perfetto)
             say(f"zaptrace: wrote {perfetto}: {n['slices']:,} slices, {n['instants']:,} instants, "
                 f"{n['windows']:,} open windows, {n['window_hits']:,} window hits (open it at ui.perfetto.dev)")
@@ -149,9 +149,9 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON (zaptrace.compare/1)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines for large traces."),
     ):
-        from analysis.compare import compare_json, render_compare
-        from analysis.errors import AnalysisError
-        from analysis.report import analyse
+        from .analysis.compare import compare_json, render_compare
+        from .analysis.errors import AnalysisError
+        from .analysis.report import analyse
 
         if len(files) < 2:
             raise AnalysisError("compare needs at least two trace files")

@@ -13,7 +13,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from probes import EVENT_HEADER
+from .probes import EVENT_HEADER
 
 _CTYPES = {
     "__u64": "<u8", "__s64": "<i8", "__u32": "<u4", "__s32": "<i4",

@@ -12,7 +12,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from probes import DIR as PROBES_DIR
+from .probes import DIR as PROBES_DIR
 
 CLASSES = ("anon", "file-clean", "file-dirty")
 PATHS = ("immediate", "delayed")

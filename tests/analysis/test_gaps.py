@@ -4,8 +4,8 @@ import math
 import numpy as np
 import pytest
 
-import analysis
-from analysis import gaps as G
+from zaptrace import analysis
+from zaptrace.analysis import gaps as G
 from tests.synth import MM, MM2, TraceBuilder, page
 
 P0, P1, P2, P3 = page(0), page(1), page(2), page(3)

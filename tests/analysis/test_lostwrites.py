@@ -3,10 +3,10 @@ import json
 
 import pytest
 
-import analysis
-from analysis import lostwrites as LW
-from analysis.errors import AnalysisError
-from analysis.report import analyse, render_text
+from zaptrace import analysis
+from zaptrace.analysis import lostwrites as LW
+from zaptrace.analysis.errors import AnalysisError
+from zaptrace.analysis.report import analyse, render_text
 from tests.synth import TraceBuilder, page
 
 INO = 4242
@@ -95,7 +95,7 @@ def test_bad_findings_are_one_line_errors(tmp_path, content, message):
 
 def test_old_traces_without_file_positions_say_so(tmp_path):
     from tests.analysis.reportdata import trace_a
-    from analysis.report import analyse as an
+    from zaptrace.analysis.report import analyse as an
     with pytest.raises(AnalysisError, match="recorded without file positions"):
         import numpy as np
         t = analysis.load(trace_a(tmp_path / "a.zt"))
@@ -104,7 +104,7 @@ def test_old_traces_without_file_positions_say_so(tmp_path):
 
 
 def test_html_report_marks_the_lost_write(tmp_path):
-    from analysis.html import render_html
+    from zaptrace.analysis.html import render_html
     a = analyse(trace(tmp_path), findings=findings(tmp_path, [(3, 1700, 1800, 9000)]))
     page = render_html(a)
     assert "Lost writes: 1 (explained: 1, unexplained: 0)" in page

@@ -12,8 +12,8 @@ import json
 
 import pytest
 
-import analysis
-from analysis import gaps as G
+from zaptrace import analysis
+from zaptrace.analysis import gaps as G
 from tests.analysis.reportdata import zt
 
 KERNELS = ["5.10", "6.1", "6.12", "7.2"]

@@ -6,9 +6,9 @@ from html.parser import HTMLParser
 
 import pytest
 
-import analysis
-from analysis import report
-from analysis.gaps import R_NO_FLUSH_AFTER, R_OTHER
+from zaptrace import analysis
+from zaptrace.analysis import report
+from zaptrace.analysis.gaps import R_NO_FLUSH_AFTER, R_OTHER
 from tests.analysis.reportdata import class_rows, run, trace_a, trace_b
 from tests.synth import TraceBuilder, page
 
@@ -166,7 +166,7 @@ def test_json_and_html_together(a_path, tmp_path):
 
 
 def test_pick_zap_prefers_hits_then_size(a_path, tmp_path):
-    from analysis.html import pick_zap
+    from zaptrace.analysis.html import pick_zap
     t = analysis.load(a_path)
     assert pick_zap(analysis.gap_table(t)) == (100, 1000)
     tb = (TraceBuilder().zap(100).rmap(110, page(0)).flush(120, 130).zap_exit(140)

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from hypothesis import given, strategies as st
 
-import analysis
-from analysis.perfetto import hex_u64
+from zaptrace import analysis
+from zaptrace.analysis.perfetto import hex_u64
 from tests.analysis.reportdata import P, run, trace_a
 from tests.needs import need
 

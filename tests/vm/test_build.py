@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from vm import build, cache
+from zaptrace.vm import build, cache
 
 
 def test_cache_root(monkeypatch, tmp_path):
@@ -21,7 +21,7 @@ def test_cache_root(monkeypatch, tmp_path):
 
 def test_kvm_probe_outlives_a_fresh_cache(monkeypatch, tmp_path):
     """The KVM probe is a fact about the machine: a new cache does not pay it again."""
-    from vm import qemu
+    from zaptrace.vm import qemu
     monkeypatch.setenv("ZAPTRACE_STATE", str(tmp_path / "state"))
     assert cache.state_root() == tmp_path / "state"
     monkeypatch.setattr(qemu, "version", lambda: "QEMU emulator version 10.0.2")

@@ -6,8 +6,8 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from vm import cli, runner
-from vm.errors import GuestTimeout, VMError
+from zaptrace.vm import cli, runner
+from zaptrace.vm.errors import GuestTimeout, VMError
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def test_bad_env_is_an_error(calls):
 
 
 def test_python_dash_m_vm(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "vm", "--help"], stdout=subprocess.PIPE,
+    out = subprocess.run([sys.executable, "-m", "zaptrace.vm", "--help"], stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, cwd=tmp_path)
     assert out.returncode == 0
     for command in (b"build", b"run", b"status"):
@@ -82,7 +82,7 @@ def test_python_dash_m_vm(tmp_path):
 
 def test_status_with_empty_cache(tmp_path):
     env = dict(__import__("os").environ, ZAPTRACE_CACHE=str(tmp_path))
-    out = subprocess.run([sys.executable, "-m", "vm", "status"], stdout=subprocess.PIPE,
+    out = subprocess.run([sys.executable, "-m", "zaptrace.vm", "status"], stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, env=env)
     assert out.returncode == 0, out.stdout
     assert b"guest image: not built" in out.stdout

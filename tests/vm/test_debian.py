@@ -2,8 +2,8 @@
 
 import pytest
 
-from vm import debian
-from vm.errors import VMError
+from zaptrace.vm import debian
+from zaptrace.vm.errors import VMError
 
 PACKAGES = """\
 Package: linux-headers-amd64

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from vm import runner
+from zaptrace.vm import runner
 
 pytestmark = pytest.mark.guest
 
@@ -18,8 +18,8 @@ TIMEOUT = 480
 
 
 def vm_run(kernel, *command, cwd=None, options=(), env=None):
-    """``python -m vm run --kernel K OPTIONS -- COMMAND``; returns the CompletedProcess."""
-    argv = [sys.executable, "-m", "vm", "run", "--kernel", kernel] + list(options) + ["--"] + list(command)
+    """``python -m zaptrace.vm run --kernel K OPTIONS -- COMMAND``; returns the CompletedProcess."""
+    argv = [sys.executable, "-m", "zaptrace.vm", "run", "--kernel", kernel] + list(options) + ["--"] + list(command)
     return subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           timeout=TIMEOUT)
 
@@ -57,7 +57,7 @@ def test_exit_by_signal_is_128_plus_n(guest_kernel, tmp_path):
 
 def test_stdout_and_stderr_come_back_separately_and_live(guest_kernel, tmp_path):
     script = "echo first; echo oops >&2; sleep 4; seq 1 20000; printf 'no newline'"
-    argv = [sys.executable, "-m", "vm", "run", "--kernel", guest_kernel, "--", "sh", "-c", script]
+    argv = [sys.executable, "-m", "zaptrace.vm", "run", "--kernel", guest_kernel, "--", "sh", "-c", script]
     proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         first = proc.stdout.readline()
@@ -102,10 +102,10 @@ def test_guest_environment(guest_kernel, tmp_path):
 def test_vm_cli_works_with_the_guests_typer(guest_kernel, tmp_path):
     """The guest has Debian's typer 0.7: the vm sub-app must parse there too."""
     check = (
-        "import sys, vm.runner as r\n"
+        "import sys, zaptrace.vm.runner as r\n"
         "r.run = lambda kernel, argv, **kw: print(kernel, argv) or 3\n"
         "from typer.testing import CliRunner\n"
-        "from vm.cli import app\n"
+        "from zaptrace.vm.cli import app\n"
         "res = CliRunner().invoke(app, ['run', '--kernel', '6.12', '--', 'sh', '-c', 'exit 3'])\n"
         "print(res.exit_code, res.output.strip())\n"
     )

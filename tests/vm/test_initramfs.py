@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from vm import initramfs
-from vm.errors import VMError
+from zaptrace.vm import initramfs
+from zaptrace.vm.errors import VMError
 from tests.needs import need
 
 

@@ -4,9 +4,9 @@ import struct
 
 import pytest
 
-from vm import kernel
-from vm.build import DEFAULT_KERNELS
-from vm.errors import VMError
+from zaptrace.vm import kernel
+from zaptrace.vm.build import DEFAULT_KERNELS
+from zaptrace.vm.errors import VMError
 from tests.needs import need
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from vm import qemu
-from vm.errors import VMError
-from vm.kernel import GuestKernel
+from zaptrace.vm import qemu
+from zaptrace.vm.errors import VMError
+from zaptrace.vm.kernel import GuestKernel
 from tests.needs import need
 
 GUEST = GuestKernel("6.1", "6.1.0-56-amd64", Path("/k/vmlinuz"), Path("/k/lib/modules/x"), None)

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from vm import runner
-from vm.errors import BootError, VMError
+from zaptrace.vm import runner
+from zaptrace.vm.errors import BootError, VMError
 
 AWKWARD = [
     "", " ", "two words", "'", '"', "it's \"quoted\"", "$HOME", "${PATH}", "`id`", "$(echo no)",

@@ -1,7 +1,7 @@
 """The recorder under interruption, faults, loss and sudo, in a real 6.1 guest."""
 import pytest
 
-import analysis
+from zaptrace import analysis
 from zaptrace import tracefile
 
 

@@ -8,11 +8,12 @@ import typer
 from typer.testing import CliRunner
 
 from zaptrace import errors
+from zaptrace.vm.errors import GuestTimeout
 
 
 def test_every_project_error_is_a_zaptrace_error():
-    from analysis.errors import AnalysisError
-    from vm.errors import BootError, GuestTimeout, VMError
+    from zaptrace.analysis.errors import AnalysisError
+    from zaptrace.vm.errors import BootError, VMError
     from zaptrace.bccload import BCCMissing
     from zaptrace.plan import PlanError
     from zaptrace.process import SpawnError
@@ -27,7 +28,7 @@ def test_every_project_error_is_a_zaptrace_error():
 
 @pytest.mark.parametrize("exc, status, line", [
     (errors.ZaptraceError("no such trace: x.zt"), 2, "zaptrace: error: no such trace: x.zt"),
-    (__import__("vm.errors").errors.GuestTimeout("guest timed out after 5 s"), 124,
+    (GuestTimeout("guest timed out after 5 s"), 124,
      "zaptrace: error: guest timed out after 5 s"),
     (KeyboardInterrupt(), 130, "zaptrace: error: interrupted"),
 ])
@@ -49,8 +50,8 @@ def test_clean_errors_policy(exc, status, line):
 
 
 def test_no_import_cycle_between_the_command_modules():
-    """cli_analysis and vm.cli import the error policy, not zaptrace.cli."""
-    code = ("import sys, typer; import zaptrace.cli_analysis as c, vm.cli; "
+    """cli_analysis and zaptrace.vm.cli import the error policy, not zaptrace.cli."""
+    code = ("import sys, typer; import zaptrace.cli_analysis as c, zaptrace.vm.cli; "
             "c.register(typer.Typer()); print('zaptrace.cli' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

@@ -30,7 +30,7 @@ def test_unsupported_layouts_are_refused(bad):
 
 def test_traces_of_the_56_byte_layout_still_load():
     """Fixtures recorded before ino/index existed: the reader takes the dtype from the trace."""
-    import analysis
+    from zaptrace import analysis
     from pathlib import Path
     t = analysis.load(str(Path(__file__).resolve().parent.parent / "fixtures" / "race-6.1.zt"))
     assert "ino" not in t.events and len(t.events) > 0

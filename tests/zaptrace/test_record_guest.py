@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-import analysis
+from zaptrace import analysis
 from zaptrace import tracefile
 
 KERNELS = ["5.10", "6.1", "6.12", "7.2"]

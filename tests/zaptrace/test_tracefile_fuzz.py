@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from analysis.gaps import gap_table
-from analysis.load import from_raw
-from analysis.summary import summarize
+from zaptrace.analysis.gaps import gap_table
+from zaptrace.analysis.load import from_raw
+from zaptrace.analysis.summary import summarize
 from zaptrace import tracefile
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
