@@ -47,7 +47,12 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def checkout_dir() -> Path:
-    """The directory holding the zaptrace packages in use (the parent of ``vm/``)."""
+    """The directory shared with the guest as its zaptrace source: the parent of ``vm/``.
+
+    That is the checkout (``vm/`` beside ``zaptrace/``), or, for an installed
+    zaptrace, the installed ``zaptrace`` package itself (``zaptrace/vm/``);
+    vm/guest/stage2.sh handles both layouts.
+    """
     return Path(__file__).resolve().parent.parent
 
 

@@ -76,15 +76,17 @@ if [ "${ZT_SCRATCH_FS:-ext4}" != ext4 ]; then
 fi
 
 # `zaptrace` runs the checkout's packages with the guest's python3 and only
-# the guest's site-packages.
+# the guest's site-packages.  /opt/zaptrace/lib holds one name, `zaptrace`, as
+# an installed zaptrace does: in a checkout, zaptrace/__init__.py maps
+# zaptrace.analysis, zaptrace.probes and zaptrace.vm to the top-level folders
+# beside it (it follows this symlink to find them); when the share is an
+# installed zaptrace (vm/runner.py shares the parent of vm/), it is the package.
 mkdir -p /opt/zaptrace
 mount -t tmpfs -o mode=755 tmpfs /opt/zaptrace
 mkdir /opt/zaptrace/bin /opt/zaptrace/lib
-pkgs=""
-for pkg in zaptrace probes analysis vm; do
-    [ -d "/run/zaptrace/src/$pkg" ] && pkgs="$pkgs /run/zaptrace/src/$pkg"
-done
-ln -s $pkgs /opt/zaptrace/lib/
+pkg=/run/zaptrace/src/zaptrace
+[ -f "$pkg/__init__.py" ] || pkg=/run/zaptrace/src
+ln -s "$pkg" /opt/zaptrace/lib/zaptrace || fatal "cannot link $pkg into /opt/zaptrace/lib"
 printf '%s\n' '#!/bin/sh' \
     'PYTHONPATH=/opt/zaptrace/lib${PYTHONPATH:+:$PYTHONPATH} exec /usr/bin/python3 -P -m zaptrace "$@"' \
     > /opt/zaptrace/bin/zaptrace
