@@ -1,8 +1,11 @@
 """zaptrace analysis: trace file -> DataFrames -> per-page gap table -> report.
 
+The source tree keeps this package in the top-level folder ``analysis/``; it
+installs as ``zaptrace.analysis`` (see pyproject.toml).
+
 Notebook API::
 
-    import analysis
+    from zaptrace import analysis
     t = analysis.load("zaptrace.data")      # events as a DataFrame: t.events
     g = analysis.gap_table(t)               # one row per decremented page
     s = analysis.summarize(t, g)            # per-class figures (what `zaptrace report --json` prints)

@@ -36,10 +36,10 @@ class Analysis:
     """Everything a report shows about one trace."""
 
     trace: Trace
-    gaps: pd.DataFrame        # analysis.gaps.gap_table
-    hits: pd.DataFrame        # analysis.gaps.hit_table
-    summary: Dict[str, Any]   # analysis.summary.summarize (+ "lost_writes" with findings)
-    lost: Optional[pd.DataFrame] = None   # analysis.lostwrites.join, with findings
+    gaps: pd.DataFrame        # gaps.gap_table
+    hits: pd.DataFrame        # gaps.hit_table
+    summary: Dict[str, Any]   # summary.summarize (+ "lost_writes" with findings)
+    lost: Optional[pd.DataFrame] = None   # lostwrites.join, with findings
 
 
 class Stages:

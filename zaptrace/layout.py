@@ -1,4 +1,4 @@
-"""The event layout, read from probes/zaptrace_event.h (declared once, there).
+"""The event layout, as declared (once) in the header probes/zaptrace_event.h.
 
 The header is the single source of truth: this module parses its
 ``struct zt_event``, ``enum zt_kind`` and ``ZT_F_*`` defines into a numpy
