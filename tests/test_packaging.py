@@ -1,0 +1,164 @@
+"""What a wheel installs: the ``zaptrace`` package only, with its BPF sources
+and guest files, and it works; and the checkout also runs uninstalled, as the
+QEMU guest runs it (vm/guest/stage2.sh).
+
+The source tree keeps analysis/, probes/ and vm/ at its top; pyproject.toml
+installs them as zaptrace.analysis, zaptrace.probes and zaptrace.vm, so that
+no generic top-level name (``analysis``, ``vm``...) lands in site-packages.
+"""
+import os
+import shutil
+import site
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.needs import need
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = ROOT / "tests" / "fixtures" / "race-6.1.zt"
+MOVED = ("analysis", "probes", "vm")        # top-level folders that install inside zaptrace/
+#: The guest runs ``python3 -P`` (3.11+: the cwd is not put on sys.path).
+NO_CWD = ["-P"] if sys.version_info >= (3, 11) else []
+
+
+def clean_env(**extra):
+    """The caller's environment without PYTHON* variables (no PYTHONPATH to the checkout)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env.update(COLUMNS="200", **extra)
+    return env
+
+
+def run(argv, cwd, env=None, timeout=300):
+    return subprocess.run([str(a) for a in argv], cwd=str(cwd), env=env or clean_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def source_tree_report():
+    """``zaptrace report --json`` of the fixture, run from the checkout (as tests/analysis do)."""
+    p = run([sys.executable, "-m", "zaptrace", "report", "--json", FIXTURE], ROOT,
+            env=clean_env(PYTHONPATH=str(ROOT)))
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def site_dirs():
+    """The running interpreter's site directories (pandas, typer, numpy...)."""
+    dirs = site.getsitepackages() + [p for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages")]
+    return [d for d in dict.fromkeys(dirs) if os.path.isdir(d)]
+
+
+def _can_build_wheels_offline():
+    """This venv's setuptools builds wheels by itself (bdist_wheel is built in from 70.1)."""
+    try:
+        import setuptools.command.bdist_wheel  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def _pip_version():
+    from importlib.metadata import version
+    return tuple(int(x) for x in version("pip").split(".")[:2] if x.isdigit())
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    """A wheel built offline from a copy of the source tree (the build writes build/ and
+    *.egg-info where it runs, and the checkout may be in use by a guest)."""
+    need(_can_build_wheels_offline(),
+         "this venv's setuptools cannot build a wheel without build isolation "
+         "(needs setuptools>=70.1: scripts/setup installs it with the test extra)")
+    work = tmp_path_factory.mktemp("wheel")
+    tree = work / "tree"
+    tree.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, tree / name)
+    for pkg in ("zaptrace",) + MOVED:
+        shutil.copytree(ROOT / pkg, tree / pkg, ignore=ignore)
+    out = work / "dist"
+    p = run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+             "-w", out, tree], work, env=clean_env(PIP_DISABLE_PIP_VERSION_CHECK="1"), timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    wheels = list(out.glob("zaptrace-*.whl"))
+    assert len(wheels) == 1, wheels
+    return wheels[0]
+
+
+@pytest.fixture(scope="module")
+def installed(wheel, tmp_path_factory):
+    """A fresh venv with only the wheel installed (--no-deps); the dependencies come from this
+    interpreter's site directories through a .pth (offline; their .pth files are not run, so no
+    editable install of the checkout leaks in).  Returns the venv's bin directory."""
+    need(_pip_version() >= (22, 3), "pip >= 22.3 is needed for `pip --python` (scripts/setup upgrades pip)")
+    venv = tmp_path_factory.mktemp("venv") / "v"
+    p = run([sys.executable, "-m", "venv", "--without-pip", venv], venv.parent)
+    assert p.returncode == 0, p.stderr
+    python = venv / "bin" / "python"
+    purelib = run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], venv).stdout.strip()
+    Path(purelib, "zz_zaptrace_test_deps.pth").write_text("".join(d + "\n" for d in site_dirs()))
+    p = run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", "--no-index", wheel],
+            venv.parent, env=clean_env(PIP_DISABLE_PIP_VERSION_CHECK="1"))
+    assert p.returncode == 0, p.stdout + p.stderr
+    return venv / "bin"
+
+
+def test_wheel_holds_only_the_zaptrace_package(wheel):
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+    tops = {n.split("/", 1)[0] for n in names}
+    assert all(t == "zaptrace" or (t.startswith("zaptrace-") and t.endswith(".dist-info")) for t in tops), tops
+    # everything the source tree's packages hold, under zaptrace/ (C sources and guest scripts included)
+    for pkg, patterns in (("zaptrace", ["*.py"]), ("analysis", ["*.py"]),
+                          ("probes", ["*.py", "*.c", "*.h"]), ("vm", ["*.py", "guest/*"])):
+        files = [f for pat in patterns for f in (ROOT / pkg).glob(pat) if f.is_file()]
+        assert files, (pkg, patterns)
+        prefix = "zaptrace/" if pkg == "zaptrace" else "zaptrace/%s/" % pkg
+        missing = [str(f.relative_to(ROOT)) for f in files if prefix + str(f.relative_to(ROOT / pkg)) not in names]
+        assert not missing, missing
+    assert "zaptrace/probes/zaptrace.bpf.c" in names and "zaptrace/vm/guest/stage2.sh" in names
+
+
+def test_installed_wheel_has_no_generic_top_level_names(installed, tmp_path):
+    for name in MOVED:
+        p = run([installed / "python", "-c", "import %s" % name], tmp_path)
+        assert p.returncode != 0 and "No module named '%s'" % name in p.stderr, (name, p.stdout, p.stderr)
+    code = ("import zaptrace, zaptrace.analysis, zaptrace.probes, zaptrace.vm.cli, zaptrace.vm.initramfs as i\n"
+            "print(zaptrace.__file__); print(zaptrace.probes.SOURCE.is_file(), (i.GUEST_DIR / 'stage2.sh').is_file())")
+    p = run([installed / "python", "-c", code], tmp_path)
+    assert p.returncode == 0, p.stderr
+    where, files = p.stdout.splitlines()
+    assert where.startswith(str(installed.parent)), where      # the wheel's copy, not the checkout
+    assert files == "True True"
+    p = run([installed / "python", "-m", "zaptrace.vm", "--help"], tmp_path)
+    assert p.returncode == 0 and "python -m zaptrace.vm" in p.stdout, p.stdout + p.stderr
+
+
+def test_installed_report_matches_the_source_tree(installed, tmp_path):
+    p = run([installed / "zaptrace", "report", FIXTURE, "--json"], tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == source_tree_report()
+
+
+def test_checkout_runs_uninstalled_as_in_the_guest(tmp_path):
+    """The guest's layout: a lib directory holding only a symlink ``zaptrace`` to the
+    checkout's package, run with ``python3 -P``; -S keeps this venv's .pth files (the
+    editable install's finder) out, so zaptrace/__init__.py alone maps the rest."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "zaptrace").symlink_to(ROOT / "zaptrace")
+    env = clean_env(PYTHONPATH=os.pathsep.join([str(lib)] + site_dirs()))
+    code = ("import zaptrace.analysis as a, zaptrace.probes as p, zaptrace.vm.runner as r\n"
+            "print(a.__file__, p.DIR, r.checkout_dir())")
+    p = run([sys.executable, "-S", *NO_CWD, "-c", code], tmp_path, env=env)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == [str(ROOT / "analysis" / "__init__.py"), str(ROOT / "probes"), str(ROOT)]
+    p = run([sys.executable, "-S", *NO_CWD, "-c", "import analysis"], tmp_path, env=env)
+    assert p.returncode != 0 and "No module named 'analysis'" in p.stderr, p.stderr
+    p = run([sys.executable, "-S", *NO_CWD, "-m", "zaptrace", "report", "--json", FIXTURE], tmp_path, env=env)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == source_tree_report()
