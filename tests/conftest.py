@@ -7,6 +7,7 @@ hide behind a skip (CI sets CI=true and builds the guest first).  Run only
 the host tests with ``pytest -m 'not guest'``.
 """
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -65,12 +66,23 @@ step pmd      zaptrace record -q -o pmd.zt -- sh -c 'zaptrace workload run race 
 step lostwrite zaptrace record -q -o lostwrite.zt -- zaptrace workload run lostwrite --pages 256 --duration 30 --findings lostwrite.json
 step binary   zaptrace record -q -o binary.zt -- sh -c 'head -c 4000000 /dev/urandom > $ZAPTRACE_SCRATCH/f; cat $ZAPTRACE_SCRATCH/f > /dev/null; exit 3'
 step doctor   zaptrace doctor
+# A wheel built on the host (only where the fixture put one): unpacked as pip would install
+# it, it records without the checkout, and `import analysis` fails beside it.
+if [ -f zaptrace.whl ]; then
+  step wheel sh -c 'rm -rf /tmp/whl && python3 -m zipfile -e zaptrace.whl /tmp/whl &&
+    if PYTHONPATH=/tmp/whl python3 -P -c "import analysis" 2>/dev/null; then echo "import analysis works"; exit 9; fi &&
+    cd /tmp && PYTHONPATH=/tmp/whl python3 -P -c "import zaptrace; print(zaptrace.__file__)" &&
+    PYTHONPATH=/tmp/whl python3 -P -m zaptrace record -q -o $OLDPWD/wheel.zt -- \
+      python3 -P -m zaptrace workload run munmap-anon --pages 64 --iterations 10'
+fi
 zaptrace record --ebpf > ebpf.c 2> ebpf.out
 uname -r > uname.txt
 exit 0
 """
 
 _guest_cache = {}
+#: Kernels whose guest also records with a wheel built from the tree (tests/test_packaging.py).
+WHEEL_KERNELS = ("7.2",)
 
 
 @pytest.fixture(scope="session")
@@ -85,6 +97,10 @@ def guest_traces(tmp_path_factory):
                 pytest.fail(f"guest for kernel {kernel} is not ready: {why}")
             d = tmp_path_factory.mktemp("guest-" + kernel.replace(".", "_"))
             (d / "record.sh").write_text(GUEST_RECORDINGS)
+            if kernel in WHEEL_KERNELS:
+                from tests.wheel import build_wheel
+                w = tmp_path_factory.mktemp("wheel-" + kernel.replace(".", "_"))
+                shutil.copy(build_wheel(w), d / "zaptrace.whl")
             with open(d / "vm.out", "wb") as out, open(d / "vm.err", "wb") as err:
                 status = run(kernel, ["sh", "record.sh"], cwd=str(d), timeout=1800, stdout=out, stderr=err)
             assert status == 0, (d / "vm.err").read_text()[-3000:]

@@ -17,24 +17,13 @@ from pathlib import Path
 import pytest
 
 from tests.needs import need
+from tests.wheel import build_wheel, clean_env, run
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "race-6.1.zt"
 MOVED = ("analysis", "probes", "vm")        # top-level folders that install inside zaptrace/
 #: The guest runs ``python3 -P`` (3.11+: the cwd is not put on sys.path).
 NO_CWD = ["-P"] if sys.version_info >= (3, 11) else []
-
-
-def clean_env(**extra):
-    """The caller's environment without PYTHON* variables (no PYTHONPATH to the checkout)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env.update(COLUMNS="200", **extra)
-    return env
-
-
-def run(argv, cwd, env=None, timeout=300):
-    return subprocess.run([str(a) for a in argv], cwd=str(cwd), env=env or clean_env(),
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def source_tree_report():
@@ -51,15 +40,6 @@ def site_dirs():
     return [d for d in dict.fromkeys(dirs) if os.path.isdir(d)]
 
 
-def _can_build_wheels_offline():
-    """This venv's setuptools builds wheels by itself (bdist_wheel is built in from 70.1)."""
-    try:
-        import setuptools.command.bdist_wheel  # noqa: F401
-        return True
-    except ImportError:
-        return False
-
-
 def _pip_version():
     from importlib.metadata import version
     return tuple(int(x) for x in version("pip").split(".")[:2] if x.isdigit())
@@ -67,26 +47,7 @@ def _pip_version():
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
-    """A wheel built offline from a copy of the source tree (the build writes build/ and
-    *.egg-info where it runs, and the checkout may be in use by a guest)."""
-    need(_can_build_wheels_offline(),
-         "this venv's setuptools cannot build a wheel without build isolation "
-         "(needs setuptools>=70.1: scripts/setup installs it with the test extra)")
-    work = tmp_path_factory.mktemp("wheel")
-    tree = work / "tree"
-    tree.mkdir()
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(ROOT / name, tree / name)
-    for pkg in ("zaptrace",) + MOVED:
-        shutil.copytree(ROOT / pkg, tree / pkg, ignore=ignore)
-    out = work / "dist"
-    p = run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-             "-w", out, tree], work, env=clean_env(PIP_DISABLE_PIP_VERSION_CHECK="1"), timeout=600)
-    assert p.returncode == 0, p.stdout + p.stderr
-    wheels = list(out.glob("zaptrace-*.whl"))
-    assert len(wheels) == 1, wheels
-    return wheels[0]
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
 
 
 @pytest.fixture(scope="module")

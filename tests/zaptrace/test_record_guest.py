@@ -96,3 +96,15 @@ def test_doctor_in_the_guest_says_record_can_work(guest_kernel, guest_traces):
     assert status(d, "doctor") == 0, out(d, "doctor")
     assert "verdict: zaptrace record can work" in out(d, "doctor")
     assert "#define ZT_HAVE_RMAP 1" in (d / "ebpf.c").read_text()
+
+
+@pytest.mark.parametrize("guest_kernel", ["7.2"], indirect=True)
+def test_a_wheel_built_from_the_tree_records_in_the_guest(guest_kernel, guest_traces):
+    """tests/conftest.py unpacks the wheel in the guest, as pip would install it, and
+    records with it alone (the checkout is not on its path; `import analysis` fails)."""
+    d = guest_traces(guest_kernel)
+    assert status(d, "wheel") == 0, out(d, "wheel")
+    assert out(d, "wheel").splitlines()[0] == "/tmp/whl/zaptrace/__init__.py"
+    t = analysis.load(str(d / "wheel.zt"))
+    assert t.finished and t.lost_events == 0
+    assert t.event_counts()["rmap"] >= 64 * 10
