@@ -221,3 +221,12 @@ def test_a_trace_shifted_in_time_gives_the_same_gaps_and_hits(tmp_path, seed, by
     assert_shifted(h0, h1, ("dec_ts", "flush_done_ts", "mkclean_enter_ts", "mkclean_exit_ts"), by)
     s0, s1 = analysis.summarize(t0, g0), analysis.summarize(t1, g1)
     assert s0["classes"] == s1["classes"] and s0["window_hits"] == s1["window_hits"]
+
+
+def test_timestamps_load_as_int64_and_beyond_int64_are_dropped_and_said(tmp_path):
+    B = 2**63 - 100
+    tb = TraceBuilder().zap(B).rmap(B + 10, P[0]).flush(B + 20, B + 99).rmap(B + 100, P[1])     # 2**63: too late
+    t, g = load(tmp_path, tb)
+    assert t.events["ts"].dtype == np.int64 and t.events["ts"].tolist() == [B, B + 10, B + 20, B + 99]
+    assert t.problems == ["1 events with a timestamp of 2**63 ns or more dropped (not a CLOCK_MONOTONIC time)"]
+    assert only(g, P[0])["gap_ns"] == 89 and len(g) == 1
