@@ -51,7 +51,8 @@ def _umask() -> int:
 
 
 def write_csv(gaps: pd.DataFrame, path: str) -> None:
-    """The gap table as CSV (pointers as unsigned integers, NaN as empty fields)."""
+    """The gap table as CSV (pointers as unsigned integers, times as exact integer ns, missing
+    values as empty fields: read them back exactly with ``dtype="Int64"`` for those columns)."""
     write_atomic(path, lambda tmp: gaps.to_csv(tmp, index=False))
 
 

@@ -26,6 +26,19 @@ Rules (see README "The measure"):
 
 Everything is vectorised (sorts and ``merge_asof``); events are taken in
 timestamp order whatever order the ring buffer delivered them in.
+
+Time is exact integer nanoseconds end to end.  Timestamps are int64 ns
+(CLOCK_MONOTONIC; ``load`` turns the trace's uint64 into int64), and every
+comparison and subtraction of times is made in int64: float64 is exact only
+below 2**53 ns (104 days of uptime).  Inside the computations a time that may
+be missing is a pair (int64 array, boolean ``ok`` mask; the values where
+``ok`` is False are meaningless and never read), except where a sentinel is
+named (``NEVER``, ``BEFORE_ALL``).  Output time columns that may be missing
+(``zap_ts``, ``flush_enter_ts``, ``flush_done_ts``, ``mmu_done_ts``,
+``gap_ns``, ``gap_mmu_ns``; in the hit table ``flush_done_ts``, ``gap_ns``,
+``mkclean_exit_ts``) are pandas nullable ``Int64`` (``pd.NA`` when missing);
+``ts``, ``dec_ts`` and ``mkclean_enter_ts`` are never missing: int64.  Floats
+appear only where times are displayed.
 """
 from __future__ import annotations
 
@@ -74,7 +87,48 @@ FLUSH_SOURCES = ("flush_tlb_mm_range", "tlb_flush_mmu")
 #: File position of file pages (inode number, page offset): gap-table columns when the trace has them.
 FILE_POS = ("ino", "index")
 
-_INF = 1 << 62          # "never returned": later than any timestamp, still exact in float64
+#: Sentinel time "never" (a call that never returned, no next call): later than any timestamp.
+NEVER = np.iinfo(np.int64).max
+#: Sentinel time "no previous call": earlier than any timestamp.
+BEFORE_ALL = np.iinfo(np.int64).min
+
+
+def _ns(col) -> np.ndarray:
+    """int64 nanoseconds of a time column that has no missing value (raises on NA)."""
+    if isinstance(col, (pd.Series, pd.Index)):
+        return col.to_numpy(dtype=np.int64)
+    return np.asarray(col).astype(np.int64, copy=False)
+
+
+def _opt(col: pd.Series) -> Tuple[np.ndarray, np.ndarray]:
+    """(int64 values, ok) of a time column that may be missing (nullable Int64 or NaN)."""
+    ok = col.notna().to_numpy()
+    return col.to_numpy(dtype=np.int64, na_value=0), ok
+
+
+def _nullable(values: np.ndarray, ok: np.ndarray) -> pd.arrays.IntegerArray:
+    """A nullable Int64 column: values where ok, NA elsewhere."""
+    return pd.arrays.IntegerArray(np.array(values, dtype=np.int64), ~np.array(ok, dtype=bool))
+
+
+def _take(col: pd.Series, pos: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(int64 values, ok) of a time column at row positions ``pos`` (-1: no row)."""
+    if len(col) == 0:
+        return np.zeros(len(pos), dtype=np.int64), np.zeros(len(pos), dtype=bool)
+    v, ok = _opt(col)
+    hit = pos >= 0
+    at = np.where(hit, pos, 0)
+    return v[at], hit & ok[at]
+
+
+def _shift(df: pd.DataFrame, by, col: str, periods: int, fill: int) -> np.ndarray:
+    """int64 value of ``col`` ``periods`` rows away within each ``by`` group (in df's row
+    order), ``fill`` where there is none."""
+    if df.empty:
+        return np.zeros(0, dtype=np.int64)
+    by = list(by)
+    f = pd.DataFrame({"_t": _ns(df[col]), **{b: df[b].to_numpy() for b in by}})
+    return f.groupby(by, sort=False)["_t"].shift(periods, fill_value=fill).to_numpy(dtype=np.int64)
 
 
 def _rows(ev: pd.DataFrame, code: int, cols) -> pd.DataFrame:
@@ -84,33 +138,24 @@ def _rows(ev: pd.DataFrame, code: int, cols) -> pd.DataFrame:
 def calls(ev: pd.DataFrame, enter: int, exit_: int, extra_exit=()) -> pd.DataFrame:
     """Pair entry and return events of one function per task.
 
-    Returns one row per entry: ts (entry), done (return time, NaN when the
-    return is missing), tid, mm, cpu, plus columns of the return event.
-    A return is accepted only if it comes before the task's next entry.
+    Returns one row per entry, in time order: ts (entry, int64 ns), done
+    (return time, nullable Int64: NA when the return is missing), tid, mm,
+    cpu, plus the ``extra_exit`` columns of the return event as ``exit_<c>``
+    (nullable Int64).  A return is accepted only if it comes before the
+    task's next entry.
     """
     en = _rows(ev, enter, ("ts", "tid", "tgid", "mm", "cpu", "page", "folio", "pfn", "flags"))
-    ex = _rows(ev, exit_, ("ts", "tid") + tuple(extra_exit)).rename(
-        columns={"ts": "done", **{c: "exit_" + c for c in extra_exit}})
-    if en.empty:
-        out = en.copy()
-        out["done"] = pd.Series(dtype="float64")
-        for c in extra_exit:
-            out["exit_" + c] = pd.Series(dtype="float64")
-        return out.reset_index(drop=True)
-    en = en.sort_values("ts", kind="stable")
-    nxt = en.groupby("tid", sort=False)["ts"].shift(-1)
-    m = pd.merge_asof(en, ex.sort_values("done", kind="stable"), left_on="ts", right_on="done",
-                      by="tid", direction="forward", allow_exact_matches=True)
-    done = m["done"].astype("float64")
-    nx = nxt.to_numpy(dtype="float64")
-    bad = ~np.isnan(nx) & (done.to_numpy() > nx)
-    done[bad] = np.nan
-    m["done"] = done
+    ex = _rows(ev, exit_, ("ts", "tid") + tuple(extra_exit))
+    en = en.sort_values("ts", kind="stable").reset_index(drop=True)
+    pos = _asof(en, ex, "ts", "ts", ["tid"], "forward", True)
+    done, ok = _take(ex["ts"], pos)
+    ok &= done <= _shift(en, ["tid"], "ts", -1, NEVER)     # not after the task's next entry
+    out = en
+    out["done"] = _nullable(done, ok)
     for c in extra_exit:
-        col = m["exit_" + c].astype("float64")
-        col[bad] = np.nan
-        m["exit_" + c] = col
-    return m.reset_index(drop=True)
+        v, _ = _take(ex[c], pos)
+        out["exit_" + c] = _nullable(v, ok)
+    return out
 
 
 def _flush_source(trace: Trace) -> Tuple[str, int, int]:
@@ -146,26 +191,27 @@ def _expand_pages(dec: pd.DataFrame, page_size: int) -> pd.DataFrame:
 
 
 def _asof(left: pd.DataFrame, right: pd.DataFrame, lon: str, ron: str, by, direction: str,
-          exact: bool, take) -> pd.DataFrame:
-    """merge_asof on integer nanosecond keys, keeping left's row order.
+          exact: bool) -> np.ndarray:
+    """merge_asof on int64 nanosecond keys: for each row of ``left`` (in its order), the
+    position (iloc) in ``right`` of the matched row, -1 where none.
 
-    Rows of ``right`` whose key is NaN are ignored; ``left``'s key must be
-    non-null.  Returns the ``take`` columns of the matched right rows (NaN
-    where none), indexed like ``left``.
+    Rows of ``right`` whose key is missing are ignored (merge_asof does not take
+    NA keys); ``left``'s key must be non-null.  Read the matched values with
+    ``_take``: merge_asof itself would turn int64 columns into float64 to hold NaN.
     """
     by = list(by)
-    if left.empty:
-        return pd.DataFrame({c: pd.Series(dtype="float64") for c in take}, index=left.index)
-    l2 = pd.DataFrame({"_on": left[lon].to_numpy().astype(np.int64), "_row": np.arange(len(left))})
+    n = len(left)
+    if n == 0 or len(right) == 0:
+        return np.full(n, -1, dtype=np.int64)
+    rk, rok = _opt(right[ron])
+    if not rok.any():
+        return np.full(n, -1, dtype=np.int64)
+    l2 = pd.DataFrame({"_on": _ns(left[lon]), "_row": np.arange(n)})
     for b in by:
         l2[b] = left[b].to_numpy()
-    rk = right[ron].to_numpy(dtype="float64")
-    keep = ~np.isnan(rk)
-    r2 = pd.DataFrame({"_on": rk[keep].astype(np.int64)})
+    r2 = pd.DataFrame({"_on": rk[rok], "_pos": np.flatnonzero(rok)})
     for b in by:
-        r2[b] = right[b].to_numpy()[keep]
-    for c in take:
-        r2["_t_" + c] = right[c].to_numpy()[keep]
+        r2[b] = right[b].to_numpy()[rok]
     # Inputs usually arrive in time order already (events are sorted on load):
     # sort only when needed, it is the costliest step at millions of rows.
     left_sorted = l2["_on"].is_monotonic_increasing
@@ -176,7 +222,8 @@ def _asof(left: pd.DataFrame, right: pd.DataFrame, lon: str, ron: str, by, direc
     m = pd.merge_asof(l2, r2, on="_on", by=by or None, direction=direction, allow_exact_matches=exact)
     if not left_sorted:
         m = m.sort_values("_row", kind="stable")
-    return pd.DataFrame({c: m["_t_" + c].to_numpy() for c in take}, index=left.index)
+    # unmatched rows come back NaN (float64): a row position is < 2**53, so exact
+    return m["_pos"].fillna(-1).to_numpy().astype(np.int64)
 
 
 def gap_table(trace: Trace) -> pd.DataFrame:
@@ -199,49 +246,47 @@ def gap_table(trace: Trace) -> pd.DataFrame:
     # A marker belongs to one rmap call: the kernel marks the folio dirty once per PTE
     # batch (zap_present_folio_ptes), so a marker before the task's previous call on the
     # same folio (another batch of a large folio) does not class this one.
-    dec["prev_call_ts"] = dec.groupby(["tid", "folio"], sort=False)["ts"].shift(1).astype("float64")
+    dec["prev_call_ts"] = _shift(dec, ["tid", "folio"], "ts", 1, BEFORE_ALL)
     dec = _expand_pages(dec.reset_index(drop=True), trace.struct_page_size)
     fl = dec["flags"].to_numpy()
     dec["anon"] = (fl & F["anon"]) != 0
     dec["pg_dirty"] = (fl & F["pgdirty"]) != 0
+    ts = _ns(dec["ts"])
 
     # The zap each event belongs to: the task's latest zap_enter before it (and its return).
-    zaps = calls(ev, trace.code("zap_enter"), trace.code("zap_exit"))[["ts", "tid", "done"]].rename(
-        columns={"ts": "zap_ts", "done": "zap_done"})
-    zaps["zap_ts"] = zaps["zap_ts"].astype(np.int64)
-    m = _asof(dec, zaps, "ts", "zap_ts", ["tid"], "backward", True, ["zap_ts", "zap_done"])
-    dec["zap_ts"] = m["zap_ts"]
-    zap_done = m["zap_done"].to_numpy(dtype="float64")
+    zaps = calls(ev, trace.code("zap_enter"), trace.code("zap_exit"))
+    pos = _asof(dec, zaps, "ts", "ts", ["tid"], "backward", True)
+    zap_ts, zap_ok = _take(zaps["ts"], pos)
+    zap_done, zap_done_ok = _take(zaps["done"], pos)
+    dec["zap_ts"] = _nullable(zap_ts, zap_ok)
 
     # The zap's dirty marker of the same folio by the same task (PATH_RULES' "marker").
     dirty = _rows(ev, trace.code("dirty"), ("ts", "tid", "folio")).rename(columns={"ts": "dirty_ts"})
-    m = _asof(dec, dirty, "ts", "dirty_ts", ["tid", "folio"], "backward", True, ["dirty_ts"])
-    dirty_ts = m["dirty_ts"].to_numpy(dtype="float64")
-    zap_ts = dec["zap_ts"].to_numpy(dtype="float64")
+    dirty_ts, dirty_ok = _take(dirty["dirty_ts"], _asof(dec, dirty, "ts", "dirty_ts", ["tid", "folio"],
+                                                        "backward", True))
     p = dec["path"].to_numpy()
     # Only a decrement of a zap path has a zap whose marker can class it: a removal outside
     # any zap (migration, reclaim...) never inherits the marker of the task's last zap.
-    prev_call = dec["prev_call_ts"].to_numpy(dtype="float64")
-    pte_dirty = ~np.isnan(dirty_ts) & ~np.isnan(zap_ts) & (dirty_ts >= zap_ts) & (p != "other-path") \
-        & (np.isnan(prev_call) | (dirty_ts > prev_call))
-    whole_zap = np.isin(p, [q for q, r in PATH_RULES.items() if r["marker"] == "zap"]) & ~np.isnan(zap_done)
+    prev_call = dec["prev_call_ts"].to_numpy()          # BEFORE_ALL: no previous call
+    pte_dirty = dirty_ok & zap_ok & (dirty_ts >= zap_ts) & (p != "other-path") & (dirty_ts > prev_call)
+    whole_zap = np.isin(p, [q for q, r in PATH_RULES.items() if r["marker"] == "zap"]) & zap_done_ok
     if whole_zap.any():
         sel = np.flatnonzero(whole_zap & ~pte_dirty)
-        after = _asof(dec.iloc[sel], dirty, "ts", "dirty_ts", ["tid", "folio"], "forward", True,
-                      ["dirty_ts"])["dirty_ts"].to_numpy(dtype="float64")
-        pte_dirty[sel] = ~np.isnan(after) & (after <= zap_done[sel])
+        after, after_ok = _take(dirty["dirty_ts"], _asof(dec.iloc[sel], dirty, "ts", "dirty_ts",
+                                                         ["tid", "folio"], "forward", True))
+        pte_dirty[sel] = after_ok & (after <= zap_done[sel])
     # 6.2+: a dirty batch's marker is followed by its *delayed* rmap (tlb_flush_rmaps) later
     # in the zap; an immediate decrement of the same folio in between (a clean batch of a
     # large folio) must not take that marker.
     claim = np.flatnonzero(pte_dirty & (p == "immediate"))
     delayed = dec.loc[p == "delayed", ["ts", "tid", "folio"]].rename(columns={"ts": "d_ts"})
     if len(claim) and len(delayed):
-        probe = pd.DataFrame({"at": dirty_ts[claim].astype(np.int64), "tid": dec["tid"].to_numpy()[claim],
+        probe = pd.DataFrame({"at": dirty_ts[claim], "tid": dec["tid"].to_numpy()[claim],
                               "folio": dec["folio"].to_numpy()[claim]})
-        taker = _asof(probe, delayed, "at", "d_ts", ["tid", "folio"], "forward", False,
-                      ["d_ts"])["d_ts"].to_numpy(dtype="float64")
-        end = zap_done[claim]
-        pte_dirty[claim] = ~(~np.isnan(taker) & (np.isnan(end) | (taker <= end)))
+        taker, taker_ok = _take(delayed["d_ts"], _asof(probe, delayed, "at", "d_ts", ["tid", "folio"],
+                                                       "forward", False))
+        end, end_ok = zap_done[claim], zap_done_ok[claim]
+        pte_dirty[claim] = ~(taker_ok & (~end_ok | (taker <= end)))
     pte_dirty |= np.isin(p, [q for q, r in PATH_RULES.items() if r["marker"] == "implied"])
     dec["pte_dirty"] = pte_dirty
     dec["class"] = np.where(dec["anon"], "anon", np.where(pte_dirty, "file-dirty", "file-clean"))
@@ -249,24 +294,25 @@ def gap_table(trace: Trace) -> pd.DataFrame:
     src, fen, fex = _flush_source(trace)
     flushes = calls(ev, fen, fex)
     mmu = calls(ev, trace.code("tlb_flush_enter"), trace.code("tlb_flush_exit"))
-    flush_enter, flush_done = _cover(dec, flushes)
-    mmu_enter, mmu_done = _cover(dec, mmu)
-    dec["flush_enter_ts"] = flush_enter
-    dec["flush_done_ts"] = flush_done
-    dec["mmu_done_ts"] = mmu_done
-    ts = dec["ts"].to_numpy(dtype="float64")
-    dec["gap_ns"] = flush_done - ts
+    (f_enter, f_enter_ok), (f_done, f_done_ok) = _cover(dec, flushes)
+    _, (mmu_done, mmu_ok) = _cover(dec, mmu)
+    dec["flush_enter_ts"] = _nullable(f_enter, f_enter_ok)
+    dec["flush_done_ts"] = _nullable(f_done, f_done_ok)
+    dec["mmu_done_ts"] = _nullable(mmu_done, mmu_ok)
+    # Exact int64 differences (nullable Int64, NA when unpaired).
+    gap = f_done - ts
+    dec["gap_ns"] = _nullable(gap, f_done_ok)
     # tlb_flush_mmu covers only the "next"-flush paths: a delayed decrement's own flush is
     # tlb_flush_mmu_tlbonly() (inlined), so an earlier tlb_flush_mmu says nothing about it.
     nxt = np.isin(dec["path"].to_numpy(), [q for q, r in PATH_RULES.items() if r["cover"] == "next"])
-    dec["gap_mmu_ns"] = np.where(nxt, mmu_done - ts, np.nan)
+    dec["gap_mmu_ns"] = _nullable(mmu_done - ts, mmu_ok & nxt)
     dec["flush_source"] = src
 
-    paired = ~np.isnan(flush_done)
+    paired = f_done_ok
     dec["paired"] = paired & (p != "other-path")
     lost = (trace.lost_events or 0) > 0
     reason = np.full(len(dec), "", dtype=object)
-    no_ret = ~paired & ~np.isnan(flush_enter)
+    no_ret = ~paired & f_enter_ok
     for q, rule in PATH_RULES.items():
         reason[(p == q) & ~paired] = R_NO_FLUSH_AFTER if rule["cover"] == "next" else R_NO_FLUSH_BEFORE
     reason[no_ret & (p != "other-path")] = R_NO_RETURN
@@ -275,8 +321,7 @@ def gap_table(trace: Trace) -> pd.DataFrame:
     reason[p == "other-path"] = R_OTHER
     reason[(p == "other-path") & dec["compound"].to_numpy()] = R_PMD
     dec["unpaired_reason"] = reason
-    gap = dec["gap_ns"].to_numpy()
-    dec["open"] = dec["paired"].to_numpy() & (gap > 0)
+    dec["open"] = dec["paired"].to_numpy() & (gap > 0)      # paired implies f_done_ok
 
     hits, _ = window_hits(trace, dec)
     dec["hits"] = hits
@@ -291,36 +336,34 @@ def gap_table(trace: Trace) -> pd.DataFrame:
     return dec[cols].reset_index(drop=True)
 
 
-def _cover(dec: pd.DataFrame, fl: pd.DataFrame) -> Tuple[np.ndarray, np.ndarray]:
-    """(flush entry, flush completion) covering each decrement, NaN when none."""
+def _cover(dec: pd.DataFrame, fl: pd.DataFrame):
+    """((flush entry, ok), (flush completion, ok)) covering each decrement: int64 ns arrays
+    with their masks (ok False: no covering flush, or it has no recorded return)."""
     n = len(dec)
-    enter = np.full(n, np.nan)
-    done = np.full(n, np.nan)
+    enter, enter_ok = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
+    done, done_ok = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
     if fl.empty or n == 0:
-        return enter, done
+        return (enter, enter_ok), (done, done_ok)
     fl = fl[["ts", "tid", "mm", "done"]].rename(columns={"ts": "f_enter"})
     path = dec["path"].to_numpy()
     nxt = np.isin(path, [p for p, r in PATH_RULES.items() if r["cover"] == "next"])
     prev = np.isin(path, [p for p, r in PATH_RULES.items() if r["cover"] == "previous"])
-    imm = dec.loc[nxt]
-    if len(imm):
-        m = _asof(imm, fl, "ts", "f_enter", ["tid", "mm"], "forward", False, ["f_enter", "done"])
+    if nxt.any():
         sel = np.flatnonzero(nxt)
-        enter[sel] = m["f_enter"].to_numpy(dtype="float64")
-        done[sel] = m["done"].to_numpy(dtype="float64")
-    dl = dec.loc[prev]
-    if len(dl):
-        m = _asof(dl, fl, "ts", "done", ["tid", "mm"], "backward", True, ["f_enter", "done"])
+        pos = _asof(dec.iloc[sel], fl, "ts", "f_enter", ["tid", "mm"], "forward", False)
+        enter[sel], enter_ok[sel] = _take(fl["f_enter"], pos)
+        done[sel], done_ok[sel] = _take(fl["done"], pos)
+    if prev.any():
         sel = np.flatnonzero(prev)
-        e = m["f_enter"].to_numpy(dtype="float64", copy=True)
-        d = m["done"].to_numpy(dtype="float64", copy=True)
-        z = dl["zap_ts"].to_numpy(dtype="float64")
-        outside = ~np.isnan(z) & ~np.isnan(e) & (e < z)      # that flush belongs to an earlier zap
-        e[outside] = np.nan
-        d[outside] = np.nan
-        enter[sel] = e
-        done[sel] = d
-    return enter, done
+        dl = dec.iloc[sel]
+        pos = _asof(dl, fl, "ts", "done", ["tid", "mm"], "backward", True)
+        e, e_ok = _take(fl["f_enter"], pos)
+        d, d_ok = _take(fl["done"], pos)
+        z, z_ok = _opt(dl["zap_ts"])
+        outside = z_ok & e_ok & (e < z)      # that flush belongs to an earlier zap
+        enter[sel], enter_ok[sel] = e, e_ok & ~outside
+        done[sel], done_ok[sel] = d, d_ok & ~outside
+    return (enter, enter_ok), (done, done_ok)
 
 
 def mkclean_calls(trace: Trace) -> pd.DataFrame:
@@ -342,45 +385,48 @@ def window_hits(trace: Trace, dec: pd.DataFrame) -> Tuple[np.ndarray, pd.DataFra
     mk = mk.sort_values(["folio", "ts"], kind="stable").reset_index(drop=True)
     # mkclean runs under the folio lock: calls on one folio never overlap.  A call
     # whose return is missing ended before the folio's next call began, or runs
-    # to the end of the trace when it is the last.  So "done" rises with "k".
-    next_enter = mk.groupby("folio", sort=False)["ts"].shift(-1).astype("float64")
+    # to the end of the trace (NEVER) when it is the last.  So "end" rises with "k".
+    next_enter = _shift(mk, ["folio"], "ts", -1, NEVER)
     # ...and before the same task's next mkclean began (a task runs one at a time).
     by_task = mk.sort_values("ts", kind="stable")
-    task_next = by_task.groupby("tid", sort=False)["ts"].shift(-1).astype("float64").reindex(mk.index)
-    bound = np.fmin(next_enter.to_numpy(), task_next.to_numpy())
-    mk["done"] = mk["done"].fillna(pd.Series(bound, index=mk.index)).fillna(float(_INF))
-    mk["k"] = mk.groupby("folio", sort=False).cumcount()
-    w = dec.loc[is_open, ["ts", "flush_done_ts", "folio"]]
+    task_next = pd.Series(_shift(by_task, ["tid"], "ts", -1, NEVER), index=by_task.index)
+    bound = np.minimum(next_enter, task_next.reindex(mk.index).to_numpy(dtype=np.int64))
+    done, done_ok = _opt(mk["done"])
+    mk["end"] = np.where(done_ok, done, bound)
+    mk["k"] = mk.groupby("folio", sort=False).cumcount().to_numpy(dtype=np.int64)
+    k = mk["k"].to_numpy()
+    sel = np.flatnonzero(is_open)
+    w = dec.iloc[sel]
     # first mkclean of the folio that ends after the decrement...
-    lo = _asof(w, mk, "ts", "done", ["folio"], "forward", False, ["k"])["k"].to_numpy(dtype="float64")
+    lo_pos = _asof(w, mk, "ts", "end", ["folio"], "forward", False)
+    lo_ok = lo_pos >= 0
+    lo = np.where(lo_ok, k[np.maximum(lo_pos, 0)], 0)
     # ...and the first that starts at or after the flush completed (else: past the last)
-    hi = _asof(w, mk, "flush_done_ts", "ts", ["folio"], "forward", True, ["k"])["k"].to_numpy(dtype="float64",
-                                                                                          copy=True)
-    nohi = np.isnan(hi)
+    hi_pos = _asof(w, mk, "flush_done_ts", "ts", ["folio"], "forward", True)
+    hi = k[np.maximum(hi_pos, 0)]
+    nohi = hi_pos < 0
     if nohi.any():
         sizes = mk.groupby("folio", sort=False).size()
-        hi[nohi] = sizes.reindex(w["folio"].to_numpy()[nohi]).fillna(0).to_numpy(dtype="float64")
-    c = np.where(np.isnan(lo), 0, np.maximum(hi - np.nan_to_num(lo), 0)).astype(np.int64)
-    counts[np.flatnonzero(is_open)] = c
+        hi[nohi] = sizes.reindex(w["folio"].to_numpy()[nohi]).fillna(0).to_numpy(dtype=np.int64)
+    c = np.where(lo_ok, np.maximum(hi - lo, 0), 0).astype(np.int64)
+    counts[sel] = c
     if not c.any():
         return counts, empty
-    rows = np.repeat(np.flatnonzero(is_open), c)
-    first = np.repeat(lo[c > 0].astype(np.int64), c[c > 0])
-    step = np.arange(len(rows)) - np.repeat(np.cumsum(c[c > 0]) - c[c > 0], c[c > 0])
+    rows = np.repeat(sel, c)
+    # the calls of one folio are consecutive rows of mk, k rising by one: hits are rows lo_pos, lo_pos + 1...
+    step = np.arange(len(rows)) - np.repeat(np.cumsum(c) - c, c)
     d = dec.iloc[rows].reset_index(drop=True)
-    key = pd.DataFrame({"folio": d["folio"].to_numpy(), "k": first + step})
-    mkr = key.merge(mk, on=["folio", "k"], how="left")
-    done = mkr["done"].to_numpy(dtype="float64", copy=True)
-    done[done >= float(_INF)] = np.nan
+    mkr = mk.iloc[np.repeat(lo_pos, c) + step].reset_index(drop=True)
+    end = mkr["end"].to_numpy()
     hits = pd.DataFrame({
         "page": d["page"].to_numpy(), "folio": d["folio"].to_numpy(), "pfn": d["pfn"].to_numpy(),
         "class": d["class"].to_numpy(), "path": d["path"].to_numpy(),
-        "dec_ts": d["ts"].to_numpy(), "flush_done_ts": d["flush_done_ts"].to_numpy(),
-        "gap_ns": d["gap_ns"].to_numpy(),
+        "dec_ts": _ns(d["ts"]), "flush_done_ts": d["flush_done_ts"].astype("Int64").array,
+        "gap_ns": d["gap_ns"].astype("Int64").array,
         "zap_tid": d["tid"].to_numpy(), "zap_cpu": d["cpu"].to_numpy(),
         "mkclean_tid": mkr["tid"].to_numpy(), "mkclean_cpu": mkr["cpu"].to_numpy(),
-        "mkclean_enter_ts": mkr["ts"].to_numpy(), "mkclean_exit_ts": done,
-        "mkclean_ret": mkr["ret"].to_numpy(),
+        "mkclean_enter_ts": _ns(mkr["ts"]), "mkclean_exit_ts": _nullable(end, end != NEVER),
+        "mkclean_ret": mkr["ret"].astype("Int64").array,
     })
     return counts, hits
 
@@ -406,19 +452,18 @@ def _loss_suspect(trace: Trace, dec: pd.DataFrame) -> np.ndarray:
     marks: Optional[np.ndarray] = None
     series = trace.stat_series
     if series:
-        t = np.array([s[0] for s in series], dtype="float64")
-        lost = np.array([s[1] for s in series], dtype="float64")
-        grew = np.flatnonzero(np.diff(np.concatenate([[0.0], lost])) > 0)
+        t = np.array([s[0] for s in series], dtype=np.int64)
+        lost = np.array([s[1] for s in series], dtype=np.int64)
+        grew = np.flatnonzero(np.diff(np.concatenate([[0], lost])) > 0)
         if len(grew):
-            lo = np.where(grew > 0, t[np.maximum(grew - 1, 0)], -np.inf)
-            lo[grew == 0] = -np.inf
-            hi = t[grew]
-            marks = np.stack([lo, hi], axis=1)
+            # from the STAT before the growth (the start of time for the first STAT) to the STAT that saw it
+            lo = np.where(grew > 0, t[np.maximum(grew - 1, 0)], BEFORE_ALL)
+            marks = np.stack([lo, t[grew]], axis=1)
     if marks is None:
         return np.ones(n, dtype=bool)
-    a = dec["ts"].to_numpy(dtype="float64")
-    b = np.where(np.isnan(dec["flush_done_ts"].to_numpy(dtype="float64")), a,
-                 dec["flush_done_ts"].to_numpy(dtype="float64"))
+    a = _ns(dec["ts"])
+    done, ok = _opt(dec["flush_done_ts"])
+    b = np.where(ok, done, a)
     out = np.zeros(n, dtype=bool)
     for lo, hi in marks:
         out |= (b >= lo) & (a <= hi)

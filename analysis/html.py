@@ -47,7 +47,8 @@ def _png(fig: Figure) -> str:
 
 def _paired_us(gaps: pd.DataFrame) -> pd.DataFrame:
     g = gaps.loc[gaps["paired"].to_numpy(), ["class", "path", "gap_ns"]]
-    return g.assign(gap_us=g["gap_ns"].to_numpy(dtype="float64") / 1000.0)
+    # paired rows always have a gap; float only for plotting
+    return g.assign(gap_us=g["gap_ns"].to_numpy(dtype="float64", na_value=np.nan) / 1000.0)
 
 
 def _linthresh(us: np.ndarray) -> Tuple[float, float]:
@@ -143,21 +144,25 @@ LANE_COLORS = {"zap": "#999999", "tlb_flush_mmu": "#9467bd", "flush_tlb_mm_range
                "tlb_flush_rmaps": "#bcbd22", "mkclean": "#8c564b"}
 
 
-def _timeline_items(a: Analysis, tid: int, zap_ts: int) -> Tuple[Dict[str, pd.DataFrame], pd.DataFrame, float, float]:
-    """Calls per lane kind (ts, done, cpu) and the zap's decrements, within the zap's time span."""
+def _known(col: pd.Series) -> np.ndarray:
+    """The non-missing values of a (nullable) int64 ns column."""
+    return col.to_numpy(dtype=np.int64, na_value=0)[col.notna().to_numpy()]
+
+
+def _timeline_items(a: Analysis, tid: int, zap_ts: int) -> Tuple[Dict[str, pd.DataFrame], pd.DataFrame, int, int]:
+    """Calls per lane kind (ts, done, cpu) and the zap's decrements, within the zap's time span
+    [start, end] (int64 ns)."""
     tr, ev = a.trace, a.trace.events
     g = a.gaps
-    dec = g[(g["tid"].to_numpy() == tid) & (g["zap_ts"].to_numpy(dtype="float64") == zap_ts)]
+    dec = g[(g["tid"].to_numpy() == tid) & (g["zap_ts"] == zap_ts).fillna(False).to_numpy(dtype=bool)]
     zaps = calls(ev, tr.code("zap_enter"), tr.code("zap_exit"))
     zap = zaps[(zaps["tid"] == tid) & (zaps["ts"] == zap_ts)]
-    ends = np.concatenate([dec["ts"].to_numpy(dtype="float64"), dec["flush_done_ts"].to_numpy(dtype="float64"),
-                           zap["done"].to_numpy(dtype="float64")])
-    start, end = float(zap_ts), float(np.nanmax(ends))
+    ends = np.concatenate([_known(dec["ts"]), _known(dec["flush_done_ts"]), _known(zap["done"])])
+    start, end = int(zap_ts), int(ends.max())
     items: Dict[str, pd.DataFrame] = {}
 
     def clip(c: pd.DataFrame, own: bool) -> pd.DataFrame:
-        done = c["done"].to_numpy(dtype="float64")
-        done = np.where(np.isnan(done), end, done)
+        done = c["done"].to_numpy(dtype=np.int64, na_value=end)       # still running: to the end
         keep = (c["ts"].to_numpy() <= end) & (done >= start)
         if own:
             keep &= c["tid"].to_numpy() == tid
@@ -195,7 +200,8 @@ def fig_timeline(a: Analysis, pick: Optional[Tuple[int, int]] = None,
     y = {r: len(rows) - 1 - i for i, r in enumerate(rows)}
     h = a.hits
     hit_mk = h.loc[(h["zap_tid"].to_numpy() == tid) & h["dec_ts"].isin(dec["ts"]).to_numpy(), "mkclean_enter_ts"]
-    us = lambda t: (np.asarray(t, dtype="float64") - start) / 1000.0  # noqa: E731
+    # int64 difference first, then float for plotting
+    us = lambda t: (np.asarray(t, dtype=np.int64) - start) / 1000.0  # noqa: E731
     for (cpu, kind), yy in y.items():
         if kind == "rmap":
             d = dec[dec["cpu"] == cpu]

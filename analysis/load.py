@@ -3,6 +3,12 @@
 The events come back sorted by timestamp (ring-buffer records from different
 CPUs arrive out of order); the file order is kept as column ``seq`` so that
 equal timestamps keep their recorded order.
+
+``ts`` is int64 nanoseconds (CLOCK_MONOTONIC; the file stores uint64): the
+analysis subtracts times, so they must be signed, and compares them exactly,
+so they are never floats (float64 is exact only below 2**53 ns, 104 days of
+uptime).  A record whose timestamp does not fit int64 (2**63 ns, 292 years)
+cannot come from CLOCK_MONOTONIC: it is dropped and reported in ``problems``.
 """
 from __future__ import annotations
 
@@ -99,13 +105,23 @@ def from_raw(raw: tracefile.RawTrace) -> Trace:
         raise tracefile.TraceError(f"{raw.path}: header lacks event kinds {', '.join(missing)}")
     flags = {str(k): int(v) for k, v in (head.get("flags") or {}).items()}
     arr = raw.events
-    order = np.argsort(arr["ts"], kind="stable")
+    problems = list(raw.problems)
+    too_late = arr["ts"] > np.uint64(np.iinfo(np.int64).max)
+    if too_late.any():
+        problems.append(f"{int(too_late.sum())} events with a timestamp of 2**63 ns or more dropped "
+                        "(not a CLOCK_MONOTONIC time)")
+    if too_late.any():
+        keep = np.flatnonzero(~too_late)
+        order = keep[np.argsort(arr["ts"][keep], kind="stable")]
+    else:
+        order = np.argsort(arr["ts"], kind="stable")
     cols = {name: arr[name][order] for name in arr.dtype.names}
+    cols["ts"] = cols["ts"].astype(np.int64)
     cols["seq"] = order.astype(np.int64)
     df = pd.DataFrame(cols, copy=False)
     return Trace(path=raw.path, head=head, events=df, kinds=kinds, flags=flags, stats=raw.stats,
                  stat_series=list(raw.stat_series),
-                 meta=raw.meta, end=raw.end, problems=list(raw.problems), skipped_bytes=raw.skipped_bytes,
+                 meta=raw.meta, end=raw.end, problems=problems, skipped_bytes=raw.skipped_bytes,
                  file_bytes=raw.file_bytes)
 
 

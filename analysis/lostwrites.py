@@ -28,6 +28,8 @@ from .load import Trace
 COLUMNS = ["page", "offset", "expected", "found", "written_ns", "written_end_ns", "found_ns", "explained",
            "dec_ts", "path", "class", "gap_ns", "flush_done_ts", "mkclean_enter_ts", "mkclean_exit_ts",
            "windows_of_page", "tid", "zap_ts"]
+#: Times of the explaining window: int64 ns, nullable (NA when the lost write is unexplained).
+WINDOW_COLUMNS = ("dec_ts", "gap_ns", "flush_done_ts", "mkclean_enter_ts", "mkclean_exit_ts", "zap_ts")
 
 
 def load_findings(path: str) -> Dict[str, Any]:
@@ -65,27 +67,33 @@ def join(trace: Trace, gaps: pd.DataFrame, findings: Dict[str, Any]) -> pd.DataF
         w0, w1 = (int(x) for x in item["written_ns"])
         row = {"page": page, "offset": int(item["offset"]), "expected": int(item["expected"]),
                "found": int(item["found"]), "written_ns": w0, "written_end_ns": w1,
-               "found_ns": int(item["found_ns"]), "explained": False, "dec_ts": np.nan, "path": "",
-               "class": "", "gap_ns": np.nan, "flush_done_ts": np.nan, "mkclean_enter_ts": np.nan,
-               "mkclean_exit_ts": np.nan, "tid": -1, "zap_ts": np.nan}
+               "found_ns": int(item["found_ns"]), "explained": False, "path": "", "class": "", "tid": -1,
+               **{c: None for c in WINDOW_COLUMNS}}
         on_page = (lo <= page) & (page <= hi)
         row["windows_of_page"] = int(on_page.sum())
         cand = mine[on_page & mine["open"].to_numpy() & (mine["hits"].to_numpy() > 0)]
-        ts = cand["ts"].to_numpy(dtype="float64")
-        done = cand["flush_done_ts"].to_numpy(dtype="float64")
+        ts = cand["ts"].to_numpy(dtype=np.int64)
+        done = cand["flush_done_ts"].to_numpy(dtype=np.int64)      # open rows: never missing
         overlap = (ts <= w1) & (done >= w0)
         if overlap.any():
             best = cand.iloc[int(np.flatnonzero(overlap)[0])]
             h = hits[(hits["dec_ts"].to_numpy() == best["ts"]) & (hits["folio"].to_numpy() == best["folio"])]
-            row.update(explained=True, dec_ts=float(best["ts"]), path=str(best["path"]),
-                       gap_ns=float(best["gap_ns"]), flush_done_ts=float(best["flush_done_ts"]),
-                       tid=int(best["tid"]), zap_ts=float(best["zap_ts"]))
+            row.update(explained=True, dec_ts=int(best["ts"]), path=str(best["path"]),
+                       gap_ns=int(best["gap_ns"]), flush_done_ts=int(best["flush_done_ts"]),
+                       tid=int(best["tid"]), zap_ts=_int_or_none(best["zap_ts"]))
             row["class"] = str(best["class"])
             if len(h):
-                row["mkclean_enter_ts"] = float(h["mkclean_enter_ts"].iloc[0])
-                row["mkclean_exit_ts"] = float(h["mkclean_exit_ts"].iloc[0])
+                row["mkclean_enter_ts"] = int(h["mkclean_enter_ts"].iloc[0])
+                row["mkclean_exit_ts"] = _int_or_none(h["mkclean_exit_ts"].iloc[0])
         rows.append(row)
-    return pd.DataFrame(rows, columns=COLUMNS)
+    out = pd.DataFrame(rows, columns=COLUMNS)
+    for c in WINDOW_COLUMNS:            # from Python ints: exact (a float64 column would round above 2**53)
+        out[c] = pd.array([r[c] for r in rows], dtype="Int64")
+    return out
+
+
+def _int_or_none(v):
+    return None if pd.isna(v) else int(v)
 
 
 def summarize(table: pd.DataFrame, findings: Dict[str, Any], trace: Trace) -> Dict[str, Any]:

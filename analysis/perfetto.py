@@ -58,15 +58,18 @@ def _lines(df: pd.DataFrame, args: Optional[pd.DataFrame] = None) -> List[str]:
 
 
 def _us(ts, t0: int) -> np.ndarray:
-    return (np.asarray(ts, dtype="float64") - t0) / 1000.0
+    """Microseconds since t0 of int64 ns times (no missing value): the difference is taken in
+    int64, exactly, and only then made a float."""
+    return (np.asarray(ts, dtype=np.int64) - t0) / 1000.0
 
 
 def _slices(c: pd.DataFrame, name: str, cat: str, t0: int, args: Optional[pd.DataFrame] = None) -> List[str]:
     """'X' slices for calls with a return, '<name> (no return)' instants for the others."""
-    done = c["done"].to_numpy(dtype="float64")
-    ok = ~np.isnan(done)
-    start = _us(c["ts"], t0)
-    base = pd.DataFrame({"name": name, "cat": cat, "ph": "X", "ts": start, "dur": _us(done, t0) - start,
+    ok = c["done"].notna().to_numpy()
+    ts = c["ts"].to_numpy(dtype=np.int64)
+    done = c["done"].to_numpy(dtype=np.int64, na_value=0)
+    start = _us(ts, t0)
+    base = pd.DataFrame({"name": name, "cat": cat, "ph": "X", "ts": start, "dur": (done - ts) / 1000.0,
                          "pid": c["tgid"].to_numpy(), "tid": c["tid"].to_numpy()})
     out = _lines(base[ok], None if args is None else args[ok])
     lost = base[~ok].drop(columns="dur").assign(name=f"{name} (no return)", ph="i", s="t")
@@ -134,12 +137,12 @@ def chrome_trace(trace: Trace, gaps: pd.DataFrame, hits: pd.DataFrame) -> Dict[s
                     "rmap " + g["class"].astype(str).to_numpy().astype(object))
     parts["instants"] += _instants(name, "rmap", g["ts"], g["tgid"], g["tid"], t0, pd.DataFrame({
         "page": hex_u64(g["page"]), "pfn": g["pfn"].to_numpy(), "class": g["class"].to_numpy(),
-        "path": g["path"].to_numpy(), "gap_us": g["gap_ns"].to_numpy(dtype="float64") / 1000.0,
+        "path": g["path"].to_numpy(), "gap_us": g["gap_ns"].to_numpy(dtype="float64", na_value=np.nan) / 1000.0,
         "hits": g["hits"].to_numpy()}))
     mk = mkclean_calls(trace)
     parts["instants"] += _instants("mkclean", "writeback", mk["ts"], mk["tgid"], mk["tid"], t0, pd.DataFrame({
         "folio": hex_u64(mk["folio"]), "pfn": mk["pfn"].to_numpy(),
-        "took_us": (mk["done"].to_numpy(dtype="float64") - mk["ts"].to_numpy(dtype="float64")) / 1000.0,
+        "took_us": (mk["done"] - mk["ts"]).to_numpy(dtype="float64", na_value=np.nan) / 1000.0,
         "ret": mk["ret"].astype("Int64").to_numpy()}))
 
     w = _windows(g)

@@ -105,8 +105,8 @@ LOST_HEADER = ["page", "written ms", "found ms", "expected/found", "explained by
 
 def lost_rows(lost: pd.DataFrame, t0: int) -> Table:
     """One row per lost write: when it was written and found, and the window that explains it."""
-    def ms(v: float) -> str:
-        return "-" if v is None or np.isnan(v) else f"{(v - t0) / 1e6:.3f}"
+    def ms(v) -> str:        # v: int ns (exact difference with t0), or missing
+        return "-" if v is None or pd.isna(v) else f"{(v - t0) / 1e6:.3f}"
     rows = []
     for r in lost.to_dict("records"):
         rows.append([str(r["page"]), ms(r["written_ns"]), ms(r["found_ns"]), f"{r['expected']}/{r['found']}",
@@ -132,9 +132,9 @@ def lost_lines(a: "Analysis") -> List[str]:
 
 # ------------------------------------------------------------- formatting --
 
-def fmt_us(ns: Optional[float]) -> str:
-    """Signed microseconds from nanoseconds: +12.3, -0.8, +0.004; '-' when unknown."""
-    if ns is None or (isinstance(ns, float) and np.isnan(ns)):
+def fmt_us(ns: Any) -> str:
+    """Signed microseconds from nanoseconds: +12.3, -0.8, +0.004; '-' when unknown (None, NaN, NA)."""
+    if ns is None or pd.isna(ns):
         return "-"
     us = ns / 1000.0
     if us != 0 and abs(us) < 0.1:
@@ -198,16 +198,17 @@ def hit_rows(hits: pd.DataFrame, t0: int, limit: Optional[int]) -> Table:
     h = hits.sort_values(["dec_ts", "mkclean_enter_ts"], kind="stable")
     if limit is not None:
         h = h.head(limit)
-    dec = h["dec_ts"].to_numpy(dtype="float64")
-    start = h["mkclean_enter_ts"].to_numpy(dtype="float64")
-    took = h["mkclean_exit_ts"].to_numpy(dtype="float64") - start
+    # times stay int64 ns (Python ints, NA when missing) until formatted: differences are exact
+    dec = h["dec_ts"].astype("int64").tolist()
+    start = h["mkclean_enter_ts"].astype("int64").tolist()
+    took = (h["mkclean_exit_ts"].astype("Int64") - h["mkclean_enter_ts"].astype("int64")).tolist()
     cols = zip(dec, h["pfn"].to_numpy(), h["class"].to_numpy(), h["path"].to_numpy(),
-               h["gap_ns"].to_numpy(dtype="float64"), h["zap_tid"].to_numpy(), h["zap_cpu"].to_numpy(),
+               h["gap_ns"].astype("Int64").tolist(), h["zap_tid"].to_numpy(), h["zap_cpu"].to_numpy(),
                h["mkclean_tid"].to_numpy(), h["mkclean_cpu"].to_numpy(), start, took,
-               h["mkclean_ret"].to_numpy(dtype="float64"))
+               h["mkclean_ret"].astype("Int64").tolist())
     rows = [[f"{(d - t0) / 1e6:.3f}", f"{int(pfn):#x}", str(c), str(p), fmt_us(g), f"{zt}/{zc}",
-             f"{mt}/{mc}", fmt_us(s - d), "running" if np.isnan(k) else fmt_us(k).lstrip("+"),
-             "-" if np.isnan(r) else str(int(r))]
+             f"{mt}/{mc}", fmt_us(s - d), "running" if pd.isna(k) else fmt_us(k).lstrip("+"),
+             "-" if pd.isna(r) else str(int(r))]
             for d, pfn, c, p, g, zt, zc, mt, mc, s, k, r in cols]
     return HIT_HEADER, rows
 

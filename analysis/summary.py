@@ -14,7 +14,8 @@ PERCENTILES = (("p50", 50), ("p90", 90), ("p99", 99))
 
 
 def gap_stats(values: np.ndarray) -> Dict[str, Optional[float]]:
-    v = values[~np.isnan(values)]
+    """min, percentiles and max of exact int64 gaps (ns), as floats for display (exact below 2**53 ns)."""
+    v = np.asarray(values, dtype=np.int64)
     if len(v) == 0:
         return {"min": None, "p50": None, "p90": None, "p99": None, "max": None}
     q = np.percentile(v, [p for _, p in PERCENTILES])
@@ -24,9 +25,15 @@ def gap_stats(values: np.ndarray) -> Dict[str, Optional[float]]:
     return out
 
 
+def _gaps(col: pd.Series, rows: np.ndarray) -> np.ndarray:
+    """The known gaps (int64 ns) of a nullable gap column among ``rows``."""
+    ok = rows & col.notna().to_numpy()
+    return col.to_numpy(dtype=np.int64, na_value=0)[ok]
+
+
 def _block(g: pd.DataFrame) -> Dict[str, Any]:
     paired = g["paired"].to_numpy()
-    gap = g["gap_ns"].to_numpy(dtype="float64")
+    gap = g["gap_ns"].to_numpy(dtype=np.int64, na_value=0)      # read only where paired (never NA there)
     reasons = g.loc[~paired, "unpaired_reason"].value_counts()
     reasons = reasons[reasons > 0]          # categorical columns list every category
     return {
@@ -39,8 +46,8 @@ def _block(g: pd.DataFrame) -> Dict[str, Any]:
         "hits": int(g["hits"].sum()),
         "pages_hit": int((g["hits"] > 0).sum()),
         "loss_suspect": int(g["loss_suspect"].sum()),
-        "gap_ns": gap_stats(gap[paired]),
-        "gap_mmu_ns": gap_stats(g["gap_mmu_ns"].to_numpy(dtype="float64")[paired]),
+        "gap_ns": gap_stats(_gaps(g["gap_ns"], paired)),
+        "gap_mmu_ns": gap_stats(_gaps(g["gap_mmu_ns"], paired)),
         "unpaired_reasons": {str(k): int(v) for k, v in reasons.items()},
         "pages_per_call": _per_call(g["nr_in_call"].to_numpy()),
     }

@@ -82,6 +82,12 @@ class TraceBuilder:
             self.ev(done, "mkclean_exit", tid=tid, mm=0, page=pg, cpu=cpu, nr=ret)
         return self
 
+    def shifted(self, by: int) -> "TraceBuilder":
+        """The same events, every timestamp moved by ``by`` ns (exact: Python ints)."""
+        out = TraceBuilder(self.kernel, self.probes)
+        out.rows = [(row[0] + by,) + row[1:] for row in self.rows]
+        return out
+
     # -- output --------------------------------------------------------------
     def array(self, shuffle: Optional[int] = None) -> np.ndarray:
         arr = np.array(self.rows, dtype=L.dtype) if self.rows else np.zeros(0, dtype=L.dtype)

@@ -51,6 +51,8 @@ def test_each_lost_write_is_tied_to_its_window_or_counted_unexplained(tmp_path):
     assert (r0["path"], r0["class"], r0["dec_ts"], r0["gap_ns"], r0["mkclean_enter_ts"], r0["flush_done_ts"]) == \
         ("immediate", "file-dirty", 1100, 900, 1200, 2000)
     assert (r1["dec_ts"], r1["mkclean_enter_ts"]) == (3100, 3300)
+    assert all(str(j[c].dtype) == "Int64" for c in LW.WINDOW_COLUMNS)      # exact, NA when unexplained
+    assert j["dec_ts"].isna().tolist() == [False, False, True, True, True]
     assert j["windows_of_page"].tolist() == [1, 1, 1, 1, 0]
     s = LW.summarize(j, f, t)
     assert (s["lost_writes"], s["explained"], s["unexplained"], s["by_path"]) == (5, 2, 3, {"immediate": 2})

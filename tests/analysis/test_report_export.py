@@ -87,18 +87,25 @@ def test_csv_and_parquet_round_trip(a_path, tmp_path):
     assert r.exit_code == 0, r.stderr
     g = analysis.gap_table(analysis.load(a_path))
     pq = pd.read_parquet(tmp_path / "g.parquet")
-    cs = pd.read_csv(tmp_path / "g.csv", keep_default_na=False, na_values={c: [""] for c in
-                                                                            ("zap_ts", "flush_enter_ts",
-                                                                             "flush_done_ts", "gap_ns",
-                                                                             "mmu_done_ts", "gap_mmu_ns")})
+    times = ("zap_ts", "flush_enter_ts", "flush_done_ts", "gap_ns", "mmu_done_ts", "gap_mmu_ns")
+    cs = pd.read_csv(tmp_path / "g.csv", keep_default_na=False, na_values={c: [""] for c in times},
+                     dtype={c: "Int64" for c in times})
+    # the CSV carries the times as exact integers (empty when missing), never as floats
+    raw = pd.read_csv(tmp_path / "g.csv", dtype=str, keep_default_na=False)
+    for c in times + ("ts",):
+        assert raw[c].str.fullmatch(r"-?[0-9]*").all(), c
     for back in (pq, cs):
         assert list(back.columns) == list(g.columns) and len(back) == len(g) == 6
         for c in g.columns:
+            if c in times:          # nullable Int64: exact, NA where missing
+                assert str(g[c].dtype) == "Int64" and back[c].astype("Int64").equals(g[c]), c
+                continue
             want, got = g[c].to_numpy(), back[c].to_numpy()
             if want.dtype.kind == "f":
                 np.testing.assert_array_equal(want, got.astype("float64"))
             else:
                 assert [str(x) for x in want] == [str(x) for x in got], c
+    assert g["gap_ns"].isna().sum() == 2          # P4 (no flush after) and P5 (other-path)
     assert pq["page"].dtype == np.uint64 and int(pq["page"].iloc[0]) == P[0]
 
 

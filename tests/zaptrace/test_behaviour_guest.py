@@ -149,4 +149,4 @@ def test_perf_buffer_fallback_records_the_same_events(guest_kernel, guest_behavi
     t = analysis.load(str(d / "perfbuf.zt"))
     g = analysis.gap_table(t)
     fd = g[g["class"] == "file-dirty"]
-    assert len(fd) > 1000 and (fd["gap_ns"] > 0).all()
+    assert len(fd) > 1000 and (fd["gap_ns"] > 0).fillna(False).all()      # NA (unpaired) fails too
