@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import analysis
-from analysis import gaps as G
+from zaptrace import analysis
+from zaptrace.analysis import gaps as G
 from tests.synth import MM, MM2, TraceBuilder, page
 
 P = [page(i) for i in range(16)]
