@@ -90,9 +90,8 @@ def main() -> int:
             rows.append(row(k, fs, report(os.path.join(out, pmd)), report(os.path.join(out, pte))))
             print(f"pmd_matrix: {tag}: done in {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
     mode = subprocess.run([ZT, "vm", "status"], stdout=subprocess.PIPE, text=True).stdout
-    accel = [ln for ln in mode.splitlines() if ln.startswith("accelerator")]
-    print(f"guest: {accel[0] if accel else 'accelerator unknown'}; TCG mode: "
-          f"{os.environ.get('ZAPTRACE_VM_TCG', 'single')}-threaded; 2 vCPUs; "
+    keep = [ln for ln in mode.splitlines() if ln.startswith(("qemu:", "tcg:", "accelerator"))]
+    print(f"guest: {'; '.join(keep) or 'mode unknown'}; "
           f"race --mapping pmd --pages {a.pages} --iterations {a.iterations}, one recording per row")
     mdtable.emit(header, rows, a.json)
     return 0
