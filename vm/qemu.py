@@ -31,8 +31,14 @@ PROBE_MARKER = b"ZAPTRACE-PROBE-OK"
 #: log, boot chatter does not.  A soft lockup or hung task panics the guest and
 #: panic=-1 with QEMU's -no-reboot ends the run at once, instead of leaving a
 #: wedged guest to run into --timeout: the console log then holds the stacks.
+#: An RCU stall panics too (sysctl.* on the command line: 5.8+): seen with QEMU 10's
+#: multi-threaded TCG, 3 vCPUs on a 2-core host, about once in a few dozen boots: a vCPU
+#: halted early in boot was never woken by its timer ("rcu_preempt kthread timer wakeup
+#: didn't happen ... Possible timer handling issue on cpu=2"), and the boot hung for good.
+#: vm/runner.py boots such a guest again when the stall came before the command started.
 KERNEL_CMDLINE = (
     "console=ttyS0 panic=-1 loglevel=5 softlockup_panic=1 softlockup_all_cpu_backtrace=1"
+    " sysctl.kernel.panic_on_rcu_stall=1"
 )
 
 

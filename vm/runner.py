@@ -20,6 +20,7 @@ import os
 import re
 import shlex
 import signal
+import sys
 import subprocess
 import threading
 import time
@@ -182,7 +183,43 @@ def run(
             shares=shares, disks=[rootfs.image_path(), cache.scratch_image(scratch_fs)], outputs=outputs,
         )
 
-    return _exit_status(rundir, _boot(rundir, qemu_argv, timeout, stdout, stderr))
+    for attempt in range(1, BOOT_ATTEMPTS + 1):
+        rc = _boot(rundir, qemu_argv, timeout, stdout, stderr)
+        try:
+            return _exit_status(rundir, rc)
+        except BootError as e:
+            why = _stalled_before_start(rundir)
+            if attempt == BOOT_ATTEMPTS or not why:
+                raise
+            kept = rundir / ("console-attempt%d.log" % attempt)
+            os.replace(rundir / "console.log", kept)
+            for name in ("status", "error", "timing"):
+                cache.remove_tree(ctl / name)
+            sys.stderr.write("zaptrace: the guest stalled before the command started (%s; console log kept as %s);"
+                             " booting again (attempt %d of %d)\n" % (why, kept, attempt + 1, BOOT_ATTEMPTS))
+            sys.stderr.flush()
+            del e
+    raise AssertionError("unreachable")
+
+
+#: Boots of one `vm run` when the guest stalls before the command starts (see
+#: qemu.KERNEL_CMDLINE: a vCPU never woken during boot under multi-threaded TCG).
+#: A stall after the command started is never retried: it is reported.
+BOOT_ATTEMPTS = 3
+
+
+def _stalled_before_start(rundir: Path) -> str:
+    """The panic line if the guest panicked on an RCU stall before the command started, else ""."""
+    if (rundir / "ctl" / "started").exists() or (rundir / "ctl" / "status").exists():
+        return ""
+    try:
+        text = (rundir / "console.log").read_bytes().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    for line in reversed(text.splitlines()):
+        if "Kernel panic" in line and "RCU Stall" in line:
+            return line.strip()
+    return ""
 
 
 def _guest_env(guest: GuestKernel, extra: Optional[Dict[str, str]], tty: bool) -> Dict[str, str]:

@@ -139,3 +139,59 @@ def test_run_refuses_when_not_built(tmp_path, monkeypatch):
     monkeypatch.setenv("ZAPTRACE_CACHE", str(tmp_path))
     with pytest.raises(VMError, match="guest image not built: run `zaptrace vm build`"):
         runner.run("6.1", ["true"])
+
+
+STALL = "[   46.1] Kernel panic - not syncing: RCU Stall\n"
+
+
+def test_stall_before_the_command_is_recognised(tmp_path):
+    rundir = make_rundir(tmp_path)
+    (rundir / "console.log").write_text("[ 24.8] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n" + STALL)
+    assert runner._stalled_before_start(rundir) == STALL.strip()
+    (rundir / "ctl" / "started").write_text("")          # the command had started: never retried
+    assert runner._stalled_before_start(rundir) == ""
+    (rundir / "ctl" / "started").unlink()
+    (rundir / "console.log").write_text("[ 9.0] Kernel panic - not syncing: softlockup: hung tasks\n")
+    assert runner._stalled_before_start(rundir) == ""
+
+
+def test_a_boot_that_stalls_before_the_command_is_booted_again(tmp_path, monkeypatch, capsys):
+    """runner.run's retry loop, with _boot standing in for QEMU: stall, stall, then a status."""
+    boots = []
+
+    def fake_boot(rundir, qemu_argv, timeout, stdout, stderr):
+        boots.append(1)
+        if len(boots) < 3:
+            (rundir / "console.log").write_text(STALL)
+        else:
+            (rundir / "ctl" / "started").write_text("")
+            (rundir / "ctl" / "status").write_text("7\n")
+        return 0
+
+    _fake_guest(monkeypatch, tmp_path)
+    monkeypatch.setattr(runner, "_boot", fake_boot)
+    assert runner.run("6.1", ["true"], cwd=str(tmp_path)) == 7
+    assert len(boots) == 3
+    err = capsys.readouterr().err
+    assert err.count("stalled before the command started") == 2 and "attempt 3 of 3" in err
+    boots.clear()
+    monkeypatch.setattr(runner, "BOOT_ATTEMPTS", 2)
+    with pytest.raises(BootError, match="RCU Stall"):
+        runner.run("6.1", ["true"], cwd=str(tmp_path))
+    assert len(boots) == 2
+
+
+def _fake_guest(monkeypatch, tmp_path):
+    """Everything runner.run needs before it boots, without a built guest."""
+    from zaptrace.vm import cache
+    from zaptrace.vm.kernel import GuestKernel
+    monkeypatch.setenv("ZAPTRACE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(runner.build, "ready", lambda kernel: None)
+    monkeypatch.setattr(runner, "resolve_kernel", lambda k, m, h: GuestKernel(
+        "6.1", "6.1.0-56-amd64", tmp_path / "vmlinuz", None, None))
+    scratch = cache.scratch_image("ext4")
+    scratch.parent.mkdir(parents=True, exist_ok=True)
+    scratch.write_bytes(b"")
+    monkeypatch.setattr(runner.initramfs, "ensure", lambda modules: tmp_path / "initrd")
+    monkeypatch.setattr(runner.qemu, "choose_accel", lambda a, g, i: "tcg")
+    monkeypatch.setattr(runner.qemu, "version", lambda: "QEMU emulator version 10.0.2")

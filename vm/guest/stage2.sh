@@ -124,6 +124,7 @@ if [ "$ZT_STDERR_TTY" != 1 ]; then
 fi
 
 log "running the command"
+: > "$CTL/started"
 read -r t0 _ < /proc/uptime
 env -i /bin/sh "$CTL/cmd.sh" < /dev/null > "$OUT" 2> "$ERR" 3>&- 4>&-
 rc=$?
