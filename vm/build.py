@@ -155,7 +155,7 @@ def describe() -> List[str]:
     else:
         lines.append("qemu: %s" % qemu.version())
         lines.append("tcg: thread=%s (%s); %d vCPUs unless --smp" % (
-            qemu.tcg_threading(), qemu.tcg_reason(), qemu.DEFAULT_VCPUS))
+            qemu.tcg_threading(), qemu.tcg_reason(), qemu.default_vcpus()))
     if not qemu.kvm_usable():
         lines.append("accelerator: TCG (/dev/kvm not usable)")
     else:

@@ -108,7 +108,7 @@ def run(
     timeout: Optional[float] = None,
     accel: str = "auto",
     memory_mb: int = 2048,
-    smp: int = qemu.DEFAULT_VCPUS,
+    smp: Optional[int] = None,
     env: Optional[Dict[str, str]] = None,
     modules: Optional[str] = None,
     headers: Optional[str] = None,
@@ -128,6 +128,8 @@ def run(
     reason = build.ready(kernel)
     if reason:
         raise VMError(reason)
+    if smp is None:
+        smp = qemu.default_vcpus()
     guest = resolve_kernel(kernel, modules, headers)
     if scratch_fs not in rootfs.SCRATCH_FILESYSTEMS:
         raise VMError("unknown scratch filesystem %r: choose from %s"
