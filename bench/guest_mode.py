@@ -109,7 +109,7 @@ def main() -> int:
                      spread([x["wall_s"] for x in rs]), spread([x["gap_p50_us"] for x in rs]),
                      ratio(m, "gap_p50_us"), spread([x["hits"] for x in rs]), spread([x["decrements"] for x in rs]),
                      spread([x["lost"] for x in rs])])
-    mach = runs[modes[-1]][0]["machine"] or {}
+    mach = (runs[modes[-1]][0]["machine"] or {}).get("zaptrace_guest") or {}
     print(f"kernel {a.kernel}; race --pages {a.pages} --iterations {a.iterations}; {a.rounds} rounds, modes "
           f"interleaved; median (min to max); QEMU: {mach.get('qemu', '?')}; host CPUs: {mach.get('host_cpus', '?')}")
     mdtable.emit(header, rows, None)
