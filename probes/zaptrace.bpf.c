@@ -57,6 +57,15 @@ BPF_HASH(mkclean_arg, __u32, __u64, 16384);
 /* mm of an open flush, keyed by tid | kind << 32: return probes lose the arguments. */
 BPF_HASH(flush_mm, __u64, __u64, 16384);
 BPF_PERCPU_ARRAY(counts, __u64, ZT_COUNT_SLOTS);
+/*
+ * Programs inside emit(), per CPU. The recorder sets config.stopped, then waits
+ * until the sum over CPUs is 0 before it drains and reads the counters: a
+ * program that read stopped == 0 had already raised this (a locked add, a full
+ * barrier on x86), so none can still count or commit a record after the final
+ * read. Without it, one event in ~50,000 was counted as generated after the
+ * counters were read (a vCPU descheduled between the stop check and count()).
+ */
+BPF_PERCPU_ARRAY(busy, __s64, 1);
 
 #ifndef ZT_RB_FLAGS
 #define ZT_RB_FLAGS 0
@@ -116,19 +125,24 @@ static __always_inline void count(__u32 slot)
 {
 	__u64 *v = counts.lookup(&slot);
 	if (v)
-		(*v)++;
+		__sync_fetch_and_add(v, 1);   /* atomic even against a program nested on this CPU */
 }
 
 static __always_inline void emit(void *ctx, struct zt_event *e)
 {
 	struct zt_config *c = cfg();
-	int err;
+	__u32 zero = 0;
+	__s64 *b = busy.lookup(&zero);
+	int err = 0;
 
-	if (!c || c->stopped)
+	if (!b)
 		return;
+	__sync_fetch_and_add(b, 1);
+	if (!c || c->stopped)
+		goto out;
 	count(e->kind);
 #if defined(ZT_SUMMARY) && !defined(ZT_KEEP_EVENTS)
-	return;                 /* --summary: events are aggregated in the kernel, never sent */
+	goto out;               /* --summary: events are aggregated in the kernel, never sent */
 #endif
 #ifdef ZT_PERFBUF
 	err = events.perf_submit(ctx, e, sizeof(*e));
@@ -137,6 +151,8 @@ static __always_inline void emit(void *ctx, struct zt_event *e)
 #endif
 	if (err)
 		count(ZT_NKINDS + e->kind);
+out:
+	__sync_fetch_and_add(b, -1);
 }
 
 static __always_inline void fill(struct zt_event *e, __u8 kind, __u64 pid_tgid)

@@ -193,6 +193,12 @@ class Recorder:
         c = cfg[ctypes.c_int(0)]
         c.stopped = 1
         cfg[ctypes.c_int(0)] = c
+        # Wait for programs already past the stop check (see "busy" in zaptrace.bpf.c):
+        # after this no record is counted or committed, so the drain below is final.
+        busy = self.bpf["busy"]
+        end = time.monotonic() + 10
+        while sum(busy.getvalue(busy.Key(0))) > 0 and time.monotonic() < end:
+            time.sleep(0.005)
 
     def _follow(self, pids) -> None:
         tg = self.bpf["tgids"]
@@ -402,10 +408,9 @@ class Recorder:
     def _drain(self, poll) -> None:
         """Take what the kernel still holds, until delivered + lost = generated.
 
-        Emission has stopped, but a BPF program that passed the stop check just
-        before may still be committing its record (under TCG a vCPU can be
-        descheduled mid-program), so poll until the counters balance (10 s at most;
-        an imbalance left is reported as in flight, never hidden).
+        _stop_bpf() has waited for the programs that passed the stop check, so
+        what is left is the buffer itself; poll until the counters balance (10 s
+        at most; an imbalance left is reported as in flight, never hidden).
         """
         if self.opts.summary and not self.opts.keep_events:
             return
