@@ -81,10 +81,18 @@ def test_forced_loss_is_counted_exactly(guest_kernel, guest_behaviour):
     raw = tracefile.read(str(d / "loss.zt"))
     lost = raw.end["lost"]
     assert sum(lost.values()) > 0
-    for k, g in raw.end["generated"].items():
-        assert raw.end["delivered"][k] + lost[k] == g, k
-        assert int((raw.events["kind"] == int({v: c for c, v in raw.head["kinds"].items()}[k])).sum()) == raw.end["delivered"][k]
+    # Exact per kind, except for ring records the reader dropped as not zaptrace
+    # records (zaptrace/ringbuf.py): those are counted, reported and warned about.
+    corrupt = raw.end["ring_corrupt"]
+    short = {k: g - raw.end["delivered"][k] - lost[k] for k, g in raw.end["generated"].items()}
+    assert all(v >= 0 for v in short.values()) and sum(short.values()) == corrupt, (short, corrupt)
+    assert corrupt <= 2, corrupt
+    names = {v: int(c) for c, v in raw.head["kinds"].items()}
+    for k in raw.end["generated"]:
+        assert int((raw.events["kind"] == names[k]).sum()) == raw.end["delivered"][k], k
+    assert len(raw.events) == sum(raw.end["delivered"].values())   # no record of an unknown kind
     assert "events lost" in out(d, "loss")
+    assert ("were not zaptrace records" in out(d, "loss")) == (corrupt > 0)
     t = analysis.load(str(d / "loss.zt"))
     g = analysis.gap_table(t)
     assert g["loss_suspect"].any()
