@@ -140,9 +140,21 @@ def generate(path: str, n_events: int = 10_000_000, seed: int = 1, style: str = 
     mk_ts = np.sort(mk_ts)
     mk_tid = (50 + np.arange(len(mk)) % 64).astype(np.uint32)     # kworkers take turns: none overlaps itself
     mk_cpu = rng.integers(0, cpus, len(mk)).astype(np.uint16)
+    mk_end = mk_ts + rng.integers(1000, 5000, len(mk))
+    # folio_mkclean runs under the folio lock: drop a call that would begin before an
+    # earlier call on the same page returned (the analysis relies on it, as on the kernel)
+    by_page = np.lexsort((mk_ts, page[mk]))
+    grp = np.unique(page[mk][by_page], return_inverse=True)[1].astype(np.int64)
+    span = int(mk_end.max()) + 1 if len(mk) else 1
+    ran = np.maximum.accumulate(grp * span + mk_end[by_page]) - grp * span     # latest return so far, per page
+    prev = np.concatenate([[-1], ran[:-1]])
+    prev[np.flatnonzero(np.diff(grp, prepend=-1))] = -1                       # a page's first call
+    ok = np.ones(len(mk), dtype=bool)
+    ok[by_page] = mk_ts[by_page] >= prev
+    mk, mk_ts, mk_end, mk_tid, mk_cpu = mk[ok], mk_ts[ok], mk_end[ok], mk_tid[ok], mk_cpu[ok]
     mkz = dict(t_id=mk_tid, t_gid=mk_tid, m=0, pg=page[mk], pf=pfn[mk], c=mk_cpu)
     add(mk_ts, "mkclean_enter", **mkz)
-    add(mk_ts + rng.integers(1000, 5000, len(mk)), "mkclean_exit", nr=1, **mkz)
+    add(mk_end, "mkclean_exit", nr=1, **mkz)
 
     # kswapd: other-path removals of some pages, outside any zap
     ks = rng.choice(P, size=P // 100, replace=False)
