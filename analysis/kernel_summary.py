@@ -14,10 +14,12 @@ from typing import Any, Dict
 import numpy as np
 import pandas as pd
 
+from zaptrace.vocab import OTHER_PATH, PMD, PUD, SUMMARY_PATHS
+
 from .gaps import CLASSES
 
 #: The paths the kernel summary pairs; pmd/pud are only counted there ("huge_mappings").
-KERNEL_PATHS = ("immediate", "delayed")
+KERNEL_PATHS = SUMMARY_PATHS
 HBUCKETS = 64
 # bucket b >= 1 holds [2^b, 2^(b+1)); b = 0 holds 0 and 1: b = number of thresholds 2^1..2^63 <= |gap|
 _THRESHOLDS = np.array([1 << k for k in range(1, HBUCKETS)], dtype=np.uint64)
@@ -57,5 +59,5 @@ def from_gaps(gaps: pd.DataFrame) -> Dict[str, Any]:
             }
         zap = (cls == c) & np.isin(path, KERNEL_PATHS)
         classes[c] = {"paths": paths, "hits": int(hits[zap].sum())}
-    return {"classes": classes, "other_path": int((path == "other-path").sum()),
-            "huge_mappings": int(np.isin(path, ("pmd", "pud")).sum())}
+    return {"classes": classes, "other_path": int((path == OTHER_PATH).sum()),
+            "huge_mappings": int(np.isin(path, (PMD, PUD)).sum())}

@@ -41,6 +41,7 @@ if ROOT not in sys.path:
 
 from zaptrace.layout import layout  # noqa: E402
 from zaptrace.tracefile import TraceWriter  # noqa: E402
+from zaptrace.vocab import DELAYED, IMMEDIATE  # noqa: E402
 
 VMEMMAP = 0xFFFFEA0000000000
 CHUNK = 65536
@@ -54,14 +55,14 @@ def _per_zap_rank(mask: np.ndarray, zap_of: np.ndarray, first_of_zap: np.ndarray
     return c - 1 - before[zap_of]
 
 
-def generate(path: str, n_events: int = 10_000_000, seed: int = 1, style: str = "immediate",
+def generate(path: str, n_events: int = 10_000_000, seed: int = 1, style: str = IMMEDIATE,
              kernel: Optional[str] = None, tasks: int = 4, cpus: int = 4) -> int:
     """Write a synthetic trace of exactly n_events records; returns n_events."""
     L = layout()
     K = {k.lower(): v for k, v in L.kinds.items()}
     F = {k.lower(): v for k, v in L.flags.items()}
     rng = np.random.default_rng(seed)
-    delayed = style == "delayed"
+    delayed = style == DELAYED
 
     n_pages_mean = 64.5
     zaps = int(n_events / (8 + n_pages_mean * 1.3)) + 64
@@ -246,7 +247,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", "--events", type=int, default=10_000_000)
     ap.add_argument("--trace", default=None, help="trace file (default /tmp/zaptrace-bench-<n>-<style>.zt)")
-    ap.add_argument("--style", choices=("immediate", "delayed"), default="immediate")
+    ap.add_argument("--style", choices=(IMMEDIATE, DELAYED), default=IMMEDIATE)
     ap.add_argument("--kernel", default=None, help="kernel release written in the header")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--regenerate", action="store_true", help="regenerate even if the trace exists")

@@ -13,9 +13,10 @@ from typing import Dict, List
 import numpy as np
 
 from .probes import DIR as PROBES_DIR
+from . import vocab
 
-CLASSES = ("anon", "file-clean", "file-dirty")
-PATHS = ("immediate", "delayed")
+CLASSES = vocab.CLASSES
+PATHS = vocab.SUMMARY_PATHS
 
 
 @lru_cache(maxsize=None)
@@ -88,7 +89,7 @@ def histogram_lines(summary: dict) -> List[str]:
                 continue
             lines.append(f"\n{cname}, {pname}: {p['decrements']} decrements, {p['paired']} paired, "
                          f"{p['open']} open, {p['closed']} closed, {p['unpaired']} unpaired"
-                         + (f", {cls['hits']} window hits" if pname == "immediate" else ""))
+                         + (f", {cls['hits']} window hits" if pname == vocab.IMMEDIATE else ""))
             rows = []
             for sign, key in (("-", "hist_neg"), ("+", "hist_pos")):
                 h = p[key]
