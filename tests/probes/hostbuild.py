@@ -9,6 +9,7 @@ the BPF handlers make and returns the summary in the shape the recorder stores
 from __future__ import annotations
 
 import ctypes
+import glob
 import shutil
 import subprocess
 from pathlib import Path
@@ -41,6 +42,40 @@ def build(outdir: Path) -> ctypes.CDLL:
     lib.zh_pending.restype = ctypes.c_uint64
     lib.zh_pending.argtypes = [ctypes.c_uint32]
     lib.zh_replay.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_uint]
+    lib.zh_log2l.restype = ctypes.c_uint
+    lib.zh_log2l.argtypes = [ctypes.c_ulong]
+    return lib
+
+
+def libbcc() -> str:
+    """The installed libbcc (python3-bpfcc's dependency), or ""."""
+    for pat in ("/usr/lib/*/libbcc.so.0", "/usr/lib64/libbcc.so.0", "/usr/lib/libbcc.so.0"):
+        found = sorted(glob.glob(pat))
+        if found:
+            return found[0]
+    return ""
+
+
+def bcc_log2l(lib_path: str, outdir: Path) -> ctypes.CDLL:
+    """BCC's own bpf_log2l, as libbcc embeds it in its helpers.h, built with gcc: to hold the
+    shim's stand-in to the contract the BPF program gets.  Taken from the installed
+    library at test time, never kept in this repository."""
+    data = Path(lib_path).read_bytes()
+    start = data.find(b"unsigned int bpf_log2(unsigned int v)")
+    end = data.find(b"}", data.find(b"return bpf_log2(v) + 1;", start))
+    if start < 0 or end < 0:
+        raise AssertionError(f"bpf_log2/bpf_log2l not found in {lib_path}'s helpers.h")
+    src = Path(outdir) / "bcc_log2l.c"
+    src.write_bytes(b"static inline " + data[start:end + 1]
+                    + b"\nunsigned int bcc_bpf_log2l(unsigned long v) { return bpf_log2l(v); }\n")
+    so = Path(outdir) / "bcc_log2l.so"
+    r = subprocess.run([gcc(), "-std=gnu11", "-O2", "-fPIC", "-shared", "-o", str(so), str(src)],
+                       capture_output=True, text=True)
+    if r.returncode:
+        raise AssertionError(f"gcc failed on BCC's bpf_log2l:\n{r.stderr}")
+    lib = ctypes.CDLL(str(so))
+    lib.bcc_bpf_log2l.restype = ctypes.c_uint
+    lib.bcc_bpf_log2l.argtypes = [ctypes.c_ulong]
     return lib
 
 

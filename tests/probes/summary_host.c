@@ -177,6 +177,7 @@ static __always_inline struct zt_sumtask *zs_task_init(__u32 tid)
 /* ---- entry points for ctypes ---- */
 
 unsigned long zh_event_size(void) { return sizeof(struct zt_event); }
+unsigned int zh_log2l(unsigned long v) { return bpf_log2l(v); }
 unsigned long zh_hist_slots(void) { return ZT_HIST_SLOTS; }
 unsigned long zh_sum_slots(void) { return ZT_S_SLOTS; }
 const __u64 *zh_hist(void) { return hist; }

@@ -223,3 +223,13 @@ def test_bucket_is_floor_log2_as_bcc_bpf_log2l_minus_one(lib, tmp_path):
     k = check(lib, analysis.load(tb.write(tmp_path / "t.zt")))
     h = k["classes"]["anon"]["paths"]["immediate"]["hist_pos"]
     assert {b: v for b, v in enumerate(h) if v} == {0: 1, 1: 2, 2: 1, 9: 1, 10: 1, 40: 1}
+
+
+def test_the_shims_bpf_log2l_is_bccs(lib, tmp_path):
+    """The host shim stands in for BCC's bpf_log2l (helpers.h); the bucket rule rests on it."""
+    path = hostbuild.libbcc()
+    need(bool(path), "libbcc is missing (python3-bpfcc, installed by scripts/setup)")
+    bcc = hostbuild.bcc_log2l(path, tmp_path)
+    values = {0, 1, (1 << 64) - 1} | {v for k in range(1, 64) for v in ((1 << k) - 1, 1 << k, (1 << k) + 1)}
+    values |= set(np.random.default_rng(1).integers(0, 1 << 63, 2000, dtype=np.uint64).tolist())
+    assert [lib.zh_log2l(v) for v in sorted(values)] == [bcc.bcc_bpf_log2l(v) for v in sorted(values)]
