@@ -10,6 +10,7 @@ import os
 from typing import Any, Dict, List, Optional, Sequence
 
 from zaptrace.machine import short as machine_short, summary_line as machine_line
+from zaptrace.vocab import DELAYED, FILE_DIRTY, IMMEDIATE
 
 from .gaps import CLASSES, ZAP_PATHS
 from .report import Table, fmt_count, fmt_us, format_table
@@ -31,8 +32,8 @@ def _share(n: int, of: int) -> Optional[float]:
 def class_figures(block: Dict[str, Any]) -> Dict[str, Any]:
     """The compared figures of one class block of a summary (gaps in ns, shares as fractions)."""
     return {
-        "decrements": block["decrements"], "paired": block["paired"], "delayed": block["delayed"],
-        "delayed_share": _share(block["delayed"], block["decrements"]),
+        "decrements": block["decrements"], "paired": block["paired"], DELAYED: block[DELAYED],
+        "delayed_share": _share(block[DELAYED], block["decrements"]),
         "open": block["open"], "closed": block["closed"],
         "open_share": _share(block["open"], block["paired"]),
         "gap_p50_ns": block["gap_ns"]["p50"], "gap_p99_ns": block["gap_ns"]["p99"],
@@ -56,7 +57,7 @@ def path_state_text(block: Dict[str, Any]) -> str:
     """'open', 'closed', or per path 'delayed closed, pmd open' when a class has pairs on a
     PMD/PUD path or on several paths."""
     states = path_states(block)
-    if set(states) <= {"immediate", "delayed"} and len(states) <= 1:
+    if set(states) <= {IMMEDIATE, DELAYED} and len(states) <= 1:
         return window_state(block)
     return ", ".join(f"{p} {st}" for p, st in states.items())
 
@@ -99,7 +100,7 @@ def compare_table(summaries: Sequence[Dict[str, Any]]) -> Table:
             ["", "window hits"] + [fmt_count(x["hits"]) for x in f],
             ["", "window"] + [window_state(s["classes"][c]) for s in summaries],
         ]
-        if any(set(path_states(s["classes"][c])) - {"immediate", "delayed"} for s in summaries):
+        if any(set(path_states(s["classes"][c])) - {IMMEDIATE, DELAYED} for s in summaries):
             rows.append(["", "window by path"] + [path_state_text(s["classes"][c]) or "-" for s in summaries])
     return header, rows
 
@@ -111,7 +112,7 @@ def render_compare(summaries: Sequence[Dict[str, Any]]) -> str:
     lines += format_table(*compare_table(summaries), left=2)
     lines += [""] + [f"{lab}: recorded on {machine_line(s.get('machine'))}"
                      for lab, s in zip(labels_of(summaries), summaries)]
-    states = [f"{lab}: {path_state_text(s['classes']['file-dirty'])}"
+    states = [f"{lab}: {path_state_text(s['classes'][FILE_DIRTY])}"
               for lab, s in zip(labels_of(summaries), summaries)]
     lines += ["", "dirty file pages, window: " + "; ".join(states)]
     return "\n".join(lines) + "\n"

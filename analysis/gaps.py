@@ -48,8 +48,7 @@ import numpy as np
 import pandas as pd
 
 from .load import Trace
-
-CLASSES = ("anon", "file-clean", "file-dirty")
+from zaptrace.vocab import ANON, CLASSES, DELAYED, FILE_CLEAN, FILE_DIRTY, IMMEDIATE, OTHER_PATH, PMD, PUD
 
 #: How a decrement of each zap path is paired and classed: one row per path.
 #:   cover:  "next" = the task's first flush for the mm that starts after the
@@ -67,13 +66,13 @@ CLASSES = ("anon", "file-clean", "file-dirty")
 #:   expand: one row per page of a multi-page call (PTE batches), or one row
 #:           for the whole mapping (a PMD/PUD maps one folio at once).
 PATH_RULES: Dict[str, Dict[str, Any]] = {
-    "immediate": {"cover": "next", "marker": "before", "expand": True},
-    "delayed": {"cover": "previous", "marker": "implied", "expand": True},
-    "pmd": {"cover": "next", "marker": "zap", "expand": False},
-    "pud": {"cover": "next", "marker": "zap", "expand": False},
+    IMMEDIATE: {"cover": "next", "marker": "before", "expand": True},
+    DELAYED: {"cover": "previous", "marker": "implied", "expand": True},
+    PMD: {"cover": "next", "marker": "zap", "expand": False},
+    PUD: {"cover": "next", "marker": "zap", "expand": False},
 }
 ZAP_PATHS = tuple(PATH_RULES)
-PATHS = ZAP_PATHS + ("other-path",)
+PATHS = ZAP_PATHS + (OTHER_PATH,)
 
 R_LOST = "lost events: the covering flush may not have been recorded"
 R_NO_FLUSH_AFTER = "no later flush by the task for this mm (trace ended or task exited)"
@@ -241,7 +240,7 @@ def gap_table(trace: Trace) -> pd.DataFrame:
     in_rmaps = (fl & F["in_rmaps"]) != 0
     in_zap = (fl & F["in_zap"]) != 0
     path = np.select([in_rmaps & ~compound, in_zap & pud, in_zap & pmd, in_zap & ~compound],
-                     ["delayed", "pud", "pmd", "immediate"], "other-path")
+                     [DELAYED, PUD, PMD, IMMEDIATE], OTHER_PATH)
     dec = rmap.assign(path=path, compound=compound)
     # A marker belongs to one rmap call: the kernel marks the folio dirty once per PTE
     # batch (zap_present_folio_ptes), so a marker before the task's previous call on the
@@ -268,7 +267,7 @@ def gap_table(trace: Trace) -> pd.DataFrame:
     # Only a decrement of a zap path has a zap whose marker can class it: a removal outside
     # any zap (migration, reclaim...) never inherits the marker of the task's last zap.
     prev_call = dec["prev_call_ts"].to_numpy()          # BEFORE_ALL: no previous call
-    pte_dirty = dirty_ok & zap_ok & (dirty_ts >= zap_ts) & (p != "other-path") & (dirty_ts > prev_call)
+    pte_dirty = dirty_ok & zap_ok & (dirty_ts >= zap_ts) & (p != OTHER_PATH) & (dirty_ts > prev_call)
     whole_zap = np.isin(p, [q for q, r in PATH_RULES.items() if r["marker"] == "zap"]) & zap_done_ok
     if whole_zap.any():
         sel = np.flatnonzero(whole_zap & ~pte_dirty)
@@ -278,8 +277,8 @@ def gap_table(trace: Trace) -> pd.DataFrame:
     # 6.2+: a dirty batch's marker is followed by its *delayed* rmap (tlb_flush_rmaps) later
     # in the zap; an immediate decrement of the same folio in between (a clean batch of a
     # large folio) must not take that marker.
-    claim = np.flatnonzero(pte_dirty & (p == "immediate"))
-    delayed = dec.loc[p == "delayed", ["ts", "tid", "folio"]].rename(columns={"ts": "d_ts"})
+    claim = np.flatnonzero(pte_dirty & (p == IMMEDIATE))
+    delayed = dec.loc[p == DELAYED, ["ts", "tid", "folio"]].rename(columns={"ts": "d_ts"})
     if len(claim) and len(delayed):
         probe = pd.DataFrame({"at": dirty_ts[claim], "tid": dec["tid"].to_numpy()[claim],
                               "folio": dec["folio"].to_numpy()[claim]})
@@ -289,7 +288,7 @@ def gap_table(trace: Trace) -> pd.DataFrame:
         pte_dirty[claim] = ~(taker_ok & (~end_ok | (taker <= end)))
     pte_dirty |= np.isin(p, [q for q, r in PATH_RULES.items() if r["marker"] == "implied"])
     dec["pte_dirty"] = pte_dirty
-    dec["class"] = np.where(dec["anon"], "anon", np.where(pte_dirty, "file-dirty", "file-clean"))
+    dec["class"] = np.where(dec["anon"], ANON, np.where(pte_dirty, FILE_DIRTY, FILE_CLEAN))
 
     src, fen, fex = _flush_source(trace)
     flushes = calls(ev, fen, fex)
@@ -309,17 +308,17 @@ def gap_table(trace: Trace) -> pd.DataFrame:
     dec["flush_source"] = src
 
     paired = f_done_ok
-    dec["paired"] = paired & (p != "other-path")
+    dec["paired"] = paired & (p != OTHER_PATH)
     lost = (trace.lost_events or 0) > 0
     reason = np.full(len(dec), "", dtype=object)
     no_ret = ~paired & f_enter_ok
     for q, rule in PATH_RULES.items():
         reason[(p == q) & ~paired] = R_NO_FLUSH_AFTER if rule["cover"] == "next" else R_NO_FLUSH_BEFORE
-    reason[no_ret & (p != "other-path")] = R_NO_RETURN
+    reason[no_ret & (p != OTHER_PATH)] = R_NO_RETURN
     if lost:
-        reason[(p != "other-path") & ~paired] = R_LOST
-    reason[p == "other-path"] = R_OTHER
-    reason[(p == "other-path") & dec["compound"].to_numpy()] = R_PMD
+        reason[(p != OTHER_PATH) & ~paired] = R_LOST
+    reason[p == OTHER_PATH] = R_OTHER
+    reason[(p == OTHER_PATH) & dec["compound"].to_numpy()] = R_PMD
     dec["unpaired_reason"] = reason
     dec["open"] = dec["paired"].to_numpy() & (gap > 0)      # paired implies f_done_ok
 

@@ -27,13 +27,15 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from zaptrace.vocab import ANON, DELAYED, FILE_CLEAN, FILE_DIRTY, IMMEDIATE, OTHER_PATH, PMD, PUD
+
 from .export import write_text
 from .gaps import CLASSES, calls, mkclean_calls
 from .report import Analysis, class_table, header_lines, hit_rows, t0_of, verdict
 
-COLORS = {"anon": "#1f77b4", "file-clean": "#2ca02c", "file-dirty": "#d62728"}
-PATH_STYLE = {"immediate": dict(color="#444444", ls="-"), "delayed": dict(color="#ff7f0e", ls="--"),
-              "pmd": dict(color="#d62728", ls="-."), "pud": dict(color="#9467bd", ls=":")}
+COLORS = {ANON: "#1f77b4", FILE_CLEAN: "#2ca02c", FILE_DIRTY: "#d62728"}
+PATH_STYLE = {IMMEDIATE: dict(color="#444444", ls="-"), DELAYED: dict(color="#ff7f0e", ls="--"),
+              PMD: dict(color="#d62728", ls="-."), PUD: dict(color="#9467bd", ls=":")}
 BINS_PER_DECADE = 8
 CDF_POINTS = 2000
 
@@ -130,7 +132,7 @@ def fig_cdf(gaps: pd.DataFrame) -> Figure:
 
 def pick_zap(gaps: pd.DataFrame) -> Optional[Tuple[int, int]]:
     """(tid, zap_ts) of the zap with the most window hits, else with the most decrements."""
-    z = gaps.loc[(gaps["path"] != "other-path").to_numpy() & gaps["zap_ts"].notna().to_numpy(),
+    z = gaps.loc[(gaps["path"] != OTHER_PATH).to_numpy() & gaps["zap_ts"].notna().to_numpy(),
                  ["tid", "zap_ts", "hits"]]
     if z.empty:
         return None

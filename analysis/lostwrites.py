@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from zaptrace.lostwrite import SCHEMA
+from zaptrace.vocab import OTHER_PATH
 
 from .errors import AnalysisError
 from .gaps import PATH_RULES, window_hits
@@ -56,7 +57,7 @@ def join(trace: Trace, gaps: pd.DataFrame, findings: Dict[str, Any]) -> pd.DataF
                             "record it again with this zaptrace to join lost writes")
     lost = findings["lost"]
     ino = int(findings["ino"])
-    mine = gaps[(gaps["ino"].to_numpy() == ino) & (gaps["path"].to_numpy() != "other-path")]
+    mine = gaps[(gaps["ino"].to_numpy() == ino) & (gaps["path"].to_numpy() != OTHER_PATH)]
     whole = np.isin(mine["path"].to_numpy(), [p for p, r in PATH_RULES.items() if not r["expand"]])
     lo = mine["index"].to_numpy().astype(np.int64)
     hi = lo + np.where(whole, mine["nr_in_call"].to_numpy().astype(np.int64) - 1, 0)

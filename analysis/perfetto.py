@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from zaptrace import __version__
+from zaptrace.vocab import ANON, FILE_DIRTY, OTHER_PATH
 
 from .export import write_atomic
 from .gaps import calls, mkclean_calls
@@ -95,7 +96,7 @@ def _async(name: str, first_id: int, start, end, pid, tid, t0: int, args: pd.Dat
 def _windows(gaps: pd.DataFrame) -> pd.DataFrame:
     """Open windows grouped by covering flush: first decrement, flush completion, pages, hits."""
     g = gaps.loc[gaps["open"].to_numpy(), ["tgid", "tid", "flush_done_ts", "ts", "hits", "class"]]
-    g = g.assign(anon=g["class"] == "anon", file_dirty=g["class"] == "file-dirty")
+    g = g.assign(anon=g["class"] == ANON, file_dirty=g["class"] == FILE_DIRTY)
     return (g.groupby(["tgid", "tid", "flush_done_ts"], sort=True)
              .agg(start=("ts", "min"), pages=("ts", "size"), anon=("anon", "sum"),
                   file_dirty=("file_dirty", "sum"), hits=("hits", "sum"))
@@ -133,7 +134,7 @@ def chrome_trace(trace: Trace, gaps: pd.DataFrame, hits: pd.DataFrame) -> Dict[s
         parts["slices"] += _slices(c, name, "flush", t0, pd.DataFrame({"mm": hex_u64(c["mm"])}))
 
     g = gaps
-    name = np.where(g["path"].to_numpy() == "other-path", "rmap other-path",
+    name = np.where(g["path"].to_numpy() == OTHER_PATH, "rmap " + OTHER_PATH,
                     "rmap " + g["class"].astype(str).to_numpy().astype(object))
     parts["instants"] += _instants(name, "rmap", g["ts"], g["tgid"], g["tid"], t0, pd.DataFrame({
         "page": hex_u64(g["page"]), "pfn": g["pfn"].to_numpy(), "class": g["class"].to_numpy(),

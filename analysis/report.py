@@ -19,6 +19,7 @@ import pandas as pd
 from zaptrace import tracefile
 from zaptrace.machine import summary_line as machine_line
 from zaptrace.layout import layout
+from zaptrace.vocab import DELAYED, IMMEDIATE
 
 from .gaps import CLASSES, HIT_COLUMNS, ZAP_PATHS, gap_table, hit_table
 from .load import KIND_NAMES, Trace, from_raw
@@ -27,7 +28,7 @@ from .summary import summarize
 # Above this many events (estimated from the file size) progress lines go to stderr.
 PROGRESS_EVENTS = 1_000_000
 #: Paths always shown in the class table; the others (pmd, pud) only where they occur.
-PATH_ROWS = ("all", "immediate", "delayed")
+PATH_ROWS = ("all", IMMEDIATE, DELAYED)
 Table = Tuple[List[str], List[List[str]]]
 
 
@@ -163,7 +164,7 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int
     return [line(header)] + [line(r) for r in rows]
 
 
-CLASS_HEADER = ["class", "path", "decrements", "paired", "unpaired", "delayed", "open", "closed",
+CLASS_HEADER = ["class", "path", "decrements", "paired", "unpaired", DELAYED, "open", "closed",
                 "p50 us", "p90 us", "p99 us", "max us", "hits"]
 
 
@@ -178,7 +179,7 @@ def class_table(summary: Dict[str, Any]) -> Table:
             b = block if p == "all" else block["by_path"][p]
             g = b["gap_ns"]
             rows.append([c if p == "all" else "", p, fmt_count(b["decrements"]), fmt_count(b["paired"]),
-                         fmt_count(b["unpaired"]), fmt_count(b["delayed"]), fmt_count(b["open"]),
+                         fmt_count(b["unpaired"]), fmt_count(b[DELAYED]), fmt_count(b["open"]),
                          fmt_count(b["closed"]), fmt_us(g["p50"]), fmt_us(g["p90"]), fmt_us(g["p99"]),
                          fmt_us(g["max"]), fmt_count(b["hits"])])
     return CLASS_HEADER, rows

@@ -8,6 +8,7 @@ import pandas as pd
 
 from .gaps import CLASSES, ZAP_PATHS, gap_table
 from .load import Trace
+from zaptrace.vocab import OTHER_PATH
 
 SCHEMA = "zaptrace.report/1"
 PERCENTILES = (("p50", 50), ("p90", 90), ("p99", 99))
@@ -64,14 +65,14 @@ def _per_call(nr: np.ndarray) -> Dict[str, Optional[int]]:
 def summarize(trace: Trace, gaps: Optional[pd.DataFrame] = None) -> Dict[str, Any]:
     if gaps is None:
         gaps = gap_table(trace)
-    zap = gaps[gaps["path"] != "other-path"]
+    zap = gaps[gaps["path"] != OTHER_PATH]
     classes = {}
     for c in CLASSES:
         g = zap[zap["class"] == c]
         block = _block(g)
         block["by_path"] = {p: _block(g[g["path"] == p]) for p in ZAP_PATHS}
         classes[c] = block
-    other = gaps[gaps["path"] == "other-path"]
+    other = gaps[gaps["path"] == OTHER_PATH]
     src = gaps["flush_source"].iloc[0] if len(gaps) else None
     return {
         "schema": SCHEMA,

@@ -29,6 +29,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mdtable  # noqa: E402
+from zaptrace.vocab import FILE_DIRTY  # noqa: E402
 
 ZT = os.path.join(ROOT, ".venv", "bin", "zaptrace")
 
@@ -53,7 +54,7 @@ def one(out: str, kernel: str, tcg: str, vcpus: int, tag: str, pages: int, iters
     m = re.search(r"compiled in ([0-9.]+) s", text)
     rep = subprocess.run([ZT, "report", "--json", os.path.join(out, trace)], stdout=subprocess.PIPE, text=True)
     doc = json.loads(rep.stdout)
-    fd = doc["classes"]["file-dirty"]
+    fd = doc["classes"][FILE_DIRTY]
     return {"compile_s": float(m.group(1)) if m else None, "wall_s": wall, "gap_p50_us": fd["gap_ns"]["p50"] / 1000
             if fd["gap_ns"]["p50"] is not None else None, "hits": fd["hits"], "decrements": fd["decrements"],
             "lost": doc["lost_events"] or 0, "machine": doc.get("machine")}

@@ -25,6 +25,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mdtable  # noqa: E402
+from zaptrace.vocab import FILE_DIRTY  # noqa: E402
 ZT = os.path.join(ROOT, ".venv", "bin", "zaptrace")
 
 
@@ -65,7 +66,7 @@ def run_one(out: str, kernel: str, mapping: str, tcg: str, vcpus: int, traced: b
         r = subprocess.run([ZT, "report", "--json", "--findings", os.path.join(out, findings),
                             os.path.join(out, f"lw-{tag}.zt")], stdout=subprocess.PIPE, text=True)
         s = json.loads(r.stdout)
-        hits = s["classes"]["file-dirty"]["hits"]       # the windows a lost write needs
+        hits = s["classes"][FILE_DIRTY]["hits"]       # the windows a lost write needs
         explained = f"{s['lost_writes']['explained']}/{lost}"
         lost_events = s["lost_events"]
     per_k = "-" if not isinstance(hits, int) or not hits else f"{1000 * lost / hits:.2f}"

@@ -24,6 +24,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mdtable  # noqa: E402
+from zaptrace.vocab import DELAYED, FILE_DIRTY, IMMEDIATE, PMD  # noqa: E402
 ZT = os.path.join(ROOT, ".venv", "bin", "zaptrace")
 
 GUEST_SCRIPT = """
@@ -47,10 +48,10 @@ def fmt_us(ns) -> str:
 
 
 def row(kernel: str, fs: str, pmd: dict, pte: dict) -> list:
-    fd = pmd["classes"]["file-dirty"]["by_path"]["pmd"]
-    fdp = pte["classes"]["file-dirty"]
-    pte_path = "delayed" if fdp["delayed"] == fdp["decrements"] > 0 else (
-        "immediate" if fdp["immediate"] == fdp["decrements"] > 0 else "mixed")
+    fd = pmd["classes"][FILE_DIRTY]["by_path"][PMD]
+    fdp = pte["classes"][FILE_DIRTY]
+    pte_path = DELAYED if fdp[DELAYED] == fdp["decrements"] > 0 else (
+        IMMEDIATE if fdp[IMMEDIATE] == fdp["decrements"] > 0 else "mixed")
     state = "-" if not fd["paired"] else ("**open**" if fd["open"] else "closed")
     return [kernel + f" ({pmd['kernel']})", fs, f"{fd['decrements']:,}", state, fmt_us(fd["gap_ns"]["p50"]),
             f"{fd['hits']:,}", f"{pte_path}, {'open' if fdp['open'] else 'closed'}, {fdp['hits']:,} hits",

@@ -4,7 +4,8 @@
  * and keep log2 histograms of the signed gap, per class and path, with no
  * per-event transfer to user space.
  *
- * Shared with the reader (zaptrace/summary.py parses the enum and defines).
+ * Shared with the reader (zaptrace/summary.py parses the enums and defines)
+ * and with the state machine that fills the slots (summary.bpf.h).
  *
  * Rules (the same as analysis/gaps.py):
  *   immediate decrement: pending until the task's next completed flush
@@ -23,8 +24,21 @@
 #ifndef ZAPTRACE_SUMMARY_H
 #define ZAPTRACE_SUMMARY_H
 
-#define ZT_NCLASS 3          /* 0 anon, 1 file-clean, 2 file-dirty */
-#define ZT_NPATH 2           /* 0 immediate, 1 delayed */
+/* Page classes, as the kernel summary counts them; the quoted name is the reader's. */
+enum zt_class {
+	ZT_C_ANON = 0,         /* "anon" */
+	ZT_C_FILE_CLEAN = 1,   /* "file-clean" */
+	ZT_C_FILE_DIRTY = 2,   /* "file-dirty" */
+};
+
+/* Zap paths the kernel summary pairs (PMD/PUD and other-path ones are only counted). */
+enum zt_path {
+	ZT_P_IMMEDIATE = 0,    /* "immediate": decremented in the zap, before its flush */
+	ZT_P_DELAYED = 1,      /* "delayed": decremented in tlb_flush_rmaps(), after it (6.2+) */
+};
+
+#define ZT_NCLASS 3          /* members of enum zt_class */
+#define ZT_NPATH 2           /* members of enum zt_path */
 #define ZT_HBUCKETS 64       /* log2 buckets of |gap| in ns */
 #define ZT_PENDING 256
 /* histogram slot: ((class * ZT_NPATH + path) * 2 + negative) * ZT_HBUCKETS + log2(|gap|) */

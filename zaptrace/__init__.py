@@ -44,7 +44,10 @@ def _map_source_tree_subpackages() -> None:
             return spec_from_file_location(fullname, os.path.join(folder, "__init__.py"),
                                            submodule_search_locations=[folder])
 
-    sys.meta_path.append(SourceTreeFinder)
+    # First, not last: an editable install of another checkout (a second git worktree
+    # sharing one venv) has its own finder for these names, and would otherwise mix
+    # that checkout's analysis/ with this checkout's zaptrace/.
+    sys.meta_path.insert(0, SourceTreeFinder)
 
 
 _map_source_tree_subpackages()

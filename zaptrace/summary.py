@@ -13,9 +13,10 @@ from typing import Dict, List
 import numpy as np
 
 from .probes import DIR as PROBES_DIR
+from . import vocab
 
-CLASSES = ("anon", "file-clean", "file-dirty")
-PATHS = ("immediate", "delayed")
+CLASSES = vocab.CLASSES
+PATHS = vocab.SUMMARY_PATHS
 
 
 @lru_cache(maxsize=None)
@@ -38,14 +39,22 @@ def _percpu_sum(table, n: int) -> np.ndarray:
 def read(bpf) -> dict:
     """The kernel-side summary as a JSON-able dict (stored in the trace's END chunk)."""
     L = layout()
-    nb, npath = L["ZT_HBUCKETS"], L["ZT_NPATH"]
-    hist = _percpu_sum(bpf["hist"], L["ZT_HIST_SLOTS"]).reshape(len(CLASSES), npath, 2, nb)
-    sums = _percpu_sum(bpf["sums"], L["ZT_S_SLOTS"])
     leftover = np.zeros(len(CLASSES), dtype=np.int64)
     # Tasks still alive with pending decrements: never flushed before the end.
     for _tid, st in bpf["sumtask"].items():
         for c in range(len(CLASSES)):
             leftover[c] += st.pending[c]
+    return from_slots(_percpu_sum(bpf["hist"], L["ZT_HIST_SLOTS"]), _percpu_sum(bpf["sums"], L["ZT_S_SLOTS"]),
+                      leftover)
+
+
+def from_slots(hist_slots: np.ndarray, sums: np.ndarray, leftover: np.ndarray) -> dict:
+    """The summary dict from the summed "hist" and "sums" slots and the pending pages per
+    class of the tasks still alive (the host replay in tests/probes builds it the same way)."""
+    L = layout()
+    nb, npath = L["ZT_HBUCKETS"], L["ZT_NPATH"]
+    hist = np.asarray(hist_slots, dtype=np.int64).reshape(len(CLASSES), npath, 2, nb)
+    sums = np.asarray(sums, dtype=np.int64)
 
     def per(base: int, c: int, p: int) -> int:
         return int(sums[base + c * npath + p])
@@ -80,7 +89,7 @@ def histogram_lines(summary: dict) -> List[str]:
                 continue
             lines.append(f"\n{cname}, {pname}: {p['decrements']} decrements, {p['paired']} paired, "
                          f"{p['open']} open, {p['closed']} closed, {p['unpaired']} unpaired"
-                         + (f", {cls['hits']} window hits" if pname == "immediate" else ""))
+                         + (f", {cls['hits']} window hits" if pname == vocab.IMMEDIATE else ""))
             rows = []
             for sign, key in (("-", "hist_neg"), ("+", "hist_pos")):
                 h = p[key]
