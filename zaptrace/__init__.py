@@ -44,7 +44,10 @@ def _map_source_tree_subpackages() -> None:
             return spec_from_file_location(fullname, os.path.join(folder, "__init__.py"),
                                            submodule_search_locations=[folder])
 
-    sys.meta_path.append(SourceTreeFinder)
+    # First, not last: an editable install of another checkout (its finder is already
+    # on sys.meta_path) would otherwise supply analysis/ from there while zaptrace/
+    # comes from this checkout (PYTHONPATH=<checkout> with another checkout's venv).
+    sys.meta_path.insert(0, SourceTreeFinder)
 
 
 _map_source_tree_subpackages()
