@@ -298,6 +298,11 @@ def _asof(lt: np.ndarray, lby, rt: np.ndarray, rok: np.ndarray, rby, direction: 
         o = np.argsort(rt, kind="stable")
         rt, rpos, rby = rt[o], rpos[o], [b[o] for b in rby]
     m = len(rt)
+    stride = m + 1
+    if lby:
+        lg, rg = _group_ids(lby, rby, stride)
+        if rg.max() < LOOP_GROUPS:
+            return _asof_per_group(lt, lg, rt, rg, rpos, direction, exact)
     if direction == "backward":
         q = np.searchsorted(rt, lt, side="right" if exact else "left") - 1     # -1: none before
     else:
@@ -305,8 +310,6 @@ def _asof(lt: np.ndarray, lby, rt: np.ndarray, rok: np.ndarray, rby, direction: 
     if not lby:
         hit = (q >= 0) & (q < m)
         return np.where(hit, rpos[np.clip(q, 0, m - 1)], -1)
-    stride = m + 1
-    lg, rg = _group_ids(lby, rby, stride)
     kr = rg * stride + np.arange(m)
     o = np.argsort(kr)                       # keys are unique: any sort is stable
     ks = kr[o]
@@ -318,6 +321,38 @@ def _asof(lt: np.ndarray, lby, rt: np.ndarray, rok: np.ndarray, rby, direction: 
     at = np.clip(p, 0, m - 1)
     hit = (p >= 0) & (p < m) & (ks[at] // stride == lg)
     return np.where(hit, rpos[o[at]], -1)
+
+
+#: Below this many groups (tasks, task x mm) _asof searches group by group: one binary
+#: search per left row among its own group's right rows, the queries in time order, stays in
+#: cache; the packed (group, rank) search misses it at every step, most of gap_table's time
+#: at 10 M events.  Folios (hundreds of thousands of groups) take the packed search.
+LOOP_GROUPS = 1024
+
+
+def _asof_per_group(lt: np.ndarray, lg: np.ndarray, rt: np.ndarray, rg: np.ndarray, rpos: np.ndarray,
+                    direction: str, exact: bool) -> np.ndarray:
+    """_asof for few groups (ids < LOOP_GROUPS): right rows ``rt`` in time order."""
+    n, k = len(lt), int(rg.max()) + 1
+    lo_ = np.argsort(np.minimum(lg, k).astype(np.uint16), kind="stable")     # radix: O(n)
+    ro = np.argsort(rg.astype(np.uint16), kind="stable")                     # time order kept per group
+    lb = np.concatenate([[0], np.cumsum(np.bincount(np.minimum(lg, k), minlength=k + 1))])
+    rb = np.concatenate([[0], np.cumsum(np.bincount(rg, minlength=k))])
+    out = np.full(n, -1, dtype=np.int64)
+    for g in range(k):
+        if lb[g] == lb[g + 1] or rb[g] == rb[g + 1]:
+            continue
+        rows = lo_[lb[g]:lb[g + 1]]
+        right = ro[rb[g]:rb[g + 1]]
+        times = rt[right]
+        if direction == "backward":
+            j = np.searchsorted(times, lt[rows], side="right" if exact else "left") - 1
+            ok = j >= 0
+        else:
+            j = np.searchsorted(times, lt[rows], side="left" if exact else "right")
+            ok = j < len(times)
+        out[rows[ok]] = rpos[right[j[ok]]]
+    return out
 
 
 def _gap_cols(trace: Trace) -> Tuple[Cols, list]:
@@ -345,7 +380,8 @@ def _gap_cols(trace: Trace) -> Tuple[Cols, list]:
     rmap["prev_call_ts"] = _shift_np(rmap["ts"].astype(np.int64), [rmap["tid"], rmap["folio"]], 1, BEFORE_ALL)
     dec = _expand_pages(rmap, trace.struct_page_size)
     del rmap
-    fl = dec["flags"]
+    del dec["nr"]                     # kept as nr_in_call; the raw flags go once classed
+    fl = dec.pop("flags")
     dec["anon"] = (fl & F["anon"]) != 0
     dec["pg_dirty"] = (fl & F["pgdirty"]) != 0
     ts = dec["ts"] = dec["ts"].astype(np.int64, copy=False)

@@ -45,3 +45,11 @@ def test_asof_matches_merge_asof(base):
                 got = _asof(lt, lby, rt, rok, rby, direction, exact)
                 want = merge_asof_pos(lt, lby, rt, rok, rby, direction, exact)
                 assert (got == want).all(), (it, direction, exact)
+
+
+@pytest.mark.parametrize("base", [0, 2**62])
+def test_asof_packed_search_matches_merge_asof(base, monkeypatch):
+    # the same with every group count taking the packed (group, rank) search
+    from zaptrace.analysis import gaps
+    monkeypatch.setattr(gaps, "LOOP_GROUPS", 0)
+    test_asof_matches_merge_asof(base)
