@@ -24,8 +24,11 @@ Rules (see README "The measure"):
 * A *window hit* is a mkclean of the same folio, by any task, overlapping
   the open window [decrement, flush completion].
 
-Everything is vectorised (sorts and ``merge_asof``); events are taken in
-timestamp order whatever order the ring buffer delivered them in.
+Everything is vectorised (sorts and ``searchsorted``, an exact numpy
+``merge_asof``: see ``_asof``); events are taken in timestamp order whatever
+order the ring buffer delivered them in.  Inside, tables are dicts of numpy
+arrays and categorical columns small integer codes; the DataFrame with its
+nullable and categorical columns is built once, at the end.
 
 Time is exact integer nanoseconds end to end.  Timestamps are int64 ns
 (CLOCK_MONOTONIC; ``load`` turns the trace's uint64 into int64), and every
@@ -92,6 +95,17 @@ NEVER = np.iinfo(np.int64).max
 BEFORE_ALL = np.iinfo(np.int64).min
 
 
+#: Category codes of the gap table's categorical columns: the computation works on these
+#: small integers (uint8) and builds the Categoricals once, at the end.  Strings in the
+#: hot path cost more than the pairing itself (pandas 3 stores them as Arrow strings).
+PATH_CODE = {p: i for i, p in enumerate(PATHS)}
+CLASS_CODE = {c: i for i, c in enumerate(CLASSES)}
+REASON_CODE = {r: i for i, r in enumerate(REASONS)}
+#: Column arrays: the computation holds tables as dicts of numpy arrays, not DataFrames,
+#: so that selecting and adding columns never copies the others.
+Cols = Dict[str, np.ndarray]
+
+
 def _ns(col) -> np.ndarray:
     """int64 nanoseconds of a time column that has no missing value (raises on NA)."""
     if isinstance(col, (pd.Series, pd.Index)):
@@ -110,28 +124,66 @@ def _nullable(values: np.ndarray, ok: np.ndarray) -> pd.arrays.IntegerArray:
     return pd.arrays.IntegerArray(np.array(values, dtype=np.int64), ~np.array(ok, dtype=bool))
 
 
-def _take(col: pd.Series, pos: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """(int64 values, ok) of a time column at row positions ``pos`` (-1: no row)."""
-    if len(col) == 0:
+def _pick(v: np.ndarray, ok: np.ndarray, pos: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(values, ok) of a (values, ok) time column at row positions ``pos`` (-1: no row)."""
+    if len(v) == 0:
         return np.zeros(len(pos), dtype=np.int64), np.zeros(len(pos), dtype=bool)
-    v, ok = _opt(col)
     hit = pos >= 0
     at = np.where(hit, pos, 0)
     return v[at], hit & ok[at]
 
 
+def _take(col: pd.Series, pos: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(int64 values, ok) of a time column at row positions ``pos`` (-1: no row)."""
+    v, ok = _opt(col) if len(col) else (np.zeros(0, np.int64), np.zeros(0, bool))
+    return _pick(v, ok, pos)
+
+
+def _shift_np(t: np.ndarray, by, periods: int, fill: int) -> np.ndarray:
+    """int64 value of ``t`` ``periods`` rows away within each group of the ``by`` arrays
+    (in row order), ``fill`` where there is none."""
+    if len(t) == 0:
+        return np.zeros(0, dtype=np.int64)
+    f = pd.DataFrame({"_t": t, **{f"_b{i}": b for i, b in enumerate(by)}}, copy=False)
+    return f.groupby([f"_b{i}" for i in range(len(by))], sort=False)["_t"].shift(
+        periods, fill_value=fill).to_numpy(dtype=np.int64)
+
+
 def _shift(df: pd.DataFrame, by, col: str, periods: int, fill: int) -> np.ndarray:
     """int64 value of ``col`` ``periods`` rows away within each ``by`` group (in df's row
     order), ``fill`` where there is none."""
-    if df.empty:
-        return np.zeros(0, dtype=np.int64)
-    by = list(by)
-    f = pd.DataFrame({"_t": _ns(df[col]), **{b: df[b].to_numpy() for b in by}})
-    return f.groupby(by, sort=False)["_t"].shift(periods, fill_value=fill).to_numpy(dtype=np.int64)
+    return _shift_np(_ns(df[col]) if len(df) else np.zeros(0, np.int64), [df[b].to_numpy() for b in by],
+                     periods, fill)
+
+
+def _select(ev: pd.DataFrame, code: int, cols) -> Cols:
+    """The columns ``cols`` of the events of one kind, as numpy arrays, in time order."""
+    sel = np.flatnonzero(ev["kind"].to_numpy() == code)
+    return {c: ev[c].to_numpy()[sel] for c in cols}
 
 
 def _rows(ev: pd.DataFrame, code: int, cols) -> pd.DataFrame:
-    return ev.loc[ev["kind"].to_numpy() == code, list(cols)]
+    return pd.DataFrame(_select(ev, code, cols), copy=False)
+
+
+def _calls(ev: pd.DataFrame, enter: int, exit_: int, extra_exit=()) -> Cols:
+    """``calls`` as column arrays: ``done`` (int64) with its mask ``done_ok``, ``exit_<c>``
+    likewise (``exit_<c>_ok``)."""
+    en = _select(ev, enter, ("ts", "tid", "tgid", "mm", "cpu", "page", "folio", "pfn", "flags"))
+    ex = _select(ev, exit_, ("ts", "tid") + tuple(extra_exit))
+    ts = en["ts"]
+    if len(ts) > 1 and not (ts[1:] >= ts[:-1]).all():
+        order = np.argsort(ts, kind="stable")
+        en = {c: v[order] for c, v in en.items()}
+    ex_ok = np.ones(len(ex["ts"]), dtype=bool)
+    pos = _asof(en["ts"], [en["tid"]], ex["ts"], ex_ok, [ex["tid"]], "forward", True)
+    done, ok = _pick(ex["ts"], ex_ok, pos)
+    ok &= done <= _shift_np(en["ts"], [en["tid"]], -1, NEVER)     # not after the task's next entry
+    en["done"], en["done_ok"] = done, ok
+    for c in extra_exit:
+        v, _ = _pick(ex[c].astype(np.int64), ex_ok, pos)
+        en["exit_" + c], en[f"exit_{c}_ok"] = v, ok
+    return en
 
 
 def calls(ev: pd.DataFrame, enter: int, exit_: int, extra_exit=()) -> pd.DataFrame:
@@ -143,18 +195,12 @@ def calls(ev: pd.DataFrame, enter: int, exit_: int, extra_exit=()) -> pd.DataFra
     (nullable Int64).  A return is accepted only if it comes before the
     task's next entry.
     """
-    en = _rows(ev, enter, ("ts", "tid", "tgid", "mm", "cpu", "page", "folio", "pfn", "flags"))
-    ex = _rows(ev, exit_, ("ts", "tid") + tuple(extra_exit))
-    en = en.sort_values("ts", kind="stable").reset_index(drop=True)
-    pos = _asof(en, ex, "ts", "ts", ["tid"], "forward", True)
-    done, ok = _take(ex["ts"], pos)
-    ok &= done <= _shift(en, ["tid"], "ts", -1, NEVER)     # not after the task's next entry
-    out = en
-    out["done"] = _nullable(done, ok)
-    for c in extra_exit:
-        v, _ = _take(ex[c], pos)
-        out["exit_" + c] = _nullable(v, ok)
-    return out
+    c = _calls(ev, enter, exit_, extra_exit)
+    out = {k: v for k, v in c.items() if k not in ("done", "done_ok") and not k.startswith("exit_")}
+    out["done"] = _nullable(c["done"], c["done_ok"])
+    for x in extra_exit:
+        out["exit_" + x] = _nullable(c["exit_" + x], c[f"exit_{x}_ok"])
+    return pd.DataFrame(out, copy=False)
 
 
 def _flush_source(trace: Trace) -> Tuple[str, int, int]:
@@ -164,201 +210,315 @@ def _flush_source(trace: Trace) -> Tuple[str, int, int]:
     return "tlb_flush_mmu", trace.code("tlb_flush_enter"), trace.code("tlb_flush_exit")
 
 
-def _expand_pages(dec: pd.DataFrame, page_size: int) -> pd.DataFrame:
+def _codes_in(codes: np.ndarray, names, table: Dict[str, int]) -> np.ndarray:
+    """Rows whose category code is one of ``names``."""
+    return np.isin(codes, np.array([table[n] for n in names], dtype=codes.dtype))
+
+
+def _expand_pages(dec: Cols, page_size: int) -> Cols:
     """One row per page of a multi-page decrement (folio_remove_rmap_ptes nr > 1)."""
-    nr_call = dec["nr"].to_numpy().astype(np.int64)
+    nr_call = dec["nr"].astype(np.int64)
     nr_call = np.where(nr_call < 1, 1, nr_call)
-    whole = ~np.isin(dec["path"].to_numpy(), [p for p, r in PATH_RULES.items() if r["expand"]]) \
-        & dec["compound"].to_numpy()
+    whole = ~_codes_in(dec["path"], [p for p, r in PATH_RULES.items() if r["expand"]], PATH_CODE) \
+        & dec["compound"]
     nr = np.where(whole, 1, nr_call)
     if (nr == 1).all():
-        out = dec.copy()
+        out = dict(dec)
         out["nr_in_call"] = nr_call
         return out
-    idx = np.repeat(np.arange(len(dec)), nr)
+    idx = np.repeat(np.arange(len(nr)), nr)
     start = np.repeat(np.cumsum(nr) - nr, nr)
     off = (np.arange(len(idx)) - start).astype(np.uint64)
-    out = dec.iloc[idx].reset_index(drop=True)
-    out["page"] = out["page"].to_numpy() + off * np.uint64(page_size)
-    pfn = out["pfn"].to_numpy()
+    out = {c: v[idx] for c, v in dec.items()}
+    out["page"] = out["page"] + off * np.uint64(page_size)
+    pfn = out["pfn"]
     out["pfn"] = np.where(pfn > 0, pfn + off, pfn)
     if "index" in out:                      # the file offsets of a PTE batch are consecutive too
-        ino = out["ino"].to_numpy()
-        out["index"] = np.where(ino > 0, out["index"].to_numpy() + off, out["index"].to_numpy())
+        out["index"] = np.where(out["ino"] > 0, out["index"] + off, out["index"])
     out["nr_in_call"] = nr_call[idx]
     return out
 
 
-def _asof(left: pd.DataFrame, right: pd.DataFrame, lon: str, ron: str, by, direction: str,
+def _group_ids(lby, rby, stride: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Ids of the by-tuples of the left and right rows (equal tuples, equal ids; a left
+    tuple that no right row has gets an id no right row has), small enough that
+    id * stride fits int64.
+
+    Ids come from the right rows' distinct values (np.unique), and a left value finds
+    its id by binary search among them: the right side is the small one (calls,
+    markers), and this costs less than hashing both sides."""
+    nl, nr = len(lby[0]), len(rby[0])
+    lg, rg = np.zeros(nl, dtype=np.int64), np.zeros(nr, dtype=np.int64)
+    size = 1
+    for lb, rb in zip(lby, rby):
+        uniq, rc = np.unique(rb, return_inverse=True)
+        k = len(uniq) + 1                                 # + 1: the id of "not on the right"
+        lc = np.searchsorted(uniq, lb)
+        found = (lc < len(uniq)) & (uniq[np.minimum(lc, len(uniq) - 1)] == lb)
+        lc = np.where(found, lc, len(uniq))
+        if size * k * stride >= 2**62:                    # re-number the tuples seen so far
+            u, inv = np.unique(rg, return_inverse=True)
+            at = np.minimum(np.searchsorted(u, lg), len(u) - 1)
+            lg = np.where(u[at] == lg, at, len(u))
+            rg, size = inv.astype(np.int64).reshape(-1), len(u) + 1
+        lg = lg * k + lc
+        rg = rg * k + rc.astype(np.int64).reshape(-1)
+        size *= k
+    return lg, rg
+
+
+def _asof(lt: np.ndarray, lby, rt: np.ndarray, rok: np.ndarray, rby, direction: str,
           exact: bool) -> np.ndarray:
-    """merge_asof on int64 nanosecond keys: for each row of ``left`` (in its order), the
-    position (iloc) in ``right`` of the matched row, -1 where none.
+    """merge_asof on int64 nanosecond keys, on column arrays: for each left row (key
+    ``lt``, groups ``lby``), the position in the right rows (keys ``rt``, valid where
+    ``rok``, groups ``rby``) of the matched row, -1 where none.  "backward": the last
+    right row of its group at or before it (before it when not ``exact``); "forward":
+    the first at or after it.  Of right rows with equal keys, the last (backward) or
+    first (forward) in row order, as merge_asof.
 
-    Rows of ``right`` whose key is missing are ignored (merge_asof does not take
-    NA keys); ``left``'s key must be non-null.  Read the matched values with
-    ``_take``: merge_asof itself would turn int64 columns into float64 to hold NaN.
+    Why not merge_asof: it was most of gap_table's time.  Here, in numpy: the right
+    rows in time order get a rank (0..m-1, ties in row order); a left key becomes the
+    rank it would have (searchsorted on the times); then one more searchsorted finds it
+    among the right rows sorted by (group, rank), packed exactly into one int64
+    ``group * (m + 1) + rank``.  Times are only compared, never packed: exact at any
+    uptime.  Read the matched values with ``_pick``.
     """
-    by = list(by)
-    n = len(left)
-    if n == 0 or len(right) == 0:
+    n = len(lt)
+    if n == 0 or len(rt) == 0 or not rok.any():
         return np.full(n, -1, dtype=np.int64)
-    rk, rok = _opt(right[ron])
-    if not rok.any():
-        return np.full(n, -1, dtype=np.int64)
-    l2 = pd.DataFrame({"_on": _ns(left[lon]), "_row": np.arange(n)})
-    for b in by:
-        l2[b] = left[b].to_numpy()
-    r2 = pd.DataFrame({"_on": rk[rok], "_pos": np.flatnonzero(rok)})
-    for b in by:
-        r2[b] = right[b].to_numpy()[rok]
-    # Inputs usually arrive in time order already (events are sorted on load):
-    # sort only when needed, it is the costliest step at millions of rows.
-    left_sorted = l2["_on"].is_monotonic_increasing
-    if not left_sorted:
-        l2 = l2.sort_values("_on", kind="stable")
-    if not r2["_on"].is_monotonic_increasing:
-        r2 = r2.sort_values("_on", kind="stable")
-    m = pd.merge_asof(l2, r2, on="_on", by=by or None, direction=direction, allow_exact_matches=exact)
-    if not left_sorted:
-        m = m.sort_values("_row", kind="stable")
-    # unmatched rows come back NaN (float64): a row position is < 2**53, so exact
-    return m["_pos"].fillna(-1).to_numpy().astype(np.int64)
+    lt = np.asarray(lt, dtype=np.int64)
+    if rok.all():
+        rpos = np.arange(len(rt))
+    else:
+        rpos = np.flatnonzero(rok)
+        rt, rby = rt[rpos], [b[rpos] for b in rby]
+    rt = np.asarray(rt, dtype=np.int64)
+    if len(rt) > 1 and not (rt[1:] >= rt[:-1]).all():
+        o = np.argsort(rt, kind="stable")
+        rt, rpos, rby = rt[o], rpos[o], [b[o] for b in rby]
+    m = len(rt)
+    stride = m + 1
+    if lby:
+        lg, rg = _group_ids(lby, rby, stride)
+        if rg.max() < LOOP_GROUPS:
+            return _asof_per_group(lt, lg, rt, rg, rpos, direction, exact)
+    if direction == "backward":
+        q = np.searchsorted(rt, lt, side="right" if exact else "left") - 1     # -1: none before
+    else:
+        q = np.searchsorted(rt, lt, side="left" if exact else "right")         # m: none after
+    if not lby:
+        hit = (q >= 0) & (q < m)
+        return np.where(hit, rpos[np.clip(q, 0, m - 1)], -1)
+    kr = rg * stride + np.arange(m)
+    o = np.argsort(kr)                       # keys are unique: any sort is stable
+    ks = kr[o]
+    kq = lg * stride + q                     # q = -1 / m fall between two groups' keys
+    if direction == "backward":
+        p = np.searchsorted(ks, kq, side="right") - 1
+    else:
+        p = np.searchsorted(ks, kq, side="left")
+    at = np.clip(p, 0, m - 1)
+    hit = (p >= 0) & (p < m) & (ks[at] // stride == lg)
+    return np.where(hit, rpos[o[at]], -1)
 
 
-def gap_table(trace: Trace) -> pd.DataFrame:
-    """One row per decremented page (and per other-path removal); see module doc."""
+#: Below this many groups (tasks, task x mm) _asof searches group by group: one binary
+#: search per left row among its own group's right rows, the queries in time order, stays in
+#: cache; the packed (group, rank) search misses it at every step, most of gap_table's time
+#: at 10 M events.  Folios (hundreds of thousands of groups) take the packed search.
+LOOP_GROUPS = 1024
+
+
+def _asof_per_group(lt: np.ndarray, lg: np.ndarray, rt: np.ndarray, rg: np.ndarray, rpos: np.ndarray,
+                    direction: str, exact: bool) -> np.ndarray:
+    """_asof for few groups (ids < LOOP_GROUPS): right rows ``rt`` in time order."""
+    n, k = len(lt), int(rg.max()) + 1
+    lo_ = np.argsort(np.minimum(lg, k).astype(np.uint16), kind="stable")     # radix: O(n)
+    ro = np.argsort(rg.astype(np.uint16), kind="stable")                     # time order kept per group
+    lb = np.concatenate([[0], np.cumsum(np.bincount(np.minimum(lg, k), minlength=k + 1))])
+    rb = np.concatenate([[0], np.cumsum(np.bincount(rg, minlength=k))])
+    out = np.full(n, -1, dtype=np.int64)
+    for g in range(k):
+        if lb[g] == lb[g + 1] or rb[g] == rb[g + 1]:
+            continue
+        rows = lo_[lb[g]:lb[g + 1]]
+        right = ro[rb[g]:rb[g + 1]]
+        times = rt[right]
+        if direction == "backward":
+            j = np.searchsorted(times, lt[rows], side="right" if exact else "left") - 1
+            ok = j >= 0
+        else:
+            j = np.searchsorted(times, lt[rows], side="left" if exact else "right")
+            ok = j < len(times)
+        out[rows[ok]] = rpos[right[j[ok]]]
+    return out
+
+
+def _gap_cols(trace: Trace) -> Tuple[Cols, list]:
+    """The gap table as column arrays (categorical columns as codes), and its file-position
+    columns."""
     ev = trace.events
     F = trace.flags
     # ino/index (file position of file pages) exist in traces recorded since format 1.1 of the event.
     file_pos = [c for c in FILE_POS if c in ev.columns]
-    rmap = _rows(ev, trace.code("rmap"), ("ts", "tid", "tgid", "cpu", "mm", "page", "folio", "pfn", "nr", "flags")
-                 + tuple(file_pos))
-    fl = rmap["flags"].to_numpy()
+    rmap = _select(ev, trace.code("rmap"), ("ts", "tid", "tgid", "cpu", "mm", "page", "folio", "pfn", "nr",
+                                             "flags") + tuple(file_pos))
+    fl = rmap["flags"]
     pmd = (fl & F.get("compound", 0x20)) != 0
     pud = (fl & F.get("pud", 0)) != 0
     compound = pmd | pud
     in_rmaps = (fl & F["in_rmaps"]) != 0
     in_zap = (fl & F["in_zap"]) != 0
     path = np.select([in_rmaps & ~compound, in_zap & pud, in_zap & pmd, in_zap & ~compound],
-                     [DELAYED, PUD, PMD, IMMEDIATE], OTHER_PATH)
-    dec = rmap.assign(path=path, compound=compound)
+                     [PATH_CODE[q] for q in (DELAYED, PUD, PMD, IMMEDIATE)],
+                     PATH_CODE[OTHER_PATH]).astype(np.uint8)
+    rmap["path"], rmap["compound"] = path, compound
     # A marker belongs to one rmap call: the kernel marks the folio dirty once per PTE
     # batch (zap_present_folio_ptes), so a marker before the task's previous call on the
     # same folio (another batch of a large folio) does not class this one.
-    dec["prev_call_ts"] = _shift(dec, ["tid", "folio"], "ts", 1, BEFORE_ALL)
-    dec = _expand_pages(dec.reset_index(drop=True), trace.struct_page_size)
-    fl = dec["flags"].to_numpy()
+    rmap["prev_call_ts"] = _shift_np(rmap["ts"].astype(np.int64), [rmap["tid"], rmap["folio"]], 1, BEFORE_ALL)
+    dec = _expand_pages(rmap, trace.struct_page_size)
+    del rmap
+    del dec["nr"]                     # kept as nr_in_call; the raw flags go once classed
+    fl = dec.pop("flags")
     dec["anon"] = (fl & F["anon"]) != 0
     dec["pg_dirty"] = (fl & F["pgdirty"]) != 0
-    ts = _ns(dec["ts"])
+    ts = dec["ts"] = dec["ts"].astype(np.int64, copy=False)
+    p = dec["path"]
+    other = p == PATH_CODE[OTHER_PATH]
 
     # The zap each event belongs to: the task's latest zap_enter before it (and its return).
-    zaps = calls(ev, trace.code("zap_enter"), trace.code("zap_exit"))
-    pos = _asof(dec, zaps, "ts", "ts", ["tid"], "backward", True)
-    zap_ts, zap_ok = _take(zaps["ts"], pos)
-    zap_done, zap_done_ok = _take(zaps["done"], pos)
-    dec["zap_ts"] = _nullable(zap_ts, zap_ok)
+    zaps = _calls(ev, trace.code("zap_enter"), trace.code("zap_exit"))
+    pos = _asof(ts, [dec["tid"]], zaps["ts"], np.ones(len(zaps["ts"]), bool), [zaps["tid"]], "backward", True)
+    zap_ts, zap_ok = _pick(zaps["ts"], np.ones(len(zaps["ts"]), bool), pos)
+    zap_done, zap_done_ok = _pick(zaps["done"], zaps["done_ok"], pos)
+    del zaps, pos
+    dec["zap_ts"], dec["zap_ok"] = zap_ts, zap_ok
 
     # The zap's dirty marker of the same folio by the same task (PATH_RULES' "marker").
-    dirty = _rows(ev, trace.code("dirty"), ("ts", "tid", "folio")).rename(columns={"ts": "dirty_ts"})
-    dirty_ts, dirty_ok = _take(dirty["dirty_ts"], _asof(dec, dirty, "ts", "dirty_ts", ["tid", "folio"],
-                                                        "backward", True))
-    p = dec["path"].to_numpy()
+    dirty = _select(ev, trace.code("dirty"), ("ts", "tid", "folio"))
+    d_t = dirty["ts"].astype(np.int64)
+    d_ok = np.ones(len(d_t), dtype=bool)
+    dirty_ts, dirty_ok = _pick(d_t, d_ok, _asof(ts, [dec["tid"], dec["folio"]], d_t, d_ok,
+                                                [dirty["tid"], dirty["folio"]], "backward", True))
     # Only a decrement of a zap path has a zap whose marker can class it: a removal outside
     # any zap (migration, reclaim...) never inherits the marker of the task's last zap.
-    prev_call = dec["prev_call_ts"].to_numpy()          # BEFORE_ALL: no previous call
-    pte_dirty = dirty_ok & zap_ok & (dirty_ts >= zap_ts) & (p != OTHER_PATH) & (dirty_ts > prev_call)
-    whole_zap = np.isin(p, [q for q, r in PATH_RULES.items() if r["marker"] == "zap"]) & zap_done_ok
+    prev_call = dec.pop("prev_call_ts")          # BEFORE_ALL: no previous call
+    pte_dirty = dirty_ok & zap_ok & (dirty_ts >= zap_ts) & ~other & (dirty_ts > prev_call)
+    del prev_call
+    whole_zap = _codes_in(p, [q for q, r in PATH_RULES.items() if r["marker"] == "zap"], PATH_CODE) & zap_done_ok
     if whole_zap.any():
         sel = np.flatnonzero(whole_zap & ~pte_dirty)
-        after, after_ok = _take(dirty["dirty_ts"], _asof(dec.iloc[sel], dirty, "ts", "dirty_ts",
-                                                         ["tid", "folio"], "forward", True))
+        after, after_ok = _pick(d_t, d_ok, _asof(ts[sel], [dec["tid"][sel], dec["folio"][sel]], d_t, d_ok,
+                                                 [dirty["tid"], dirty["folio"]], "forward", True))
         pte_dirty[sel] = after_ok & (after <= zap_done[sel])
+    del dirty, d_t, d_ok
     # 6.2+: a dirty batch's marker is followed by its *delayed* rmap (tlb_flush_rmaps) later
     # in the zap; an immediate decrement of the same folio in between (a clean batch of a
     # large folio) must not take that marker.
-    claim = np.flatnonzero(pte_dirty & (p == IMMEDIATE))
-    delayed = dec.loc[p == DELAYED, ["ts", "tid", "folio"]].rename(columns={"ts": "d_ts"})
-    if len(claim) and len(delayed):
-        probe = pd.DataFrame({"at": dirty_ts[claim], "tid": dec["tid"].to_numpy()[claim],
-                              "folio": dec["folio"].to_numpy()[claim]})
-        taker, taker_ok = _take(delayed["d_ts"], _asof(probe, delayed, "at", "d_ts", ["tid", "folio"],
-                                                       "forward", False))
+    claim = np.flatnonzero(pte_dirty & (p == PATH_CODE[IMMEDIATE]))
+    dl = np.flatnonzero(p == PATH_CODE[DELAYED])
+    if len(claim) and len(dl):
+        dl_ts, dl_ok = ts[dl], np.ones(len(dl), dtype=bool)
+        taker, taker_ok = _pick(dl_ts, dl_ok, _asof(dirty_ts[claim], [dec["tid"][claim], dec["folio"][claim]],
+                                                    dl_ts, dl_ok, [dec["tid"][dl], dec["folio"][dl]],
+                                                    "forward", False))
         end, end_ok = zap_done[claim], zap_done_ok[claim]
         pte_dirty[claim] = ~(taker_ok & (~end_ok | (taker <= end)))
-    pte_dirty |= np.isin(p, [q for q, r in PATH_RULES.items() if r["marker"] == "implied"])
+    del dirty_ts, dirty_ok, zap_done, zap_done_ok
+    pte_dirty |= _codes_in(p, [q for q, r in PATH_RULES.items() if r["marker"] == "implied"], PATH_CODE)
     dec["pte_dirty"] = pte_dirty
-    dec["class"] = np.where(dec["anon"], ANON, np.where(pte_dirty, FILE_DIRTY, FILE_CLEAN))
+    dec["class"] = np.where(dec["anon"], CLASS_CODE[ANON],
+                            np.where(pte_dirty, CLASS_CODE[FILE_DIRTY], CLASS_CODE[FILE_CLEAN])).astype(np.uint8)
 
     src, fen, fex = _flush_source(trace)
-    flushes = calls(ev, fen, fex)
-    mmu = calls(ev, trace.code("tlb_flush_enter"), trace.code("tlb_flush_exit"))
-    (f_enter, f_enter_ok), (f_done, f_done_ok) = _cover(dec, flushes)
-    _, (mmu_done, mmu_ok) = _cover(dec, mmu)
-    dec["flush_enter_ts"] = _nullable(f_enter, f_enter_ok)
-    dec["flush_done_ts"] = _nullable(f_done, f_done_ok)
-    dec["mmu_done_ts"] = _nullable(mmu_done, mmu_ok)
-    # Exact int64 differences (nullable Int64, NA when unpaired).
-    gap = f_done - ts
-    dec["gap_ns"] = _nullable(gap, f_done_ok)
+    (f_enter, f_enter_ok), (f_done, f_done_ok) = _cover(dec, _calls(ev, fen, fex))
+    _, (mmu_done, mmu_ok) = _cover(dec, _calls(ev, trace.code("tlb_flush_enter"), trace.code("tlb_flush_exit")))
+    dec["flush_enter_ts"], dec["flush_enter_ok"] = f_enter, f_enter_ok
+    dec["flush_done_ts"], dec["flush_done_ok"] = f_done, f_done_ok
     # tlb_flush_mmu covers only the "next"-flush paths: a delayed decrement's own flush is
     # tlb_flush_mmu_tlbonly() (inlined), so an earlier tlb_flush_mmu says nothing about it.
-    nxt = np.isin(dec["path"].to_numpy(), [q for q, r in PATH_RULES.items() if r["cover"] == "next"])
-    dec["gap_mmu_ns"] = _nullable(mmu_done - ts, mmu_ok & nxt)
-    dec["flush_source"] = src
+    nxt = _codes_in(p, [q for q, r in PATH_RULES.items() if r["cover"] == "next"], PATH_CODE)
+    dec["mmu_done_ts"], dec["mmu_done_ok"] = mmu_done, mmu_ok
+    # Exact int64 differences (ok False where unpaired).
+    dec["gap_ns"], dec["gap_ok"] = f_done - ts, f_done_ok
+    dec["gap_mmu_ns"], dec["gap_mmu_ok"] = mmu_done - ts, mmu_ok & nxt
+    dec["flush_source"] = np.full(len(ts), FLUSH_SOURCES.index(src), dtype=np.uint8)
 
     paired = f_done_ok
-    dec["paired"] = paired & (p != OTHER_PATH)
+    dec["paired"] = paired & ~other
     lost = (trace.lost_events or 0) > 0
-    reason = np.full(len(dec), "", dtype=object)
+    reason = np.zeros(len(ts), dtype=np.uint8)          # "": paired
     no_ret = ~paired & f_enter_ok
     for q, rule in PATH_RULES.items():
-        reason[(p == q) & ~paired] = R_NO_FLUSH_AFTER if rule["cover"] == "next" else R_NO_FLUSH_BEFORE
-    reason[no_ret & (p != OTHER_PATH)] = R_NO_RETURN
+        reason[(p == PATH_CODE[q]) & ~paired] = REASON_CODE[R_NO_FLUSH_AFTER if rule["cover"] == "next"
+                                                            else R_NO_FLUSH_BEFORE]
+    reason[no_ret & ~other] = REASON_CODE[R_NO_RETURN]
     if lost:
-        reason[(p != OTHER_PATH) & ~paired] = R_LOST
-    reason[p == OTHER_PATH] = R_OTHER
-    reason[(p == OTHER_PATH) & dec["compound"].to_numpy()] = R_PMD
+        reason[~other & ~paired] = REASON_CODE[R_LOST]
+    reason[other] = REASON_CODE[R_OTHER]
+    reason[other & dec["compound"]] = REASON_CODE[R_PMD]
     dec["unpaired_reason"] = reason
-    dec["open"] = dec["paired"].to_numpy() & (gap > 0)      # paired implies f_done_ok
+    dec["open"] = dec["paired"] & (dec["gap_ns"] > 0)      # paired implies f_done_ok
 
-    hits, _ = window_hits(trace, dec)
-    dec["hits"] = hits
-    dec["loss_suspect"] = _loss_suspect(trace, dec)
-    for col, cats in (("class", CLASSES), ("path", PATHS), ("unpaired_reason", REASONS),
-                      ("flush_source", FLUSH_SOURCES)):
-        dec[col] = pd.Categorical(dec[col].to_numpy(), categories=cats)
-    cols = ["ts", "tid", "tgid", "cpu", "mm", "page", "folio", "pfn", "nr_in_call", "class", "path",
-            "anon", "pte_dirty", "pg_dirty", "zap_ts", "flush_enter_ts", "flush_done_ts", "gap_ns",
-            "mmu_done_ts", "gap_mmu_ns", "flush_source", "paired", "unpaired_reason", "open", "hits",
-            "loss_suspect"] + file_pos
-    return dec[cols].reset_index(drop=True)
+    dec["hits"] = _hit_counts(trace, dec)
+    dec["loss_suspect"] = _loss_suspect_np(trace, ts, f_done, f_done_ok)
+    return dec, file_pos
 
 
-def _cover(dec: pd.DataFrame, fl: pd.DataFrame):
+GAP_COLUMNS = ["ts", "tid", "tgid", "cpu", "mm", "page", "folio", "pfn", "nr_in_call", "class", "path",
+               "anon", "pte_dirty", "pg_dirty", "zap_ts", "flush_enter_ts", "flush_done_ts", "gap_ns",
+               "mmu_done_ts", "gap_mmu_ns", "flush_source", "paired", "unpaired_reason", "open", "hits",
+               "loss_suspect"]
+#: Time columns that may be missing: (column, its ok mask) -> nullable Int64 in the table.
+_OPTIONAL = {"zap_ts": "zap_ok", "flush_enter_ts": "flush_enter_ok", "flush_done_ts": "flush_done_ok",
+             "gap_ns": "gap_ok", "mmu_done_ts": "mmu_done_ok", "gap_mmu_ns": "gap_mmu_ok"}
+_CATEGORIES = {"class": CLASSES, "path": PATHS, "unpaired_reason": REASONS, "flush_source": FLUSH_SOURCES}
+
+
+def gap_table(trace: Trace) -> pd.DataFrame:
+    """One row per decremented page (and per other-path removal); see module doc."""
+    dec, file_pos = _gap_cols(trace)
+    out: Dict[str, Any] = {}
+    for c in GAP_COLUMNS + file_pos:
+        if c in _OPTIONAL:
+            # the masks are consumed as they go, so that the table is never held twice
+            out[c] = pd.arrays.IntegerArray(dec.pop(c), ~dec.pop(_OPTIONAL[c]))
+        elif c in _CATEGORIES:
+            out[c] = pd.Categorical.from_codes(dec.pop(c), categories=_CATEGORIES[c])
+        else:
+            out[c] = dec.pop(c)
+    del dec
+    return pd.DataFrame(out, copy=False)
+
+
+def _cover(dec: Cols, fl: Cols):
     """((flush entry, ok), (flush completion, ok)) covering each decrement: int64 ns arrays
     with their masks (ok False: no covering flush, or it has no recorded return)."""
-    n = len(dec)
+    ts = dec["ts"]
+    n = len(ts)
     enter, enter_ok = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
     done, done_ok = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
-    if fl.empty or n == 0:
+    if len(fl["ts"]) == 0 or n == 0:
         return (enter, enter_ok), (done, done_ok)
-    fl = fl[["ts", "tid", "mm", "done"]].rename(columns={"ts": "f_enter"})
-    path = dec["path"].to_numpy()
-    nxt = np.isin(path, [p for p, r in PATH_RULES.items() if r["cover"] == "next"])
-    prev = np.isin(path, [p for p, r in PATH_RULES.items() if r["cover"] == "previous"])
+    f_enter = fl["ts"].astype(np.int64)
+    f_ok = np.ones(len(f_enter), dtype=bool)
+    path = dec["path"]
+    nxt = _codes_in(path, [p for p, r in PATH_RULES.items() if r["cover"] == "next"], PATH_CODE)
+    prev = _codes_in(path, [p for p, r in PATH_RULES.items() if r["cover"] == "previous"], PATH_CODE)
     if nxt.any():
         sel = np.flatnonzero(nxt)
-        pos = _asof(dec.iloc[sel], fl, "ts", "f_enter", ["tid", "mm"], "forward", False)
-        enter[sel], enter_ok[sel] = _take(fl["f_enter"], pos)
-        done[sel], done_ok[sel] = _take(fl["done"], pos)
+        pos = _asof(ts[sel], [dec["tid"][sel], dec["mm"][sel]], f_enter, f_ok, [fl["tid"], fl["mm"]],
+                    "forward", False)
+        enter[sel], enter_ok[sel] = _pick(f_enter, f_ok, pos)
+        done[sel], done_ok[sel] = _pick(fl["done"], fl["done_ok"], pos)
     if prev.any():
         sel = np.flatnonzero(prev)
-        dl = dec.iloc[sel]
-        pos = _asof(dl, fl, "ts", "done", ["tid", "mm"], "backward", True)
-        e, e_ok = _take(fl["f_enter"], pos)
-        d, d_ok = _take(fl["done"], pos)
-        z, z_ok = _opt(dl["zap_ts"])
+        pos = _asof(ts[sel], [dec["tid"][sel], dec["mm"][sel]], fl["done"], fl["done_ok"], [fl["tid"], fl["mm"]],
+                    "backward", True)
+        e, e_ok = _pick(f_enter, f_ok, pos)
+        d, d_ok = _pick(fl["done"], fl["done_ok"], pos)
+        z, z_ok = dec["zap_ts"][sel], dec["zap_ok"][sel]
         outside = z_ok & e_ok & (e < z)      # that flush belongs to an earlier zap
         enter[sel], enter_ok[sel] = e, e_ok & ~outside
         done[sel], done_ok[sel] = d, d_ok & ~outside
@@ -371,16 +531,12 @@ def mkclean_calls(trace: Trace) -> pd.DataFrame:
     return mk.rename(columns={"exit_nr": "ret"})
 
 
-def window_hits(trace: Trace, dec: pd.DataFrame) -> Tuple[np.ndarray, pd.DataFrame]:
-    """Per decrement row: how many mkcleans of its folio overlap its open window;
-    and the list of hits (one row per decrement x mkclean)."""
-    n = len(dec)
-    counts = np.zeros(n, dtype=np.int64)
+def _mkclean_spans(trace: Trace) -> pd.DataFrame:
+    """The mkclean calls by folio then time, with ``end`` (int64: the return, else the
+    bound on it, NEVER when none) and ``k`` (the call's rank among its folio's calls)."""
     mk = mkclean_calls(trace)
-    empty = pd.DataFrame(columns=HIT_COLUMNS)
-    is_open = dec["open"].to_numpy() if "open" in dec else np.zeros(n, bool)
-    if mk.empty or not is_open.any():
-        return counts, empty
+    if mk.empty:
+        return mk
     mk = mk.sort_values(["folio", "ts"], kind="stable").reset_index(drop=True)
     # mkclean runs under the folio lock: calls on one folio never overlap.  A call
     # whose return is missing ended before the folio's next call began, or runs
@@ -393,21 +549,61 @@ def window_hits(trace: Trace, dec: pd.DataFrame) -> Tuple[np.ndarray, pd.DataFra
     done, done_ok = _opt(mk["done"])
     mk["end"] = np.where(done_ok, done, bound)
     mk["k"] = mk.groupby("folio", sort=False).cumcount().to_numpy(dtype=np.int64)
+    return mk
+
+
+def _hit_ranges(mk: pd.DataFrame, ts: np.ndarray, folio: np.ndarray, f_done: np.ndarray):
+    """For open windows [ts, f_done] of ``folio``: (lo_pos, count) of the overlapping
+    mkclean calls, which are the rows lo_pos, lo_pos + 1... of ``mk``."""
     k = mk["k"].to_numpy()
-    sel = np.flatnonzero(is_open)
-    w = dec.iloc[sel]
+    m_folio = mk["folio"].to_numpy()
+    m_end = mk["end"].to_numpy(dtype=np.int64)
+    m_ts = _ns(mk["ts"])
+    ok = np.ones(len(mk), dtype=bool)
     # first mkclean of the folio that ends after the decrement...
-    lo_pos = _asof(w, mk, "ts", "end", ["folio"], "forward", False)
+    lo_pos = _asof(ts, [folio], m_end, ok, [m_folio], "forward", False)
     lo_ok = lo_pos >= 0
     lo = np.where(lo_ok, k[np.maximum(lo_pos, 0)], 0)
     # ...and the first that starts at or after the flush completed (else: past the last)
-    hi_pos = _asof(w, mk, "flush_done_ts", "ts", ["folio"], "forward", True)
+    hi_pos = _asof(f_done, [folio], m_ts, ok, [m_folio], "forward", True)
     hi = k[np.maximum(hi_pos, 0)]
     nohi = hi_pos < 0
     if nohi.any():
         sizes = mk.groupby("folio", sort=False).size()
-        hi[nohi] = sizes.reindex(w["folio"].to_numpy()[nohi]).fillna(0).to_numpy(dtype=np.int64)
+        hi[nohi] = sizes.reindex(folio[nohi]).fillna(0).to_numpy(dtype=np.int64)
     c = np.where(lo_ok, np.maximum(hi - lo, 0), 0).astype(np.int64)
+    return lo_pos, c
+
+
+def _hit_counts(trace: Trace, dec: Cols) -> np.ndarray:
+    """Per decrement row: how many mkcleans of its folio overlap its open window."""
+    n = len(dec["ts"])
+    counts = np.zeros(n, dtype=np.int64)
+    sel = np.flatnonzero(dec["open"])
+    if len(sel) == 0:
+        return counts
+    mk = _mkclean_spans(trace)
+    if mk.empty:
+        return counts
+    counts[sel] = _hit_ranges(mk, dec["ts"][sel], dec["folio"][sel], dec["flush_done_ts"][sel])[1]
+    return counts
+
+
+def window_hits(trace: Trace, dec: pd.DataFrame) -> Tuple[np.ndarray, pd.DataFrame]:
+    """Per decrement row: how many mkcleans of its folio overlap its open window;
+    and the list of hits (one row per decrement x mkclean)."""
+    n = len(dec)
+    counts = np.zeros(n, dtype=np.int64)
+    empty = pd.DataFrame(columns=HIT_COLUMNS)
+    is_open = dec["open"].to_numpy() if "open" in dec else np.zeros(n, bool)
+    if not is_open.any():
+        return counts, empty
+    mk = _mkclean_spans(trace)
+    if mk.empty:
+        return counts, empty
+    sel = np.flatnonzero(is_open)
+    w = dec.iloc[sel]
+    lo_pos, c = _hit_ranges(mk, _ns(w["ts"]), w["folio"].to_numpy(), _ns(w["flush_done_ts"]))
     counts[sel] = c
     if not c.any():
         return counts, empty
@@ -439,13 +635,19 @@ def hit_table(trace: Trace, gaps: pd.DataFrame) -> pd.DataFrame:
 
 
 def _loss_suspect(trace: Trace, dec: pd.DataFrame) -> np.ndarray:
+    """``_loss_suspect_np`` of a gap table."""
+    done, ok = _opt(dec["flush_done_ts"])
+    return _loss_suspect_np(trace, _ns(dec["ts"]), done, ok)
+
+
+def _loss_suspect_np(trace: Trace, a: np.ndarray, done: np.ndarray, ok: np.ndarray) -> np.ndarray:
     """True for rows whose window overlaps a stretch of time in which events were lost.
 
     The recorder writes cumulative lost counts in STAT chunks about once a
     second; rows between two STATs whose lost count grew are suspect.  When
     only the total is known, every row is suspect if anything was lost.
     """
-    n = len(dec)
+    n = len(a)
     if not (trace.lost_events or 0):
         return np.zeros(n, dtype=bool)
     marks: Optional[np.ndarray] = None
@@ -460,8 +662,6 @@ def _loss_suspect(trace: Trace, dec: pd.DataFrame) -> np.ndarray:
             marks = np.stack([lo, t[grew]], axis=1)
     if marks is None:
         return np.ones(n, dtype=bool)
-    a = _ns(dec["ts"])
-    done, ok = _opt(dec["flush_done_ts"])
     b = np.where(ok, done, a)
     out = np.zeros(n, dtype=bool)
     for lo, hi in marks:

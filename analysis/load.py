@@ -95,6 +95,16 @@ class Trace:
         return self.flags[name]
 
 
+def _gather(arr: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """arr[order] for a structured array; rows of 8-byte words when the record size
+    allows: numpy copies those as plain rows, 2-3 times faster than void records."""
+    size = arr.dtype.itemsize
+    if size % 8 or not arr.flags.c_contiguous or len(arr) == 0:
+        return arr[order]
+    words = arr.view(np.uint64).reshape(-1, size // 8)
+    return words[order].view(arr.dtype).reshape(-1)
+
+
 def from_raw(raw: tracefile.RawTrace) -> Trace:
     head = dict(raw.head)
     if "probes" in raw.meta:          # the probe map as finally attached (e.g. after a fallback)
@@ -115,8 +125,12 @@ def from_raw(raw: tracefile.RawTrace) -> Trace:
         order = keep[np.argsort(arr["ts"][keep], kind="stable")]
     else:
         order = np.argsort(arr["ts"], kind="stable")
-    cols = {name: arr[name][order] for name in arr.dtype.names}
-    cols["ts"] = cols["ts"].astype(np.int64)
+    # One gather of whole records, not one per column: a record is one cache line, so
+    # this reads each once (a per-column gather from the interleaved records reads
+    # every line once per column).  The columns are then strided views of it, no copies.
+    rec = _gather(arr, order)
+    cols = {name: rec[name] for name in arr.dtype.names}
+    cols["ts"] = cols["ts"].view(np.int64)      # exact: every ts kept is < 2**63
     cols["seq"] = order.astype(np.int64)
     df = pd.DataFrame(cols, copy=False)
     return Trace(path=raw.path, head=head, events=df, kinds=kinds, flags=flags, stats=raw.stats,

@@ -26,31 +26,55 @@ def gap_stats(values: np.ndarray) -> Dict[str, Optional[float]]:
     return out
 
 
-def _gaps(col: pd.Series, rows: np.ndarray) -> np.ndarray:
-    """The known gaps (int64 ns) of a nullable gap column among ``rows``."""
-    ok = rows & col.notna().to_numpy()
-    return col.to_numpy(dtype=np.int64, na_value=0)[ok]
+class _Cols:
+    """The gap-table columns that the summary reads, as numpy arrays, taken once:
+    every block is then a boolean mask over them, never a copy of the table."""
+
+    def __init__(self, gaps: pd.DataFrame):
+        self.paired = gaps["paired"].to_numpy()
+        self.gap = gaps["gap_ns"].to_numpy(dtype=np.int64, na_value=0)   # read only where paired (never NA there)
+        self.gap_mmu = gaps["gap_mmu_ns"].to_numpy(dtype=np.int64, na_value=0)
+        self.gap_mmu_ok = gaps["gap_mmu_ns"].notna().to_numpy()
+        self.path = gaps["path"].cat.codes.to_numpy()
+        self.path_names = list(gaps["path"].cat.categories)
+        self.cls = gaps["class"].cat.codes.to_numpy()
+        self.class_names = list(gaps["class"].cat.categories)
+        reason = gaps["unpaired_reason"]
+        self.reason = reason.cat.codes.to_numpy()
+        self.reason_names = reason.cat.categories
+        self.hits = gaps["hits"].to_numpy()
+        self.loss_suspect = gaps["loss_suspect"].to_numpy()
+        self.nr = gaps["nr_in_call"].to_numpy()
+
+    def path_is(self, p: str) -> np.ndarray:
+        return self.path == self.path_names.index(p)
+
+    def reasons(self, rows: np.ndarray) -> pd.Series:
+        """value_counts of the unpaired_reason of ``rows``, as the categorical column gives them."""
+        return pd.Series(pd.Categorical.from_codes(self.reason[rows], categories=self.reason_names)).value_counts()
 
 
-def _block(g: pd.DataFrame) -> Dict[str, Any]:
-    paired = g["paired"].to_numpy()
-    gap = g["gap_ns"].to_numpy(dtype=np.int64, na_value=0)      # read only where paired (never NA there)
-    reasons = g.loc[~paired, "unpaired_reason"].value_counts()
+def _block(c: _Cols, rows: np.ndarray) -> Dict[str, Any]:
+    paired = c.paired & rows
+    unpaired = ~c.paired & rows
+    gap = c.gap
+    reasons = c.reasons(unpaired)
     reasons = reasons[reasons > 0]          # categorical columns list every category
+    hits = c.hits[rows]
     return {
-        "decrements": int(len(g)),
+        "decrements": int(rows.sum()),
         "paired": int(paired.sum()),
-        "unpaired": int((~paired).sum()),
-        **{p: int((g["path"] == p).sum()) for p in ZAP_PATHS},
+        "unpaired": int(unpaired.sum()),
+        **{p: int((c.path_is(p) & rows).sum()) for p in ZAP_PATHS},
         "open": int((paired & (gap > 0)).sum()),
         "closed": int((paired & (gap <= 0)).sum()),
-        "hits": int(g["hits"].sum()),
-        "pages_hit": int((g["hits"] > 0).sum()),
-        "loss_suspect": int(g["loss_suspect"].sum()),
-        "gap_ns": gap_stats(_gaps(g["gap_ns"], paired)),
-        "gap_mmu_ns": gap_stats(_gaps(g["gap_mmu_ns"], paired)),
+        "hits": int(hits.sum()),
+        "pages_hit": int((hits > 0).sum()),
+        "loss_suspect": int(c.loss_suspect[rows].sum()),
+        "gap_ns": gap_stats(gap[paired]),
+        "gap_mmu_ns": gap_stats(c.gap_mmu[paired & c.gap_mmu_ok]),
         "unpaired_reasons": {str(k): int(v) for k, v in reasons.items()},
-        "pages_per_call": _per_call(g["nr_in_call"].to_numpy()),
+        "pages_per_call": _per_call(c.nr[rows]),
     }
 
 
@@ -65,14 +89,15 @@ def _per_call(nr: np.ndarray) -> Dict[str, Optional[int]]:
 def summarize(trace: Trace, gaps: Optional[pd.DataFrame] = None) -> Dict[str, Any]:
     if gaps is None:
         gaps = gap_table(trace)
-    zap = gaps[gaps["path"] != OTHER_PATH]
+    c = _Cols(gaps)
+    zap = ~c.path_is(OTHER_PATH)
     classes = {}
-    for c in CLASSES:
-        g = zap[zap["class"] == c]
-        block = _block(g)
-        block["by_path"] = {p: _block(g[g["path"] == p]) for p in ZAP_PATHS}
-        classes[c] = block
-    other = gaps[gaps["path"] == OTHER_PATH]
+    for cl in CLASSES:
+        rows = zap & (c.cls == c.class_names.index(cl))
+        block = _block(c, rows)
+        block["by_path"] = {p: _block(c, rows & c.path_is(p)) for p in ZAP_PATHS}
+        classes[cl] = block
+    other = ~zap
     src = gaps["flush_source"].iloc[0] if len(gaps) else None
     return {
         "schema": SCHEMA,
@@ -90,7 +115,7 @@ def summarize(trace: Trace, gaps: Optional[pd.DataFrame] = None) -> Dict[str, An
         "flush_source": src,
         "probes": {p.get("event"): (p.get("attach") or None) for p in trace.head.get("probes") or []},
         "classes": classes,
-        "other_path": {"count": int(len(other)),
-                       "reasons": {str(k): int(v) for k, v in other["unpaired_reason"].value_counts().items() if v}},
-        "window_hits": int(zap["hits"].sum()),
+        "other_path": {"count": int(other.sum()),
+                       "reasons": {str(k): int(v) for k, v in c.reasons(other).items() if v}},
+        "window_hits": int(c.hits[zap].sum()),
     }
