@@ -46,7 +46,8 @@ SCHEMA = "zaptrace.lostwrite/1"
 #: A whole-range check then a whole-range write (the first design) put every
 #: store after the pass's reads had refaulted the range, long after the zap
 #: that those reads waited for: 0 lost writes in 300 s on 6.1 with 128,340
-#: mkclean calls inside open windows.
+#: mkclean calls inside open windows.  Chunks have not found one either yet
+#: (6.1 untraced 300 s, 7.2 PMD traced 600 s; README "Does it lose data?").
 WRITE_CHUNK = 16
 #: GIL switch interval: a zapper needs the GIL between two madvise() calls and
 #: the writer holds it while it runs; Python's default (5 ms) would pace the zaps.
