@@ -190,11 +190,13 @@ def run(
         try:
             return _exit_status(rundir, rc)
         except BootError as e:
-            why = _stalled_before_start(rundir)
+            why = _stalled_before_start(rundir) or _qemu_aborted_before_start(rundir, rc)
             if attempt == BOOT_ATTEMPTS or not why:
                 raise
             kept = rundir / ("console-attempt%d.log" % attempt)
             os.replace(rundir / "console.log", kept)
+            if (rundir / "qemu.log").exists():
+                os.replace(rundir / "qemu.log", rundir / ("qemu-attempt%d.log" % attempt))
             for name in ("status", "error", "timing"):
                 cache.remove_tree(ctl / name)
             sys.stderr.write("zaptrace: the guest stalled before the command started (%s; console log kept as %s);"
@@ -205,7 +207,8 @@ def run(
 
 
 #: Boots of one `vm run` when the guest stalls before the command starts (see
-#: qemu.KERNEL_CMDLINE: a vCPU never woken during boot under multi-threaded TCG).
+#: qemu.KERNEL_CMDLINE: a vCPU never woken during boot under multi-threaded TCG), or
+#: QEMU itself aborts on an assertion before it starts.
 #: A stall after the command started is never retried: it is reported.
 BOOT_ATTEMPTS = 3
 
@@ -221,6 +224,25 @@ def _stalled_before_start(rundir: Path) -> str:
     for line in reversed(text.splitlines()):
         if "Kernel panic" in line and "RCU Stall" in line:
             return line.strip()
+    return ""
+
+
+def _qemu_aborted_before_start(rundir: Path, qemu_rc: int) -> str:
+    """QEMU's own assertion line if QEMU aborted (SIGABRT) before the command started, else "".
+
+    Seen twice on 2026-11-26 under multi-threaded TCG with QEMU 10.0.2, in early boot of
+    6.1 and 6.12: ``system/physmem.c:2678: iotlb_to_section: Assertion `section_index <
+    d->map.sections_nb' failed`` -- an emulator bug, nothing the guest did.
+    """
+    if qemu_rc != -6 or (rundir / "ctl" / "started").exists() or (rundir / "ctl" / "status").exists():
+        return ""
+    try:
+        text = (rundir / "qemu.log").read_bytes().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    for line in reversed(text.splitlines()):
+        if "Assertion" in line:
+            return "QEMU aborted: " + line.strip()
     return ""
 
 

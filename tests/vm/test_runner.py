@@ -195,3 +195,38 @@ def _fake_guest(monkeypatch, tmp_path):
     monkeypatch.setattr(runner.initramfs, "ensure", lambda modules: tmp_path / "initrd")
     monkeypatch.setattr(runner.qemu, "choose_accel", lambda a, g, i: "tcg")
     monkeypatch.setattr(runner.qemu, "version", lambda: "QEMU emulator version 10.0.2")
+
+
+ABORT = ("qemu-system-x86_64: system/physmem.c:2678: iotlb_to_section: Assertion "
+         "`section_index < d->map.sections_nb' failed.\n")
+
+
+def test_qemu_aborting_before_the_command_is_booted_again(tmp_path, monkeypatch, capsys):
+    """QEMU's own assertion (SIGABRT, rc -6) in early boot: boot again; after the command
+    started, or for any other exit of QEMU, never."""
+    boots = []
+
+    def fake_boot(rundir, qemu_argv, timeout, stdout, stderr):
+        boots.append(1)
+        (rundir / "console.log").write_text("[ 1.8] acpi PNP0A03:00: fail to add MMCONFIG information\n")
+        if len(boots) == 1:
+            (rundir / "qemu.log").write_text(ABORT)
+            return -6
+        (rundir / "ctl" / "started").write_text("")
+        (rundir / "ctl" / "status").write_text("0\n")
+        return 0
+
+    _fake_guest(monkeypatch, tmp_path)
+    monkeypatch.setattr(runner, "_boot", fake_boot)
+    assert runner.run("6.1", ["true"], cwd=str(tmp_path)) == 0
+    assert len(boots) == 2
+    err = capsys.readouterr().err
+    assert "QEMU aborted: " in err and "iotlb_to_section" in err and "attempt 2 of 3" in err
+
+    (tmp_path / "other").mkdir()
+    rundir = make_rundir(tmp_path / "other")
+    (rundir / "qemu.log").write_text(ABORT)
+    assert runner._qemu_aborted_before_start(rundir, -6).startswith("QEMU aborted: ")
+    assert runner._qemu_aborted_before_start(rundir, 1) == ""        # not an abort
+    (rundir / "ctl" / "started").write_text("")
+    assert runner._qemu_aborted_before_start(rundir, -6) == ""       # the command had started
