@@ -199,7 +199,7 @@ def run(
                 os.replace(rundir / "qemu.log", rundir / ("qemu-attempt%d.log" % attempt))
             for name in ("status", "error", "timing"):
                 cache.remove_tree(ctl / name)
-            sys.stderr.write("zaptrace: the guest stalled before the command started (%s; console log kept as %s);"
+            sys.stderr.write("zaptrace: the guest never reached the command (%s; console log kept as %s);"
                              " booting again (attempt %d of %d)\n" % (why, kept, attempt + 1, BOOT_ATTEMPTS))
             sys.stderr.flush()
             del e
