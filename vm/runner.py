@@ -215,34 +215,33 @@ BOOT_ATTEMPTS = 3
 
 def _stalled_before_start(rundir: Path) -> str:
     """The panic line if the guest panicked on an RCU stall before the command started, else ""."""
-    if (rundir / "ctl" / "started").exists() or (rundir / "ctl" / "status").exists():
-        return ""
-    try:
-        text = (rundir / "console.log").read_bytes().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    for line in reversed(text.splitlines()):
-        if "Kernel panic" in line and "RCU Stall" in line:
-            return line.strip()
-    return ""
+    return _last_line_before_start(rundir, "console.log", lambda l: "Kernel panic" in l and "RCU Stall" in l)
 
 
 def _qemu_aborted_before_start(rundir: Path, qemu_rc: int) -> str:
     """QEMU's own assertion line if QEMU aborted (SIGABRT) before the command started, else "".
 
-    Seen twice on 2026-11-26 under multi-threaded TCG with QEMU 10.0.2, in early boot of
-    6.1 and 6.12: ``system/physmem.c:2678: iotlb_to_section: Assertion `section_index <
+    Seen three times on 2026-11-26 under multi-threaded TCG with QEMU 10.0.2, in early boot
+    of 6.1 and 6.12: ``system/physmem.c:2678: iotlb_to_section: Assertion `section_index <
     d->map.sections_nb' failed`` -- an emulator bug, nothing the guest did.
     """
-    if qemu_rc != -6 or (rundir / "ctl" / "started").exists() or (rundir / "ctl" / "status").exists():
+    if qemu_rc != -6:
+        return ""
+    line = _last_line_before_start(rundir, "qemu.log", lambda l: "Assertion" in l)
+    return "QEMU aborted: " + line if line else ""
+
+
+def _last_line_before_start(rundir: Path, log: str, match: Callable[[str], bool]) -> str:
+    """The last line of rundir/log that matches, if the command never started, else ""."""
+    if (rundir / "ctl" / "started").exists() or (rundir / "ctl" / "status").exists():
         return ""
     try:
-        text = (rundir / "qemu.log").read_bytes().decode("utf-8", "replace")
+        text = (rundir / log).read_bytes().decode("utf-8", "replace")
     except OSError:
         return ""
     for line in reversed(text.splitlines()):
-        if "Assertion" in line:
-            return "QEMU aborted: " + line.strip()
+        if match(line):
+            return line.strip()
     return ""
 
 
