@@ -354,9 +354,10 @@ def _asof_per_group(lt: np.ndarray, lg: np.ndarray, rt: np.ndarray, rg: np.ndarr
     return out
 
 
-def _gap_cols(trace: Trace) -> Tuple[Cols, list]:
+def _gap_cols(trace: Trace, mk: Optional[pd.DataFrame] = None) -> Tuple[Cols, list]:
     """The gap table as column arrays (categorical columns as codes), and its file-position
-    columns."""
+    columns.  ``mk``: the trace's ``_mkclean_spans`` when already known (the bounded path
+    computes them once for the whole trace and analyses the events window by window)."""
     ev = trace.events
     F = trace.flags
     # ino/index (file position of file pages) exist in traces recorded since format 1.1 of the event.
@@ -394,6 +395,7 @@ def _gap_cols(trace: Trace) -> Tuple[Cols, list]:
     zap_done, zap_done_ok = _pick(zaps["done"], zaps["done_ok"], pos)
     del zaps, pos
     dec["zap_ts"], dec["zap_ok"] = zap_ts, zap_ok
+    dec["zap_done_ok"] = zap_done_ok            # not a gap-table column: the bounded path's check
 
     # The zap's dirty marker of the same folio by the same task (PATH_RULES' "marker").
     dirty = _select(ev, trace.code("dirty"), ("ts", "tid", "folio"))
@@ -425,7 +427,7 @@ def _gap_cols(trace: Trace) -> Tuple[Cols, list]:
                                                     "forward", False))
         end, end_ok = zap_done[claim], zap_done_ok[claim]
         pte_dirty[claim] = ~(taker_ok & (~end_ok | (taker <= end)))
-    del dirty_ts, dirty_ok, zap_done, zap_done_ok
+    del dirty_ts, dirty_ok, zap_done
     pte_dirty |= _codes_in(p, [q for q, r in PATH_RULES.items() if r["marker"] == "implied"], PATH_CODE)
     dec["pte_dirty"] = pte_dirty
     dec["class"] = np.where(dec["anon"], CLASS_CODE[ANON],
@@ -433,7 +435,9 @@ def _gap_cols(trace: Trace) -> Tuple[Cols, list]:
 
     src, fen, fex = _flush_source(trace)
     (f_enter, f_enter_ok), (f_done, f_done_ok) = _cover(dec, _calls(ev, fen, fex))
-    _, (mmu_done, mmu_ok) = _cover(dec, _calls(ev, trace.code("tlb_flush_enter"), trace.code("tlb_flush_exit")))
+    (mmu_enter, mmu_enter_ok), (mmu_done, mmu_ok) = _cover(
+        dec, _calls(ev, trace.code("tlb_flush_enter"), trace.code("tlb_flush_exit")))
+    dec["mmu_enter_ts"], dec["mmu_enter_ok"] = mmu_enter, mmu_enter_ok      # the bounded path's check
     dec["flush_enter_ts"], dec["flush_enter_ok"] = f_enter, f_enter_ok
     dec["flush_done_ts"], dec["flush_done_ok"] = f_done, f_done_ok
     # tlb_flush_mmu covers only the "next"-flush paths: a delayed decrement's own flush is
@@ -461,7 +465,7 @@ def _gap_cols(trace: Trace) -> Tuple[Cols, list]:
     dec["unpaired_reason"] = reason
     dec["open"] = dec["paired"] & (dec["gap_ns"] > 0)      # paired implies f_done_ok
 
-    dec["hits"] = _hit_counts(trace, dec)
+    dec["hits"] = _hit_counts(trace, dec, mk)
     dec["loss_suspect"] = _loss_suspect_np(trace, ts, f_done, f_done_ok)
     return dec, file_pos
 
@@ -575,30 +579,34 @@ def _hit_ranges(mk: pd.DataFrame, ts: np.ndarray, folio: np.ndarray, f_done: np.
     return lo_pos, c
 
 
-def _hit_counts(trace: Trace, dec: Cols) -> np.ndarray:
+def _hit_counts(trace: Trace, dec: Cols, mk: Optional[pd.DataFrame] = None) -> np.ndarray:
     """Per decrement row: how many mkcleans of its folio overlap its open window."""
     n = len(dec["ts"])
     counts = np.zeros(n, dtype=np.int64)
     sel = np.flatnonzero(dec["open"])
     if len(sel) == 0:
         return counts
-    mk = _mkclean_spans(trace)
+    if mk is None:
+        mk = _mkclean_spans(trace)
     if mk.empty:
         return counts
     counts[sel] = _hit_ranges(mk, dec["ts"][sel], dec["folio"][sel], dec["flush_done_ts"][sel])[1]
     return counts
 
 
-def window_hits(trace: Trace, dec: pd.DataFrame) -> Tuple[np.ndarray, pd.DataFrame]:
+def window_hits(trace: Trace, dec: pd.DataFrame, mk: Optional[pd.DataFrame] = None
+                ) -> Tuple[np.ndarray, pd.DataFrame]:
     """Per decrement row: how many mkcleans of its folio overlap its open window;
-    and the list of hits (one row per decrement x mkclean)."""
+    and the list of hits (one row per decrement x mkclean).  ``mk``: ``_mkclean_spans``
+    of the trace, when already known."""
     n = len(dec)
     counts = np.zeros(n, dtype=np.int64)
     empty = pd.DataFrame(columns=HIT_COLUMNS)
     is_open = dec["open"].to_numpy() if "open" in dec else np.zeros(n, bool)
     if not is_open.any():
         return counts, empty
-    mk = _mkclean_spans(trace)
+    if mk is None:
+        mk = _mkclean_spans(trace)
     if mk.empty:
         return counts, empty
     sel = np.flatnonzero(is_open)

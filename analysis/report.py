@@ -41,6 +41,10 @@ class Analysis:
     hits: pd.DataFrame        # gaps.hit_table
     summary: Dict[str, Any]   # summary.summarize (+ "lost_writes" with findings)
     lost: Optional[pd.DataFrame] = None   # lostwrites.join, with findings
+    #: window hits in all (``hits`` may hold only the first ones: the bounded path keeps those shown)
+    hits_total: Optional[int] = None
+    #: how the trace was analysed: None in memory, else a line for the report (see analysis.stream)
+    mode: Optional[str] = None
 
 
 class Stages:
@@ -62,14 +66,36 @@ def _estimated_events(path: str) -> int:
         return 0          # tracefile.read reports the problem
 
 
+def parse_size(text: str) -> int:
+    """Bytes of '1G', '512M', '300k', '2GiB' or a plain number."""
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(t[-1:], 1)
+    try:
+        n = float(t[:-1] if t[-1:] in "KMGT" else t) * mult
+    except ValueError:
+        n = -1
+    if n <= 0:
+        from .errors import AnalysisError
+        raise AnalysisError(f"--max-memory {text}: not a size (e.g. 1G, 512M)")
+    return int(n)
+
+
 def analyse(path: str, progress: Optional[Callable[[str], None]] = None, with_hits: bool = True,
-            findings: Optional[str] = None) -> Analysis:
+            findings: Optional[str] = None, max_memory: Optional[int] = None,
+            max_hits: Optional[int] = 20) -> Analysis:
     """Load and analyse one trace; `progress` gets stage lines for traces above PROGRESS_EVENTS.
 
     with_hits=False skips the window-hit list (``Analysis.hits`` is then empty;
     the per-page ``hits`` counts in the gap table are always there).  ``findings``:
     a lostwrite findings file whose lost writes are joined with the trace.
     """
+    if max_memory is not None:
+        if findings:
+            from .errors import AnalysisError
+            raise AnalysisError("--findings needs the in-memory analysis: drop --max-memory")
+        from .stream import analyse_bounded
+        return analyse_bounded(path, max_memory=max_memory, with_hits=with_hits, max_hits=max_hits,
+                               progress=progress)
     doc = None
     if findings:
         from .lostwrites import load_findings
@@ -149,6 +175,8 @@ def fmt_count(n: Optional[int]) -> str:
 
 def t0_of(trace: Trace) -> int:
     """The first event's timestamp (the origin of relative times), 0 for an empty trace."""
+    if getattr(trace, "t0", None) is not None:      # analysis.stream: events not held
+        return int(trace.t0)
     ev = trace.events
     return int(ev["ts"].iloc[0]) if len(ev) else 0
 
@@ -293,6 +321,8 @@ def render_text(a: Analysis, max_hits: int = 20) -> str:
     """The terminal report of one analysed trace."""
     s = a.summary
     lines = header_lines(s)
+    if a.mode:
+        lines.append(f"analysis:  {a.mode}")
     lines += ["", "Decrement -> covering flush completion (gap > 0: the window was open that long):"]
     lines += format_table(*class_table(s), left=2)
     header, rows = per_call_table(s)
@@ -315,8 +345,9 @@ def render_text(a: Analysis, max_hits: int = 20) -> str:
     if len(a.hits):
         header, rows = hit_rows(a.hits, t0_of(a.trace), max_hits)
         lines += format_table(header, rows, left=0)
-        if len(a.hits) > len(rows):
-            lines.append(f"  ... {len(a.hits) - len(rows):,} more (--hits N shows more)")
+        total = len(a.hits) if a.hits_total is None else a.hits_total
+        if total > len(rows):
+            lines.append(f"  ... {total - len(rows):,} more (--hits N shows more)")
     if "lost_writes" in s:
         lines += lost_lines(a)
     v = verdict(s)

@@ -189,7 +189,9 @@ def generate(path: str, n_events: int = 10_000_000, seed: int = 1, style: str = 
 
 # --------------------------------------------------------------- phases --
 
-PHASES = ("import", "read", "load", "gap_table", "summarize", "report")
+PHASES = ("import", "read", "load", "gap_table", "summarize", "report", "bounded")
+#: --max-memory of the bounded row (analysis.stream), bytes; set by main()
+BOUNDED_MEMORY = 1 << 30
 
 
 def run_phase(path: str, upto: str) -> Dict[str, float]:
@@ -215,6 +217,9 @@ def run_phase(path: str, upto: str) -> Dict[str, float]:
     if upto == "report":
         timed("report", lambda: report.render_text(report.analyse(path)))
         return out
+    if upto == "bounded":
+        timed("bounded", lambda: report.render_text(report.analyse(path, max_memory=BOUNDED_MEMORY)))
+        return out
     trace = timed("load", lambda: analysis.load(path))
     if upto == "load":
         return out
@@ -238,7 +243,9 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def child(path: str, upto: str) -> None:
+def child(path: str, upto: str, mem: int) -> None:
+    global BOUNDED_MEMORY
+    BOUNDED_MEMORY = mem
     t = run_phase(path, upto)
     print(json.dumps({"times": t, "peak_rss_mib": peak_rss_mib()}))
 
@@ -254,11 +261,17 @@ def main() -> None:
     ap.add_argument("--generate-only", metavar="OUT", help="write the trace to OUT and exit")
     ap.add_argument("--repeat", type=int, default=1, help="time each phase this many times, keep the best")
     ap.add_argument("--no-memory", action="store_true", help="skip the per-phase memory children")
-    ap.add_argument("--child", nargs=2, metavar=("PATH", "PHASE"), help=argparse.SUPPRESS)
+    ap.add_argument("--max-memory", default="1G", help="--max-memory of the bounded row (default 1G)")
+    ap.add_argument("--phases", default=",".join(PHASES), help="comma-separated phases to run (default: all)")
+    ap.add_argument("--child", nargs=3, metavar=("PATH", "PHASE", "MEM"), help=argparse.SUPPRESS)
     o = ap.parse_args()
     if o.child:
-        child(*o.child)
+        child(o.child[0], o.child[1], int(o.child[2]))
         return
+    global BOUNDED_MEMORY
+    from zaptrace.analysis.report import parse_size
+    BOUNDED_MEMORY = parse_size(o.max_memory)
+    phases = [p for p in PHASES if p in o.phases.split(",")]
     if o.generate_only:
         generate(o.generate_only, o.events, o.seed, o.style, o.kernel)
         print(f"wrote {o.events:,} events to {o.generate_only}")
@@ -272,33 +285,58 @@ def main() -> None:
 
     times: Dict[str, float] = {}
     for _ in range(o.repeat):
-        for upto in ("read", "summarize", "report"):
+        for upto in [p for p in ("read", "summarize", "report", "bounded")
+                     if p in phases or (p == "summarize" and {"load", "gap_table"} & set(phases))]:
             for ph, t in run_phase(path, upto).items():
                 times[ph] = min(t, times.get(ph, t))
     rss: Dict[str, float] = {}
     if not o.no_memory:
-        for ph in PHASES:
-            p = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", path, ph],
+        for ph in phases:
+            p = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", path, ph, str(BOUNDED_MEMORY)],
                                capture_output=True, text=True, check=True)
             rss[ph] = json.loads(p.stdout.strip().splitlines()[-1])["peak_rss_mib"]
 
-    from zaptrace import analysis
-    ev = analysis.load(path)
-    n_rows = len(analysis.gap_table(ev))
+    from zaptrace.analysis import report
+    same = None
+    if "report" in phases and "bounded" in phases:
+        # the --json of both paths on this file, each in a child (so that neither holds the other's memory)
+        outs = []
+        for mem in ([], ["--max-memory", str(BOUNDED_MEMORY)]):
+            p = subprocess.run([sys.executable, "-m", "zaptrace", "report", path, "--json", "-q"] + mem,
+                               capture_output=True, text=True, check=True, cwd=ROOT,
+                               env=dict(os.environ, PYTHONPATH=ROOT))
+            outs.append(p.stdout)
+        same = outs[0] == outs[1]
+        n_rows = sum(b["decrements"] for b in json.loads(outs[0])["classes"].values()) \
+            + json.loads(outs[0])["other_path"]["count"]
+    else:
+        n_rows = sum(b["decrements"] for b in report.analyse(path, max_memory=BOUNDED_MEMORY,
+                                                             with_hits=False).summary["classes"].values())
     base = times["read"]
-    print(f"\ntrace: {path}: {o.events:,} events ({os.path.getsize(path) / 2**20:.0f} MiB), "
+    size = os.path.getsize(path)
+    print(f"\ntrace: {path}: {o.events:,} events ({size / 2**20:.0f} MiB), "
           f"{n_rows:,} gap-table rows; python {sys.version.split()[0]}, "
           f"pandas {__import__('pandas').__version__}, numpy {np.__version__}, {os.cpu_count()} CPUs")
     print(f"{'phase':<12} {'wall s':>8} {'x read':>8} {'peak RSS MiB':>12}  (VmHWM of a child that runs up to this phase)")
     labels = {"import": "imports only", "read": "tracefile.read (column load)", "load": "analysis.load",
-              "gap_table": "gap_table", "summarize": "summarize", "report": "full report (analyse+text)"}
+              "gap_table": "gap_table", "summarize": "summarize", "report": "full report (analyse+text)",
+              "bounded": f"report --max-memory {o.max_memory} (analysis.stream)"}
     for ph in PHASES:
         t = times.get(ph)
         r = rss.get(ph)
         print(f"{ph:<12} {'-' if t is None else f'{t:8.2f}':>8} {'-' if t is None else f'{t / base:8.1f}':>8} "
               f"{'-' if r is None else f'{r:.0f}':>12}  {labels[ph]}")
+    for ph in ("report", "bounded"):
+        if ph in times or ph in rss:
+            t, r = times.get(ph), rss.get(ph)
+            print(f"{ph}: report/load {'-' if t is None else f'{t / base:.2f}'} (target <= 3.0), peak RSS/trace bytes "
+                  f"{'-' if r is None else f'{r * 2**20 / size:.2f}'} (target <= 3.0)"
+                  + (f", peak RSS {r / 1024:.2f} GiB" if r is not None else ""))
+    if same is not None:
+        print(f"--json in memory == --json --max-memory {o.max_memory}: {same}")
     print(f"\nreproduce: .venv/bin/python bench/analysis_bench.py -n {o.events} --style {o.style} "
-          f"--seed {o.seed} --repeat {o.repeat}" + (f" --trace {o.trace}" if o.trace else ""))
+          f"--seed {o.seed} --repeat {o.repeat} --max-memory {o.max_memory}"
+          + (f" --trace {o.trace}" if o.trace else "") + (f" --phases {o.phases}" if o.phases != ",".join(PHASES) else ""))
 
 
 if __name__ == "__main__":

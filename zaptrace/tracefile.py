@@ -130,6 +130,9 @@ class RawTrace:
     end: Optional[Dict[str, Any]] = None         # the END chunk, None if the recorder did not finish
     chunks: int = 0
     problems: List[str] = field(default_factory=list)   # what was skipped, in words
+    #: (offset, bytes) of each intact EVTS payload, in file order: set by ``parse(..., lazy=True)``,
+    #: which leaves ``events`` empty (``analysis.stream`` reads them chunk by chunk).
+    event_spans: List[Any] = field(default_factory=list)
     skipped_bytes: int = 0
     file_bytes: int = 0
 
@@ -159,7 +162,12 @@ def read(path: str) -> RawTrace:
     return parse(data, path)
 
 
-def parse(data: bytes, path: str = "<bytes>") -> RawTrace:
+def parse(data, path: str = "<bytes>", lazy: bool = False, release=None) -> RawTrace:
+    """Parse a whole trace held in ``data`` (bytes, or an mmap).
+
+    lazy: check every chunk but do not build the event array; ``event_spans`` lists where
+    the intact EVTS payloads are.  release(start, end): called after each chunk's bytes
+    have been read (an mmap reader drops those pages from its resident set there)."""
     n = len(data)
     if n == 0:
         raise TraceError(f"{path}: empty file, not a zaptrace trace")
@@ -206,14 +214,17 @@ def parse(data: bytes, path: str = "<bytes>") -> RawTrace:
             break
         payload = view[start:start + length]
         pos = start + length
-        if zlib.crc32(payload) != pcrc:
+        bad = zlib.crc32(payload) != pcrc
+        if release is not None:
+            release(start - hsize, pos)
+        if bad:
             problems.append(f"corrupt {ctype.decode().strip()} chunk at byte {start - hsize}: "
                             f"checksum mismatch, {length} bytes skipped")
             skipped += hsize + length
             continue
         chunks += 1
         if ctype == b"EVTS":
-            payloads.append(payload)
+            payloads.append((start, length) if lazy else payload)
         else:
             try:
                 obj = json.loads(bytes(payload))
@@ -235,19 +246,24 @@ def parse(data: bytes, path: str = "<bytes>") -> RawTrace:
     dt = _dtype_from_head(head, path)
     good = []
     for p in payloads:
-        if len(p) % dt.itemsize:
-            problems.append(f"event chunk of {len(p)} bytes is not a whole number of {dt.itemsize}-byte records")
-            skipped += len(p)
+        size = p[1] if lazy else len(p)
+        if size % dt.itemsize:
+            problems.append(f"event chunk of {size} bytes is not a whole number of {dt.itemsize}-byte records")
+            skipped += size
             continue
-        good.append(np.frombuffer(p, dtype=dt))
-    events = np.concatenate(good) if good else np.zeros(0, dtype=dt)
+        good.append(p if lazy else np.frombuffer(p, dtype=dt))
+    spans = good if lazy else []
+    if lazy:
+        events = np.zeros(0, dtype=dt)
+    else:
+        events = np.concatenate(good) if good else np.zeros(0, dtype=dt)
     if end is None and not any(p.startswith("truncated") for p in problems):
         problems.append("no END chunk: the recorder did not finish (killed?); loaded what was written")
     elif end is None:
         problems.append("no END chunk: the recorder did not finish")
     return RawTrace(path=path, version=f"{major}.{minor}", head=head, events=events, stats=stats, stat_series=stat_series,
                     meta=meta, end=end, chunks=chunks, problems=problems, skipped_bytes=skipped,
-                    file_bytes=n)
+                    file_bytes=n, event_spans=spans)
 
 
 def _resync(data: bytes, start: int) -> int:
