@@ -363,7 +363,7 @@ def _block(agg: _Agg, keys: List[Tuple[int, int]]) -> Dict[str, Any]:
 
 def _summary(trace: StreamTrace, agg: _Agg) -> Dict[str, Any]:
     """summary.summarize, from the accumulators: the same dict, key for key."""
-    from .summary import SCHEMA
+    from .summary import trace_fields
     zap_paths = [G.PATH_CODE[p] for p in G.ZAP_PATHS]
     classes = {}
     for ci, cl in enumerate(G.CLASSES):
@@ -376,20 +376,7 @@ def _summary(trace: StreamTrace, agg: _Agg) -> Dict[str, Any]:
                                              categories=G.REASONS)).value_counts()
     src = G._flush_source(trace)[0] if agg.rows else None
     return {
-        "schema": SCHEMA,
-        "file": trace.path,
-        "kernel": trace.kernel,
-        "machine": trace.head.get("machine"),
-        "command": trace.command,
-        "duration_s": trace.duration_s,
-        "finished": trace.finished,
-        "events": trace.event_counts(),
-        "lost_events": trace.lost_events,
-        "lost_by_kind": trace.lost_by_kind(),
-        "trace_problems": trace.problems,
-        "skipped_bytes": trace.skipped_bytes,
-        "flush_source": src,
-        "probes": {p.get("event"): (p.get("attach") or None) for p in trace.head.get("probes") or []},
+        **trace_fields(trace, src),
         "classes": classes,
         "other_path": {"count": int(agg.n[:, oth].sum()),
                        "reasons": {str(k): int(v) for k, v in vc.items() if v}},

@@ -86,6 +86,27 @@ def _per_call(nr: np.ndarray) -> Dict[str, Optional[int]]:
     return {"min": int(nr.min()), "p50": int(np.median(nr)), "max": int(nr.max())}
 
 
+def trace_fields(trace: Trace, flush_source: Optional[str]) -> Dict[str, Any]:
+    """The summary's fields that describe the trace, not its gaps (both analysis paths, in
+    this order: `--json` is compared byte for byte between them)."""
+    return {
+        "schema": SCHEMA,
+        "file": trace.path,
+        "kernel": trace.kernel,
+        "machine": trace.head.get("machine"),
+        "command": trace.command,
+        "duration_s": trace.duration_s,
+        "finished": trace.finished,
+        "events": trace.event_counts(),
+        "lost_events": trace.lost_events,
+        "lost_by_kind": trace.lost_by_kind(),
+        "trace_problems": trace.problems,
+        "skipped_bytes": trace.skipped_bytes,
+        "flush_source": flush_source,
+        "probes": {p.get("event"): (p.get("attach") or None) for p in trace.head.get("probes") or []},
+    }
+
+
 def summarize(trace: Trace, gaps: Optional[pd.DataFrame] = None) -> Dict[str, Any]:
     if gaps is None:
         gaps = gap_table(trace)
@@ -100,20 +121,7 @@ def summarize(trace: Trace, gaps: Optional[pd.DataFrame] = None) -> Dict[str, An
     other = ~zap
     src = gaps["flush_source"].iloc[0] if len(gaps) else None
     return {
-        "schema": SCHEMA,
-        "file": trace.path,
-        "kernel": trace.kernel,
-        "machine": trace.head.get("machine"),
-        "command": trace.command,
-        "duration_s": trace.duration_s,
-        "finished": trace.finished,
-        "events": trace.event_counts(),
-        "lost_events": trace.lost_events,
-        "lost_by_kind": trace.lost_by_kind(),
-        "trace_problems": trace.problems,
-        "skipped_bytes": trace.skipped_bytes,
-        "flush_source": src,
-        "probes": {p.get("event"): (p.get("attach") or None) for p in trace.head.get("probes") or []},
+        **trace_fields(trace, src),
         "classes": classes,
         "other_path": {"count": int(other.sum()),
                        "reasons": {str(k): int(v) for k, v in c.reasons(other).items() if v}},
