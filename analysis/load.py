@@ -13,7 +13,7 @@ cannot come from CLOCK_MONOTONIC: it is dropped and reported in ``problems``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import pandas as pd
@@ -105,15 +105,22 @@ def _gather(arr: np.ndarray, order: np.ndarray) -> np.ndarray:
     return words[order].view(arr.dtype).reshape(-1)
 
 
-def from_raw(raw: tracefile.RawTrace) -> Trace:
+def header(raw: tracefile.RawTrace) -> Tuple[Dict[str, Any], Dict[str, int], Dict[str, int]]:
+    """The trace's header (with the probe map as finally attached, e.g. after a fallback), its
+    event kinds by name and its flags by name; a header without every kind is an error."""
     head = dict(raw.head)
-    if "probes" in raw.meta:          # the probe map as finally attached (e.g. after a fallback)
+    if "probes" in raw.meta:
         head["probes"] = raw.meta["probes"]
     kinds = {str(v): int(k) for k, v in (head.get("kinds") or {}).items()}
     missing = [k for k in KIND_NAMES if k not in kinds]
     if missing:
         raise tracefile.TraceError(f"{raw.path}: header lacks event kinds {', '.join(missing)}")
     flags = {str(k): int(v) for k, v in (head.get("flags") or {}).items()}
+    return head, kinds, flags
+
+
+def from_raw(raw: tracefile.RawTrace) -> Trace:
+    head, kinds, flags = header(raw)
     arr = raw.events
     problems = list(raw.problems)
     too_late = arr["ts"] > np.uint64(np.iinfo(np.int64).max)

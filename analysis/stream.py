@@ -51,7 +51,7 @@ from zaptrace.vocab import DELAYED, IMMEDIATE, OTHER_PATH, PMD, PUD
 
 from . import gaps as G
 from .errors import AnalysisError
-from .load import KIND_NAMES, Trace
+from .load import Trace, header
 
 INT64_MAX = np.iinfo(np.int64).max
 #: Bytes of memory per event of a window (the window, its margins, the buffer of sorted
@@ -486,14 +486,7 @@ def analyse_bounded(path: str, max_memory: Optional[int] = None, window: Optiona
     fh = _File(path)
     try:
         raw = tracefile.parse(fh.mm, path, lazy=True, release=fh.release)
-        head = dict(raw.head)
-        if "probes" in raw.meta:
-            head["probes"] = raw.meta["probes"]
-        kinds = {str(v): int(k) for k, v in (head.get("kinds") or {}).items()}
-        missing = [k for k in KIND_NAMES if k not in kinds]
-        if missing:
-            raise tracefile.TraceError(f"{path}: header lacks event kinds {', '.join(missing)}")
-        flags = {str(k): int(v) for k, v in (head.get("flags") or {}).items()}
+        head, kinds, flags = header(raw)
         dt = tracefile._dtype_from_head(raw.head, path)
         idx = _Index(kinds)
         for span in raw.event_spans:
