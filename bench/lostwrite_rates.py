@@ -40,11 +40,11 @@ def parse(spec: str):
 
 
 def run_one(out: str, kernel: str, mapping: str, tcg: str, vcpus: int, traced: bool, seconds: int,
-            pages: int) -> list:
+            pages: int, burst: int) -> list:
     tag = f"{kernel}-{mapping}-{tcg}{vcpus}-{'traced' if traced else 'untraced'}"
     findings = f"lw-{tag}.json"
     work = (f"zaptrace workload run lostwrite --mapping {mapping} --pages {pages} --duration {seconds} "
-            f"--findings {findings}")
+            f"--burst {burst} --findings {findings}")
     cmd = f"zaptrace record -q -o lw-{tag}.zt -- {work}" if traced else work
     env = dict(os.environ, ZAPTRACE_VM_TCG=tcg)
     t0 = time.monotonic()
@@ -72,7 +72,7 @@ def run_one(out: str, kernel: str, mapping: str, tcg: str, vcpus: int, traced: b
     per_k = "-" if not isinstance(hits, int) or not hits else f"{1000 * lost / hits:.2f}"
     print(f"lostwrite_rates: {tag}: {lost} lost in {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
     return [kernel, mapping, f"TCG {tcg}, {vcpus} vCPUs", "traced" if traced else "untraced",
-            f"{doc['duration_s']:.0f}", f"{doc['passes']:,}", f"{doc['zaps']:,}", str(lost),
+            f"{doc['duration_s']:.0f}", str(burst), f"{doc['visits']:,}", f"{doc['zaps']:,}", str(lost),
             f"{lost / minutes:.2f}", f"{hits:,}" if isinstance(hits, int) else hits, per_k, explained,
             str(lost_events)]
 
@@ -82,14 +82,15 @@ def main() -> int:
     ap.add_argument("--config", action="append", required=True, help="KERNEL:MAPPING:TCG:VCPUS:TRACED")
     ap.add_argument("--seconds", type=int, default=300)
     ap.add_argument("--pages", type=int, default=1024)
+    ap.add_argument("--burst", type=int, default=16, help="the detector's stores per page visit")
     ap.add_argument("--out", default="out/lw")
     ap.add_argument("--json", help="also write the rows here")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     out = os.path.abspath(a.out)
-    header = ["kernel", "mapping", "guest", "zaptrace", "s", "writer passes", "zaps", "lost writes",
+    header = ["kernel", "mapping", "guest", "zaptrace", "s", "burst", "page visits", "zaps", "lost writes",
               "lost/min", "dirty-file window hits", "lost per 1,000 hits", "explained", "events lost"]
-    rows = [run_one(out, *parse(c), a.seconds, a.pages) for c in a.config]
+    rows = [run_one(out, *parse(c), a.seconds, a.pages, a.burst) for c in a.config]
     mdtable.emit(header, rows, a.json)
     return 0
 

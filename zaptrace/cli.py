@@ -215,11 +215,13 @@ Examples:
 
 \b
 lostwrite: does this kernel lose writes?  The only writer of every page of a
-shared file checks each page's last value before writing it again, while
---zappers threads MADV_DONTNEED the range and a child process writes back
-(fsync) and evicts clean pages (off with --no-evict).  Each lost write is
-printed (page, expected and found values, CLOCK_MONOTONIC times); exit status
-1 when any write was lost, 0 when none, 2 on errors.  Needs no BPF:
+shared file checks each page's last value before each store (--burst stores
+per page visit), while --zappers threads MADV_DONTNEED the range once per page
+visit and a child process writes back (fsync) and evicts clean pages (off
+with --no-evict).  Each lost write is printed (page, expected and found
+values, CLOCK_MONOTONIC times); exit status 1 when any write was lost, 0 when
+none, 2 on errors.  Needs no BPF; its engine is a small C program
+(zaptrace/lostwrite.c) built with the system's cc on first use:
   zaptrace workload run lostwrite --duration 300 --pages 1024 --findings lost.json
   sudo zaptrace record -o lw.zt -- zaptrace workload run lostwrite -d 300 --findings lw.json
   zaptrace report --findings lw.json lw.zt
@@ -240,6 +242,7 @@ def workload_run(
                                 help="default, pte (MADV_NOHUGEPAGE) or pmd (2 MiB-aligned, MADV_HUGEPAGE)."),
     zappers: int = typer.Option(1, "--zappers", help="lostwrite: threads zapping the range."),
     evict: bool = typer.Option(True, "--evict/--no-evict", help="lostwrite: also evict clean pages after writeback."),
+    burst: int = typer.Option(16, "--burst", help="lostwrite: checked stores per page visit before the next page."),
     findings: Optional[str] = typer.Option(None, "--findings", help="lostwrite: write the lost writes as JSON here."),
     inject: Optional[str] = typer.Option(None, "--inject-loss", metavar="PAGE@PASS",
                                          help="lostwrite: put back an old copy of PAGE before pass PASS (to test the detector)."),
@@ -247,7 +250,7 @@ def workload_run(
     from . import workloads
     out = workloads.run(name, workloads.Params(pages=pages, iterations=iterations, duration=duration,
                                                directory=directory, quiet=quiet, report=report, mapping=mapping,
-                                               zappers=zappers, evict=evict, findings=findings, inject=inject))
+                                               zappers=zappers, burst=burst, evict=evict, findings=findings, inject=inject))
     if out.status:
         raise typer.Exit(out.status)
 

@@ -71,6 +71,7 @@ class Params:
     mapping: str = "default"          # one of MAPPINGS
     # lostwrite only (zaptrace/lostwrite.py)
     zappers: int = 1                  # threads zapping the range
+    burst: int = 16                   # stores per page visit (zaptrace/lostwrite.c)
     evict: bool = True                # the writeback process also evicts clean pages
     findings: Optional[str] = None    # write the lost writes found as JSON here
     inject: Optional[str] = None      # PAGE@PASS: put back an old copy of PAGE before PASS (tests)

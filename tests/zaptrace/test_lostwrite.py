@@ -16,7 +16,7 @@ def run(tmp_path, *args):
 
 def test_an_injected_loss_is_found_reported_and_sets_the_exit_status(tmp_path):
     out = tmp_path / "lost.json"
-    r = run(tmp_path, "--pages", "16", "--iterations", "50", "--inject-loss", "5@20", "--findings", str(out))
+    r = run(tmp_path, "--pages", "16", "--iterations", "50", "--burst", "1", "--inject-loss", "5@20", "--findings", str(out))
     assert r.returncode == 1, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if "LOST WRITE" in ln]
     assert len(lines) == 1 and "page 5 (offset 0x5000): expected 19, found 18" in lines[0]
@@ -34,7 +34,8 @@ def test_an_injected_loss_is_found_reported_and_sets_the_exit_status(tmp_path):
 def test_without_eviction_and_with_two_zappers(tmp_path):
     r = run(tmp_path, "--pages", "8", "--iterations", "30", "--inject-loss", "0@2", "--no-evict", "--zappers", "2")
     assert r.returncode == 1, r.stderr
-    assert "expected 1, found 0" in r.stderr and "2 zapper(s), writeback without eviction" in r.stderr
+    # the default burst: 16 stores per visit, so pass 1 left 16 and the injected copy holds 15
+    assert "expected 16, found 15" in r.stderr and "2 zapper(s), writeback without eviction" in r.stderr
     assert list(tmp_path.iterdir()) == []              # the file is removed
 
 
@@ -48,3 +49,44 @@ def test_bad_settings_are_one_line_errors(tmp_path, args, message):
     r = run(tmp_path, "--iterations", "1", *args)
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_ctrl_c_ends_the_run_and_still_writes_the_findings(tmp_path):
+    import os
+    import signal
+    import time
+    out = tmp_path / "lost.json"
+    p = subprocess.Popen(ZT + ["workload", "run", "lostwrite", "--dir", str(tmp_path), "--pages", "8",
+                               "--duration", "60", "--findings", str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    time.sleep(3)
+    os.killpg(p.pid, signal.SIGINT)                    # what a terminal's Ctrl-C does
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "lostwrite: interrupted: 0 lost writes in" in err and "Traceback" not in err
+    doc = json.loads(out.read_text())
+    assert doc["interrupted"] is True and doc["lost"] == [] and doc["visits"] > 0
+    assert list(tmp_path.iterdir()) == [out]           # the file is removed, the findings kept
+
+
+def test_the_engine_is_built_once_per_source_and_a_missing_compiler_is_one_line(tmp_path, monkeypatch):
+    from zaptrace import lostwrite, workloads
+    monkeypatch.delenv(lostwrite.ENGINE_ENV, raising=False)
+    monkeypatch.setattr(lostwrite, "engine_dirs", lambda: [tmp_path / "bin"])
+    monkeypatch.setenv("CC", "no-such-compiler")
+    monkeypatch.setenv("PATH", str(tmp_path))        # no cc, gcc or clang
+    with pytest.raises(workloads.WorkloadError, match="no C compiler here: apt-get install gcc"):
+        lostwrite.engine()
+    monkeypatch.undo()
+    monkeypatch.setattr(lostwrite, "engine_dirs", lambda: [tmp_path / "bin"])
+    exe = lostwrite.engine()
+    assert exe.startswith(str(tmp_path / "bin" / "lostwrite-")) and os_access_x(exe)
+    assert lostwrite.engine(build=False) == exe        # found, not built again
+    monkeypatch.setenv(lostwrite.ENGINE_ENV, str(tmp_path / "nothing"))
+    with pytest.raises(workloads.WorkloadError, match="is not an executable file"):
+        lostwrite.engine()
+
+
+def os_access_x(path):
+    import os
+    return os.access(path, os.X_OK)
