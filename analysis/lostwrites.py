@@ -100,7 +100,7 @@ def _int_or_none(v):
 def summarize(table: pd.DataFrame, findings: Dict[str, Any], trace: Trace) -> Dict[str, Any]:
     watched = sorted(p.get("event") for p in trace.head.get("probes") or [] if p.get("attach"))
     return {
-        "findings": {k: findings.get(k) for k in ("file", "ino", "pages", "passes", "zaps", "duration_s",
+        "findings": {k: findings.get(k) for k in ("file", "ino", "pages", "passes", "visits", "burst", "zaps", "duration_s",
                                                   "mapping", "evict")},
         "lost_writes": int(len(table)),
         "explained": int(table["explained"].sum()),

@@ -144,8 +144,9 @@ def test_lostwrite_under_zaptrace_joins_every_loss_and_612_loses_none(guest_kern
     status = int((d / "lostwrite.status").read_text())
     doc = json.loads((d / "lostwrite.json").read_text())
     assert status == (1 if doc["lost"] else 0), (d / "lostwrite.out").read_text()
-    # a meaningful run, not a rate: 97 passes in 30 s were seen with a second guest competing for the 2 host cores
-    assert doc["passes"] > 20 and doc["zaps"] > 20, doc
+    # a meaningful run, not a rate (the C engine, multi-threaded TCG, traced: about 570 page
+    # visits and 7,500 zaps per second on 6.1; single-threaded TCG is slower)
+    assert doc["visits"] > 200 and doc["zaps"] > 200, doc
     if guest_kernel == "6.12":
         assert doc["lost"] == []          # the delayed rmap closes the PTE window; nothing is PMD-mapped
     p = zt("report", "--json", "--findings", d / "lostwrite.json", d / "lostwrite.zt")
