@@ -212,7 +212,12 @@ def _flush_source(trace: Trace) -> Tuple[str, int, int]:
 
 def _codes_in(codes: np.ndarray, names, table: Dict[str, int]) -> np.ndarray:
     """Rows whose category code is one of ``names``."""
-    return np.isin(codes, np.array([table[n] for n in names], dtype=codes.dtype))
+    want = [table[n] for n in names]
+    if codes.dtype == np.uint8:         # a 256-entry lookup table: one pass, no sort (np.isin sorts)
+        lut = np.zeros(256, dtype=bool)
+        lut[want] = True
+        return lut[codes]
+    return np.isin(codes, np.array(want, dtype=codes.dtype))
 
 
 def _expand_pages(dec: Cols, page_size: int) -> Cols:
