@@ -212,7 +212,12 @@ def _flush_source(trace: Trace) -> Tuple[str, int, int]:
 
 def _codes_in(codes: np.ndarray, names, table: Dict[str, int]) -> np.ndarray:
     """Rows whose category code is one of ``names``."""
-    return np.isin(codes, np.array([table[n] for n in names], dtype=codes.dtype))
+    want = [table[n] for n in names]
+    if codes.dtype == np.uint8:         # a 256-entry lookup table: one pass, no sort (np.isin sorts)
+        lut = np.zeros(256, dtype=bool)
+        lut[want] = True
+        return lut[codes]
+    return np.isin(codes, np.array(want, dtype=codes.dtype))
 
 
 def _expand_pages(dec: Cols, page_size: int) -> Cols:
@@ -247,21 +252,32 @@ def _group_ids(lby, rby, stride: int) -> Tuple[np.ndarray, np.ndarray]:
     Ids come from the right rows' distinct values (np.unique), and a left value finds
     its id by binary search among them: the right side is the small one (calls,
     markers), and this costs less than hashing both sides."""
-    nl, nr = len(lby[0]), len(rby[0])
-    lg, rg = np.zeros(nl, dtype=np.int64), np.zeros(nr, dtype=np.int64)
+    nr = len(rby[0])
+    lg: Optional[np.ndarray] = None               # None: all zeros (no column seen yet)
+    rg = np.zeros(nr, dtype=np.int64)
     size = 1
     for lb, rb in zip(lby, rby):
         uniq, rc = np.unique(rb, return_inverse=True)
         k = len(uniq) + 1                                 # + 1: the id of "not on the right"
         lc = np.searchsorted(uniq, lb)
-        found = (lc < len(uniq)) & (uniq[np.minimum(lc, len(uniq) - 1)] == lb)
-        lc = np.where(found, lc, len(uniq))
+        # in place, one temporary at a time: on the folio groups the left side is millions of rows
+        found = np.take(uniq, lc, mode="clip") == lb
+        found &= lc < len(uniq)
+        np.logical_not(found, out=found)
+        lc[found] = len(uniq)
+        del found
+        if lg is None:
+            lg, rg = lc.astype(np.int64, copy=False), rc.astype(np.int64).reshape(-1)
+            size = k
+            continue
         if size * k * stride >= 2**62:                    # re-number the tuples seen so far
             u, inv = np.unique(rg, return_inverse=True)
             at = np.minimum(np.searchsorted(u, lg), len(u) - 1)
             lg = np.where(u[at] == lg, at, len(u))
             rg, size = inv.astype(np.int64).reshape(-1), len(u) + 1
-        lg = lg * k + lc
+        lg *= k
+        lg += lc
+        del lc
         rg = rg * k + rc.astype(np.int64).reshape(-1)
         size *= k
     return lg, rg
@@ -287,7 +303,8 @@ def _asof(lt: np.ndarray, lby, rt: np.ndarray, rok: np.ndarray, rby, direction: 
     if n == 0 or len(rt) == 0 or not rok.any():
         return np.full(n, -1, dtype=np.int64)
     lt = np.asarray(lt, dtype=np.int64)
-    if rok.all():
+    ident = bool(rok.all())                  # rpos[i] == i (until sorted below)
+    if ident:
         rpos = np.arange(len(rt))
     else:
         rpos = np.flatnonzero(rok)
@@ -296,6 +313,7 @@ def _asof(lt: np.ndarray, lby, rt: np.ndarray, rok: np.ndarray, rby, direction: 
     if len(rt) > 1 and not (rt[1:] >= rt[:-1]).all():
         o = np.argsort(rt, kind="stable")
         rt, rpos, rby = rt[o], rpos[o], [b[o] for b in rby]
+        ident = False
     m = len(rt)
     stride = m + 1
     if lby:
@@ -312,14 +330,30 @@ def _asof(lt: np.ndarray, lby, rt: np.ndarray, rok: np.ndarray, rby, direction: 
     kr = rg * stride + np.arange(m)
     o = np.argsort(kr)                       # keys are unique: any sort is stable
     ks = kr[o]
-    kq = lg * stride + q                     # q = -1 / m fall between two groups' keys
+    del kr
+    # The left side can be millions of rows: computed in place, temporaries freed early.
+    kq = lg * stride
+    kq += q                                  # q = -1 / m fall between two groups' keys
+    del q
     if direction == "backward":
-        p = np.searchsorted(ks, kq, side="right") - 1
+        p = np.searchsorted(ks, kq, side="right")
+        p -= 1
     else:
         p = np.searchsorted(ks, kq, side="left")
-    at = np.clip(p, 0, m - 1)
-    hit = (p >= 0) & (p < m) & (ks[at] // stride == lg)
-    return np.where(hit, rpos[o[at]], -1)
+    del kq
+    hit = p >= 0
+    hit &= p < m
+    np.clip(p, 0, m - 1, out=p)
+    g = ks[p]
+    g //= stride
+    hit &= g == lg
+    del g, lg
+    out = o[p]
+    del p
+    if not ident:
+        out = rpos[out]
+    out[~hit] = -1
+    return out
 
 
 #: Below this many groups (tasks, task x mm) _asof searches group by group: one binary
@@ -333,9 +367,12 @@ def _asof_per_group(lt: np.ndarray, lg: np.ndarray, rt: np.ndarray, rg: np.ndarr
                     direction: str, exact: bool) -> np.ndarray:
     """_asof for few groups (ids < LOOP_GROUPS): right rows ``rt`` in time order."""
     n, k = len(lt), int(rg.max()) + 1
-    lo_ = np.argsort(np.minimum(lg, k).astype(np.uint16), kind="stable")     # radix: O(n)
+    lk = np.empty(n, dtype=np.uint16)
+    np.minimum(lg, k, out=lk, casting="unsafe")           # ids <= k < LOOP_GROUPS fit
+    lo_ = np.argsort(lk, kind="stable")                     # radix: O(n)
     ro = np.argsort(rg.astype(np.uint16), kind="stable")                     # time order kept per group
-    lb = np.concatenate([[0], np.cumsum(np.bincount(np.minimum(lg, k), minlength=k + 1))])
+    lb = np.concatenate([[0], np.cumsum(np.bincount(lk, minlength=k + 1))])
+    del lk
     rb = np.concatenate([[0], np.cumsum(np.bincount(rg, minlength=k))])
     out = np.full(n, -1, dtype=np.int64)
     for g in range(k):
@@ -435,11 +472,17 @@ def _gap_cols(trace: Trace, mk: Optional[pd.DataFrame] = None) -> Tuple[Cols, li
 
     src, fen, fex = _flush_source(trace)
     (f_enter, f_enter_ok), (f_done, f_done_ok) = _cover(dec, _calls(ev, fen, fex))
+    dec["flush_enter_ts"], dec["flush_enter_ok"] = f_enter, f_enter_ok
+    dec["flush_done_ts"], dec["flush_done_ok"] = f_done, f_done_ok
+    paired = f_done_ok
+    dec["paired"] = paired & ~other
+    # open: paired and gap_ns = f_done - ts > 0 (exact: both are timestamps below 2**63)
+    dec["open"] = dec["paired"] & (f_done > ts)
+    # The window hits before the remaining columns exist: their search is the peak of memory.
+    dec["hits"] = _hit_counts(trace, dec, mk)
     (mmu_enter, mmu_enter_ok), (mmu_done, mmu_ok) = _cover(
         dec, _calls(ev, trace.code("tlb_flush_enter"), trace.code("tlb_flush_exit")))
     dec["mmu_enter_ts"], dec["mmu_enter_ok"] = mmu_enter, mmu_enter_ok      # the bounded path's check
-    dec["flush_enter_ts"], dec["flush_enter_ok"] = f_enter, f_enter_ok
-    dec["flush_done_ts"], dec["flush_done_ok"] = f_done, f_done_ok
     # tlb_flush_mmu covers only the "next"-flush paths: a delayed decrement's own flush is
     # tlb_flush_mmu_tlbonly() (inlined), so an earlier tlb_flush_mmu says nothing about it.
     nxt = _codes_in(p, [q for q, r in PATH_RULES.items() if r["cover"] == "next"], PATH_CODE)
@@ -449,8 +492,6 @@ def _gap_cols(trace: Trace, mk: Optional[pd.DataFrame] = None) -> Tuple[Cols, li
     dec["gap_mmu_ns"], dec["gap_mmu_ok"] = mmu_done - ts, mmu_ok & nxt
     dec["flush_source"] = np.full(len(ts), FLUSH_SOURCES.index(src), dtype=np.uint8)
 
-    paired = f_done_ok
-    dec["paired"] = paired & ~other
     lost = (trace.lost_events or 0) > 0
     reason = np.zeros(len(ts), dtype=np.uint8)          # "": paired
     no_ret = ~paired & f_enter_ok
@@ -463,9 +504,6 @@ def _gap_cols(trace: Trace, mk: Optional[pd.DataFrame] = None) -> Tuple[Cols, li
     reason[other] = REASON_CODE[R_OTHER]
     reason[other & dec["compound"]] = REASON_CODE[R_PMD]
     dec["unpaired_reason"] = reason
-    dec["open"] = dec["paired"] & (dec["gap_ns"] > 0)      # paired implies f_done_ok
-
-    dec["hits"] = _hit_counts(trace, dec, mk)
     dec["loss_suspect"] = _loss_suspect_np(trace, ts, f_done, f_done_ok)
     return dec, file_pos
 
@@ -496,19 +534,59 @@ def gap_table(trace: Trace) -> pd.DataFrame:
     return pd.DataFrame(out, copy=False)
 
 
+def _asof_rows(mask: np.ndarray, lt: np.ndarray, lby, rt: np.ndarray, rok: np.ndarray, rby,
+               direction: str, exact: bool) -> np.ndarray:
+    """``_asof`` of the left rows where ``mask`` (-1 elsewhere), full length.  A row's match
+    depends on the right rows only: when most rows are asked, all are searched and the others
+    masked, which holds no gathered copy of the left columns."""
+    if np.count_nonzero(mask) * 2 >= len(mask):
+        pos = _asof(lt, lby, rt, rok, rby, direction, exact)
+        pos[~mask] = -1
+        return pos
+    sel = np.flatnonzero(mask)
+    pos = np.full(len(lt), -1, dtype=np.int64)
+    pos[sel] = _asof(lt[sel], [b[sel] for b in lby], rt, rok, rby, direction, exact)
+    return pos
+
+
 def _cover(dec: Cols, fl: Cols):
     """((flush entry, ok), (flush completion, ok)) covering each decrement: int64 ns arrays
     with their masks (ok False: no covering flush, or it has no recorded return)."""
     ts = dec["ts"]
     n = len(ts)
-    enter, enter_ok = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
-    done, done_ok = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
     if len(fl["ts"]) == 0 or n == 0:
-        return (enter, enter_ok), (done, done_ok)
+        return (np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)), (np.zeros(n, dtype=np.int64),
+                                                                         np.zeros(n, dtype=bool))
     f_enter = fl["ts"].astype(np.int64)
     f_ok = np.ones(len(f_enter), dtype=bool)
     path = dec["path"]
     nxt = _codes_in(path, [p for p, r in PATH_RULES.items() if r["cover"] == "next"], PATH_CODE)
+    prev = _codes_in(path, [p for p, r in PATH_RULES.items() if r["cover"] == "previous"], PATH_CODE)
+    by, f_by = [dec["tid"], dec["mm"]], [fl["tid"], fl["mm"]]
+    # Rows outside a branch keep 0 and ok False (pos -1 there: _pick gives ok False).
+    if nxt.any():
+        pos = _asof_rows(nxt, ts, by, f_enter, f_ok, f_by, "forward", False)
+        enter, enter_ok = _pick(f_enter, f_ok, pos)          # fresh arrays
+        done, done_ok = _pick(fl["done"], fl["done_ok"], pos)
+        del pos
+        np.logical_not(nxt, out=nxt)
+        enter[nxt] = 0
+        done[nxt] = 0
+    else:
+        enter, enter_ok = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
+        done, done_ok = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
+    if prev.any():
+        pos = _asof_rows(prev, ts, by, fl["done"], fl["done_ok"], f_by, "backward", True)
+        e, e_ok = _pick(f_enter, f_ok, pos)
+        d, d_ok = _pick(fl["done"], fl["done_ok"], pos)
+        del pos
+        outside = dec["zap_ok"] & e_ok & (e < dec["zap_ts"])     # that flush belongs to an earlier zap
+        np.logical_not(outside, out=outside)
+        np.copyto(enter, e, where=prev)
+        enter_ok |= e_ok & outside
+        np.copyto(done, d, where=prev)
+        done_ok |= d_ok & outside
+    return (enter, enter_ok), (done, done_ok)
     prev = _codes_in(path, [p for p, r in PATH_RULES.items() if r["cover"] == "previous"], PATH_CODE)
     if nxt.any():
         sel = np.flatnonzero(nxt)
@@ -566,30 +644,43 @@ def _hit_ranges(mk: pd.DataFrame, ts: np.ndarray, folio: np.ndarray, f_done: np.
     ok = np.ones(len(mk), dtype=bool)
     # first mkclean of the folio that ends after the decrement...
     lo_pos = _asof(ts, [folio], m_end, ok, [m_folio], "forward", False)
-    lo_ok = lo_pos >= 0
-    lo = np.where(lo_ok, k[np.maximum(lo_pos, 0)], 0)
     # ...and the first that starts at or after the flush completed (else: past the last)
     hi_pos = _asof(f_done, [folio], m_ts, ok, [m_folio], "forward", True)
-    hi = k[np.maximum(hi_pos, 0)]
     nohi = hi_pos < 0
+    hi = k[np.maximum(hi_pos, 0)]
+    del hi_pos
     if nohi.any():
         sizes = mk.groupby("folio", sort=False).size()
         hi[nohi] = sizes.reindex(folio[nohi]).fillna(0).to_numpy(dtype=np.int64)
-    c = np.where(lo_ok, np.maximum(hi - lo, 0), 0).astype(np.int64)
+    del nohi
+    # c = where(lo_ok, max(hi - lo, 0), 0), in place
+    c = hi.astype(np.int64, copy=False)
+    c -= k[np.maximum(lo_pos, 0)]            # lo: read only where lo_ok
+    lo_ok = lo_pos >= 0
+    np.maximum(c, 0, out=c)
+    c[~lo_ok] = 0
     return lo_pos, c
 
 
 def _hit_counts(trace: Trace, dec: Cols, mk: Optional[pd.DataFrame] = None) -> np.ndarray:
     """Per decrement row: how many mkcleans of its folio overlap its open window."""
     n = len(dec["ts"])
-    counts = np.zeros(n, dtype=np.int64)
-    sel = np.flatnonzero(dec["open"])
-    if len(sel) == 0:
-        return counts
+    is_open = dec["open"]
+    n_open = int(np.count_nonzero(is_open))
+    if n_open == 0:
+        return np.zeros(n, dtype=np.int64)
     if mk is None:
         mk = _mkclean_spans(trace)
     if mk.empty:
+        return np.zeros(n, dtype=np.int64)
+    if n_open * 2 >= n:
+        # A row's count depends on the mkcleans only: search every row (a closed row's
+        # flush_done_ts may be meaningless), zero the closed ones; no gathered copies.
+        counts = _hit_ranges(mk, dec["ts"], dec["folio"], dec["flush_done_ts"])[1]
+        counts[~is_open] = 0
         return counts
+    counts = np.zeros(n, dtype=np.int64)
+    sel = np.flatnonzero(is_open)
     counts[sel] = _hit_ranges(mk, dec["ts"][sel], dec["folio"][sel], dec["flush_done_ts"][sel])[1]
     return counts
 
@@ -634,6 +725,9 @@ def window_hits(trace: Trace, dec: pd.DataFrame, mk: Optional[pd.DataFrame] = No
     return counts, hits
 
 
+#: The gap-table columns ``window_hits`` reads: select these before the rows, so that
+#: the rows with hits are not copied with the whole table.
+HIT_INPUT = ["ts", "folio", "page", "pfn", "tid", "cpu", "open", "class", "path", "flush_done_ts", "gap_ns"]
 HIT_COLUMNS = ["page", "folio", "pfn", "class", "path", "dec_ts", "flush_done_ts", "gap_ns", "zap_tid",
                "zap_cpu", "mkclean_tid", "mkclean_cpu", "mkclean_enter_ts", "mkclean_exit_ts", "mkclean_ret"]
 

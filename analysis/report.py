@@ -21,7 +21,7 @@ from zaptrace.machine import summary_line as machine_line
 from zaptrace.layout import layout
 from zaptrace.vocab import DELAYED, IMMEDIATE
 
-from .gaps import CLASSES, HIT_COLUMNS, ZAP_PATHS, gap_table, hit_table
+from .gaps import CLASSES, HIT_COLUMNS, HIT_INPUT, ZAP_PATHS, gap_table, hit_table
 from .load import KIND_NAMES, Trace, from_raw
 from .summary import summarize
 
@@ -111,7 +111,7 @@ def analyse(path: str, progress: Optional[Callable[[str], None]] = None, with_hi
     if with_hits:
         stage(f"window hits of {len(gaps):,} pages")
         # only rows with hits > 0 have hit rows: the full hit_table would redo window_hits on every open row
-        hits = hit_table(trace, gaps[gaps["hits"].to_numpy() > 0])
+        hits = hit_table(trace, gaps[HIT_INPUT][gaps["hits"].to_numpy() > 0])
     else:
         hits = pd.DataFrame(columns=HIT_COLUMNS)
     stage("summary")
