@@ -74,7 +74,7 @@ def test_wheel_holds_only_the_zaptrace_package(wheel):
     tops = {n.split("/", 1)[0] for n in names}
     assert all(t == "zaptrace" or (t.startswith("zaptrace-") and t.endswith(".dist-info")) for t in tops), tops
     # everything the source tree's packages hold, under zaptrace/ (C sources and guest scripts included)
-    for pkg, patterns in (("zaptrace", ["*.py"]), ("analysis", ["*.py"]),
+    for pkg, patterns in (("zaptrace", ["*.py", "*.c"]), ("analysis", ["*.py"]),
                           ("probes", ["*.py", "*.c", "*.h"]), ("vm", ["*.py", "guest/*"])):
         files = [f for pat in patterns for f in (ROOT / pkg).glob(pat) if f.is_file()]
         assert files, (pkg, patterns)
@@ -82,6 +82,7 @@ def test_wheel_holds_only_the_zaptrace_package(wheel):
         missing = [str(f.relative_to(ROOT)) for f in files if prefix + str(f.relative_to(ROOT / pkg)) not in names]
         assert not missing, missing
     assert "zaptrace/probes/zaptrace.bpf.c" in names and "zaptrace/vm/guest/stage2.sh" in names
+    assert "zaptrace/lostwrite.c" in names           # the lostwrite engine, built on first use
 
 
 def test_installed_wheel_has_no_generic_top_level_names(installed, tmp_path):
