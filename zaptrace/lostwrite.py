@@ -209,7 +209,10 @@ def run(p: W.Params) -> W.Outcome:
         argv = [exe, path, str(npages), p.mapping, str(p.zappers), str(int(p.evict)), str(p.burst),
                 str(p.duration if p.duration is not None else 0), str(p.iterations),
                 str(inject[0] if inject else 0), str(inject[1] if inject else 0)]
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        try:
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        except OSError as e:
+            raise W.WorkloadError(f"cannot run the lostwrite engine {exe}: {e.strerror}") from None
         try:
             ended = _read(proc, c, path)
         except (KeyboardInterrupt, SystemExit) as e:

@@ -90,3 +90,15 @@ def test_the_engine_is_built_once_per_source_and_a_missing_compiler_is_one_line(
 def os_access_x(path):
     import os
     return os.access(path, os.X_OK)
+
+
+def test_an_engine_that_cannot_run_is_a_one_line_error(tmp_path):
+    import os
+    bad = tmp_path / "engine"
+    bad.write_text("not a program\n")
+    os.chmod(bad, 0o755)
+    p = subprocess.run(ZT + ["workload", "run", "lostwrite", "--dir", str(tmp_path), "--iterations", "1"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60,
+                       env=dict(os.environ, ZAPTRACE_LOSTWRITE_ENGINE=str(bad)))
+    assert p.returncode == 2 and "cannot run the lostwrite engine" in p.stderr and "Traceback" not in p.stderr
+    assert [f.name for f in tmp_path.iterdir()] == ["engine"]     # the scratch file is removed
