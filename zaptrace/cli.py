@@ -216,9 +216,9 @@ Examples:
 \b
 lostwrite: does this kernel lose writes?  The only writer of every page of a
 shared file checks each page's last value before each store (--burst stores
-per page visit), while --zappers threads MADV_DONTNEED the range once per page
-visit and a child process writes back (fsync) and evicts clean pages (off
-with --no-evict).  Each lost write is printed (page, expected and found
+per page visit), while --zappers threads MADV_DONTNEED the range in a loop
+and a child process writes back (fsync) and evicts clean pages (off with
+--no-evict).  Each lost write is printed (page, expected and found
 values, CLOCK_MONOTONIC times); exit status 1 when any write was lost, 0 when
 none, 2 on errors.  Needs no BPF; its engine is a small C program
 (zaptrace/lostwrite.c) built with the system's cc on first use:
