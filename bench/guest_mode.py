@@ -5,10 +5,14 @@ Runs on the HOST.  Boots the guest once per (round, mode), the modes
 interleaved (single multi single multi ...), and in each boot records the
 bundled `race` workload once; per boot it keeps the BPF compile time that
 `record` printed, the boot's wall time, the dirty-file-page gap p50 and the
-p50 of the window hits from `zaptrace report --json`:
+p50 of the window hits from `zaptrace report --json`, and the dirty-file gap split in two (from the gap
+table): decrement to the covering flush's entry (the rest of the zap batch,
+emulated page by page) and the covering `flush_tlb_mm_range` call itself (where
+the wait for the other vCPUs' flush IPIs is):
 
     .venv/bin/python bench/guest_mode.py --kernel 6.1 --rounds 5
     .venv/bin/python bench/guest_mode.py --kernel 7.2 --rounds 5 --modes single:2,multi:3
+    .venv/bin/python bench/guest_mode.py --out out/guest-mode --json out/guest-mode/r.json --reanalyse
 
 Each mode is THREADING:VCPUS.  Printed per mode: median and spread (min-max)
 over the rounds, and the ratio of medians against the first mode.  Nothing
@@ -52,12 +56,33 @@ def one(out: str, kernel: str, tcg: str, vcpus: int, tag: str, pages: int, iters
     if open(os.path.join(out, trace + ".status")).read().strip() != "0":
         raise SystemExit(f"guest_mode: {tag}: record failed: {text[-500:]}")
     m = re.search(r"compiled in ([0-9.]+) s", text)
-    rep = subprocess.run([ZT, "report", "--json", os.path.join(out, trace)], stdout=subprocess.PIPE, text=True)
+    return dict(analyse(os.path.join(out, trace)), compile_s=float(m.group(1)) if m else None, wall_s=wall)
+
+
+def analyse(path: str) -> dict:
+    """The trace-derived figures of one boot."""
+    rep = subprocess.run([ZT, "report", "--json", path], stdout=subprocess.PIPE, text=True)
     doc = json.loads(rep.stdout)
     fd = doc["classes"][FILE_DIRTY]
-    return {"compile_s": float(m.group(1)) if m else None, "wall_s": wall, "gap_p50_us": fd["gap_ns"]["p50"] / 1000
-            if fd["gap_ns"]["p50"] is not None else None, "hits": fd["hits"], "decrements": fd["decrements"],
-            "lost": doc["lost_events"] or 0, "machine": doc.get("machine")}
+    to_enter, call = split_gap(path)
+    return {"trace": os.path.basename(path), "gap_p50_us": fd["gap_ns"]["p50"] / 1000
+            if fd["gap_ns"]["p50"] is not None else None, "to_flush_p50_us": to_enter, "flush_call_p50_us": call,
+            "hits": fd["hits"], "decrements": fd["decrements"], "lost": doc["lost_events"] or 0,
+            "machine": doc.get("machine")}
+
+
+def split_gap(path: str):
+    """p50 over paired dirty-file rows of decrement -> covering flush entry, and p50 over the
+    distinct covering flush calls of their duration (entry -> return), in µs."""
+    from zaptrace import analysis
+    g = analysis.gap_table(analysis.load(path))
+    g = g[(g["class"] == FILE_DIRTY) & g["paired"] & g["flush_enter_ts"].notna()]
+    if g.empty:
+        return None, None
+    to_enter = (g["flush_enter_ts"] - g["ts"]).astype("int64")
+    calls = g.drop_duplicates(["tid", "flush_enter_ts"])
+    dur = (calls["flush_done_ts"] - calls["flush_enter_ts"]).dropna().astype("int64")
+    return float(to_enter.median()) / 1000, float(dur.median()) / 1000 if len(dur) else None
 
 
 def spread(xs) -> str:
@@ -76,6 +101,8 @@ def main() -> int:
     ap.add_argument("--iterations", type=int, default=400)
     ap.add_argument("--out", default="out/guest-mode")
     ap.add_argument("--json", help="also write every boot's figures as JSON here")
+    ap.add_argument("--reanalyse", action="store_true",
+                    help="boot nothing: re-read the traces of an earlier run (its --json and --out) and print the table")
     a = ap.parse_args()
     modes = []
     for m in a.modes.split(","):
@@ -86,7 +113,21 @@ def main() -> int:
     os.makedirs(a.out, exist_ok=True)
     out = os.path.abspath(a.out)
     runs = {m: [] for m in modes}
-    for r in range(a.rounds):
+    if a.reanalyse:
+        if not a.json or not os.path.exists(a.json):
+            raise SystemExit("guest_mode: --reanalyse needs the --json file of the earlier run")
+        old = json.load(open(a.json))
+        modes = [(k.split(":")[0], int(k.split(":")[1])) for k in old]
+        runs = {m: [] for m in modes}
+        for k, rs in old.items():
+            m = (k.split(":")[0], int(k.split(":")[1]))
+            for i, x in enumerate(rs):
+                tag = f"{a.kernel}-{m[0]}{m[1]}-{i}"
+                path = os.path.join(out, x.get("trace") or f"race-{tag}.zt")
+                print(f"guest_mode: re-reading {path} ...", file=sys.stderr, flush=True)
+                runs[m].append(dict(x, **analyse(path)))
+        a.rounds = max(len(v) for v in runs.values())
+    for r in range(0 if a.reanalyse else a.rounds):
         for tcg, n in modes:
             tag = f"{a.kernel}-{tcg}{n}-{r}"
             print(f"guest_mode: round {r + 1}/{a.rounds}: {tcg}-threaded, {n} vCPUs ...", file=sys.stderr, flush=True)
@@ -101,14 +142,15 @@ def main() -> int:
         v = statistics.median([x[key] for x in runs[m] if x[key] is not None] or [float("nan")])
         return f"{v / b:.2f}x" if b else "-"
 
-    header = ["mode", "BPF compile s", "boot wall s", "dirty-file gap p50 µs", "gap ratio", "hits", "decrements",
-              "events lost"]
+    header = ["mode", "BPF compile s", "boot wall s", "dirty-file gap p50 µs", "gap ratio",
+              "decrement to flush entry p50 µs", "flush call p50 µs", "hits", "decrements", "events lost"]
     rows = []
     for m in modes:
         rs = runs[m]
         rows.append([f"{m[0]}-threaded TCG, {m[1]} vCPUs", spread([x["compile_s"] for x in rs]),
                      spread([x["wall_s"] for x in rs]), spread([x["gap_p50_us"] for x in rs]),
-                     ratio(m, "gap_p50_us"), spread([x["hits"] for x in rs]), spread([x["decrements"] for x in rs]),
+                     ratio(m, "gap_p50_us"), spread([x.get("to_flush_p50_us") for x in rs]),
+                     spread([x.get("flush_call_p50_us") for x in rs]), spread([x["hits"] for x in rs]), spread([x["decrements"] for x in rs]),
                      spread([x["lost"] for x in rs])])
     mach = (runs[modes[-1]][0]["machine"] or {}).get("zaptrace_guest") or {}
     print(f"kernel {a.kernel}; race --pages {a.pages} --iterations {a.iterations}; {a.rounds} rounds, modes "

@@ -57,7 +57,7 @@ def run_cmd(
     accel: str = typer.Option("auto", "--accel", help="auto, kvm or tcg."),
     memory: int = typer.Option(2048, "--memory", "-m", help="Guest memory in MiB."),
     smp: Optional[int] = typer.Option(None, "--smp",
-                                      help="Guest CPUs (default: 2, or 3 with ZAPTRACE_VM_TCG=multi; see `vm status`)."),
+                                      help="Guest CPUs (default: multi-threaded TCG 3, at most the host's CPUs; single-threaded 2; see `vm status`)."),
     env: Optional[List[str]] = typer.Option(None, "--env", "-e", help="NAME=VALUE for the command's environment; repeatable."),
     modules: Optional[str] = typer.Option(None, "--modules", help="With a bzImage: its lib/modules/<release> directory."),
     headers: Optional[str] = typer.Option(None, "--headers", help="With a bzImage: its kernel build/headers tree (for BCC)."),

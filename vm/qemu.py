@@ -42,46 +42,53 @@ KERNEL_CMDLINE = (
 )
 
 
-#: Guest vCPUs when ``vm run --smp`` is not given: 3 with multi-threaded TCG (a zapper, a
-#: writer and writeback can run at the same instant), 2 with single-threaded TCG (the
-#: configuration the test suite's figures were measured in; a third vCPU in the same
-#: host thread adds round-robin time, not parallelism).
-DEFAULT_VCPUS = {"multi": 3, "single": 2}
+#: Guest vCPUs when ``vm run --smp`` is not given, single-threaded TCG: 2 (a third vCPU
+#: in the same host thread adds round-robin time, not parallelism).
+SINGLE_TCG_VCPUS = 2
+
+#: Multi-threaded TCG: 3 vCPUs (a zapper, a writer and writeback at the same instant),
+#: but never more than the host has CPUs, and at least 2.  Measured on a 2-CPU host
+#: (bench/guest_mode.py, 6.1 `race`, QEMU 10.0.2, 2026-11-27): 3 vCPU threads on 2 cores
+#: made every boot slower than 2 (BPF compile and boot wall time), and the one RCU stall
+#: seen (a halted vCPU that its timer never woke) was with 3 vCPUs on 2 cores.
+MULTI_TCG_MAX_VCPUS = 3
 
 #: The oldest QEMU on which multi-threaded TCG survived probes attached and detached under
-#: load (bench/wedge.py); older ones wedged (see tcg_threading).
+#: load (bench/wedge.py, 50 cycles on every default kernel); older ones wedged (see
+#: tcg_threading).
 MULTI_TCG_MIN_QEMU = (10, 0)
 
 
 def default_vcpus() -> int:
-    return DEFAULT_VCPUS[tcg_threading()]
+    if tcg_threading() == "single":
+        return SINGLE_TCG_VCPUS
+    return max(2, min(MULTI_TCG_MAX_VCPUS, os.cpu_count() or 2))
 
 
 def tcg_threading() -> str:
-    """``single`` (default) or ``multi``: QEMU's TCG threading for the guest.
+    """``multi`` or ``single``: QEMU's TCG threading for the guest.
 
     ``thread=multi`` (one host thread per vCPU) is what makes races between
     CPUs possible at all: with ``thread=single`` the vCPUs run round-robin in
     one host thread, a TLB-flush IPI waits for the emulator to switch to the
-    target vCPU (milliseconds), and two CPUs never touch a page at the same
-    instant.  ``ZAPTRACE_VM_TCG=multi`` selects it.
+    target vCPU, and two CPUs never touch a page at the same instant.
 
-    Why it is not the default yet (README "Guest mode"):
-
-    * QEMU 7.2 (Debian 12's own): attaching or detaching BPF trampolines or
-      kprobes while another vCPU ran the patched function wedged the 6.1 guest
-      for good (both vCPUs at page_remove_rmap+0x0, one in the int3 handler
-      after text_poke_bp(); our reading: a stale translation of the int3).
-      With QEMU 10.0 (bookworm-backports, installed by scripts/setup) 50
-      attach/detach cycles under load ran through on 6.1 (bench/wedge.py).
-    * With QEMU 10, 3 vCPUs on a 2-core host: one boot in about 40 hung with a
-      halted vCPU never woken (RCU stall; now a panic and a new boot, see
-      vm/runner.py), and the recorder's forced-loss test saw delivered + lost
-      one short of generated (a BPF program still running past the stop check
-      when the final counters were read): the exact accounting needs the
-      probes detached before the final drain first.
+    Default: ``multi`` when QEMU is at least MULTI_TCG_MIN_QEMU, else ``single``;
+    ``ZAPTRACE_VM_TCG=single|multi`` overrides.  Why the version matters:
+    QEMU 7.2 (Debian 12's own) wedged the 6.1 guest for good when BPF
+    trampolines or kprobes were attached or detached while another vCPU ran the
+    patched function (both vCPUs at page_remove_rmap+0x0, one in the int3
+    handler after text_poke_bp(); our reading: a stale translation of the
+    int3).  With QEMU 10.0 (bookworm-backports, installed by scripts/setup),
+    bench/wedge.py's attach/detach cycles under load ran through (README
+    "Guest mode" has the counts per kernel).  Multi-threaded boots on QEMU 10
+    have two known failure modes in early boot, both retried by vm/runner.py
+    before the command starts: QEMU aborting (``iotlb_to_section`` assertion)
+    and an RCU stall of a vCPU that was never woken.
     """
-    mode = os.environ.get("ZAPTRACE_VM_TCG", "single")
+    mode = os.environ.get("ZAPTRACE_VM_TCG")
+    if mode is None:
+        return "multi" if version_tuple() >= MULTI_TCG_MIN_QEMU else "single"
     if mode not in ("single", "multi"):
         raise VMError("ZAPTRACE_VM_TCG must be 'single' or 'multi', not %r" % mode)
     return mode
@@ -95,7 +102,10 @@ def tcg_reason() -> str:
         if tcg_threading() == "multi" and version_tuple() < MULTI_TCG_MIN_QEMU:
             why += "; WARNING: QEMU older than %s wedged multi-threaded guests while probes attach" % need
         return why
-    return "default; ZAPTRACE_VM_TCG=multi runs the vCPUs in parallel (QEMU >= %s)" % need
+    if tcg_threading() == "multi":
+        return "default with QEMU >= %s; ZAPTRACE_VM_TCG=single runs all vCPUs in one host thread" % need
+    return ("default: QEMU older than %s wedged multi-threaded guests while probes attach "
+            "(scripts/setup installs a newer one on Debian 12)" % need)
 
 
 class Share(NamedTuple):

@@ -24,13 +24,21 @@ def test_tcg_threading_choice(monkeypatch):
     monkeypatch.delenv("ZAPTRACE_VM_TCG", raising=False)
     _fake_qemu(monkeypatch, "QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)")
     assert qemu.version_tuple() == (10, 0)
+    # QEMU 10: multi-threaded by default, 3 vCPUs but no more than the host's CPUs, at least 2.
+    assert qemu.tcg_threading() == "multi" and qemu.tcg_reason().startswith("default with QEMU >= 10.0")
+    for host, vcpus in ((1, 2), (2, 2), (3, 3), (64, 3)):
+        monkeypatch.setattr(os, "cpu_count", lambda host=host: host)
+        assert qemu.default_vcpus() == vcpus, host
+    monkeypatch.setenv("ZAPTRACE_VM_TCG", "single")
     assert qemu.tcg_threading() == "single" and qemu.default_vcpus() == 2
-    assert qemu.tcg_reason().startswith("default")
-    monkeypatch.setenv("ZAPTRACE_VM_TCG", "multi")
-    assert qemu.tcg_threading() == "multi" and qemu.default_vcpus() == 3
-    assert qemu.tcg_reason() == "ZAPTRACE_VM_TCG=multi"
+    assert qemu.tcg_reason() == "ZAPTRACE_VM_TCG=single"
+    # QEMU 7.2 wedged multi-threaded guests: single by default, a warning if asked for multi.
+    monkeypatch.delenv("ZAPTRACE_VM_TCG")
     _fake_qemu(monkeypatch, "QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)")
-    assert qemu.version_tuple() == (7, 2) and "WARNING" in qemu.tcg_reason()
+    assert qemu.version_tuple() == (7, 2) and qemu.tcg_threading() == "single"
+    assert "older than 10.0" in qemu.tcg_reason() and qemu.default_vcpus() == 2
+    monkeypatch.setenv("ZAPTRACE_VM_TCG", "multi")
+    assert qemu.tcg_threading() == "multi" and "WARNING" in qemu.tcg_reason()
     _fake_qemu(monkeypatch, "something else")
     assert qemu.version_tuple() == (0, 0)
     monkeypatch.setenv("ZAPTRACE_VM_TCG", "fast")
@@ -49,7 +57,7 @@ def test_command_line(monkeypatch):
     joined = " ".join(argv)
     for flag in ("-nodefaults", "-no-reboot", "-display none"):
         assert flag in joined
-    assert argv[argv.index("-accel") + 1] == "tcg,thread=single"  # see qemu.tcg_threading
+    assert argv[argv.index("-accel") + 1] == "tcg,thread=multi"  # QEMU 10: see qemu.tcg_threading
     assert argv[argv.index("-smp") + 1] == "2"
     assert argv[argv.index("-initrd") + 1] == "/c/initrd,1.gz"  # a plain argument: no escaping
     assert "file,id=console,path=/runs/a,,b/console.log" in argv
