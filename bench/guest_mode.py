@@ -30,6 +30,8 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mdtable  # noqa: E402
@@ -64,25 +66,33 @@ def analyse(path: str) -> dict:
     rep = subprocess.run([ZT, "report", "--json", path], stdout=subprocess.PIPE, text=True)
     doc = json.loads(rep.stdout)
     fd = doc["classes"][FILE_DIRTY]
-    to_enter, call = split_gap(path)
+    to_enter, call, spacing = split_gap(path)
     return {"trace": os.path.basename(path), "gap_p50_us": fd["gap_ns"]["p50"] / 1000
             if fd["gap_ns"]["p50"] is not None else None, "to_flush_p50_us": to_enter, "flush_call_p50_us": call,
+            "spacing_p50_us": spacing,
             "hits": fd["hits"], "decrements": fd["decrements"], "lost": doc["lost_events"] or 0,
             "machine": doc.get("machine")}
 
 
 def split_gap(path: str):
-    """p50 over paired dirty-file rows of decrement -> covering flush entry, and p50 over the
-    distinct covering flush calls of their duration (entry -> return), in µs."""
+    """p50 over paired dirty-file rows of decrement -> covering flush entry, p50 over the
+    distinct covering flush calls of their duration (entry -> return), and p50 of the time
+    between consecutive decrements of one task inside one zap (how fast the emulated zap
+    loop goes), in µs."""
     from zaptrace import analysis
     g = analysis.gap_table(analysis.load(path))
+    z = g[g["zap_ts"].notna()].sort_values(["tid", "ts"], kind="stable")
+    same = (z["tid"].to_numpy()[1:] == z["tid"].to_numpy()[:-1]) & \
+        (z["zap_ts"].to_numpy()[1:] == z["zap_ts"].to_numpy()[:-1])
+    steps = (z["ts"].to_numpy()[1:] - z["ts"].to_numpy()[:-1])[same]
+    spacing = float(np.median(steps)) / 1000 if len(steps) else None
     g = g[(g["class"] == FILE_DIRTY) & g["paired"] & g["flush_enter_ts"].notna()]
     if g.empty:
-        return None, None
+        return None, None, spacing
     to_enter = (g["flush_enter_ts"] - g["ts"]).astype("int64")
     calls = g.drop_duplicates(["tid", "flush_enter_ts"])
     dur = (calls["flush_done_ts"] - calls["flush_enter_ts"]).dropna().astype("int64")
-    return float(to_enter.median()) / 1000, float(dur.median()) / 1000 if len(dur) else None
+    return float(to_enter.median()) / 1000, float(dur.median()) / 1000 if len(dur) else None, spacing
 
 
 def spread(xs) -> str:
@@ -143,14 +153,15 @@ def main() -> int:
         return f"{v / b:.2f}x" if b else "-"
 
     header = ["mode", "BPF compile s", "boot wall s", "dirty-file gap p50 µs", "gap ratio",
-              "decrement to flush entry p50 µs", "flush call p50 µs", "hits", "decrements", "events lost"]
+              "decrement to flush entry p50 µs", "flush call p50 µs", "decrement spacing p50 µs", "hits", "decrements", "events lost"]
     rows = []
     for m in modes:
         rs = runs[m]
         rows.append([f"{m[0]}-threaded TCG, {m[1]} vCPUs", spread([x["compile_s"] for x in rs]),
                      spread([x["wall_s"] for x in rs]), spread([x["gap_p50_us"] for x in rs]),
                      ratio(m, "gap_p50_us"), spread([x.get("to_flush_p50_us") for x in rs]),
-                     spread([x.get("flush_call_p50_us") for x in rs]), spread([x["hits"] for x in rs]), spread([x["decrements"] for x in rs]),
+                     spread([x.get("flush_call_p50_us") for x in rs]), spread([x.get("spacing_p50_us") for x in rs]),
+                     spread([x["hits"] for x in rs]), spread([x["decrements"] for x in rs]),
                      spread([x["lost"] for x in rs])])
     mach = (runs[modes[-1]][0]["machine"] or {}).get("zaptrace_guest") or {}
     print(f"kernel {a.kernel}; race --pages {a.pages} --iterations {a.iterations}; {a.rounds} rounds, modes "
