@@ -62,6 +62,15 @@ class Trace:
         return {k: dict(src.get(k, {})) for k in ("generated", "lost", "delivered")}
 
     @property
+    def zaps_not_written(self) -> Optional[int]:
+        """Zap brackets in which no event of their task fired: the recorder counts them and
+        does not write them (probes/zaptrace.bpf.c, h_zap_enter); None for traces from
+        before that, which wrote every zap."""
+        src = self.end or self.stats
+        v = src.get("zaps_not_written") if src else None
+        return None if v is None else int(v)
+
+    @property
     def lost_events(self) -> Optional[int]:
         c = self.counters()
         return None if c is None else int(sum(c["lost"].values()))

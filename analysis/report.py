@@ -299,6 +299,8 @@ def header_lines(summary: Dict[str, Any]) -> List[str]:
              f"duration:  {dur}" + ("" if s["finished"] else " (recording did not finish)")]
     ev = _by_kind(s["events"])
     lines.append(f"events:    {sum(s['events'].values()):,} total" + (": " if ev else "") + ev)
+    if s.get("zaps_not_written"):
+        lines.append(f"           and {s['zaps_not_written']:,} zaps with nothing inside them: counted, not written")
     if s["lost_events"] is None:
         lines.append("lost:      unknown (no END or STAT chunk with counters)")
     elif s["lost_events"]:

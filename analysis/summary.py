@@ -98,6 +98,7 @@ def trace_fields(trace: Trace, flush_source: Optional[str]) -> Dict[str, Any]:
         "duration_s": trace.duration_s,
         "finished": trace.finished,
         "events": trace.event_counts(),
+        "zaps_not_written": trace.zaps_not_written,
         "lost_events": trace.lost_events,
         "lost_by_kind": trace.lost_by_kind(),
         "trace_problems": trace.problems,

@@ -48,6 +48,9 @@ struct zt_task {
 	__u64 rmaps_mm;
 	__u32 zap_depth;
 	__u32 rmaps_depth;
+	__u32 zap_sent;              /* the outermost zap's ZAP_ENTER has been written */
+	__u32 pad;
+	struct zt_event zap_ev;      /* that ZAP_ENTER, held until an event of the task needs it */
 };
 
 BPF_ARRAY(config, struct zt_config, 1);
@@ -128,21 +131,14 @@ static __always_inline void count(__u32 slot)
 		__sync_fetch_and_add(v, 1);   /* atomic even against a program nested on this CPU */
 }
 
-static __always_inline void emit(void *ctx, struct zt_event *e)
+/* Count one event and send it (called inside emit()'s busy section). */
+static __always_inline void send(void *ctx, struct zt_event *e)
 {
-	struct zt_config *c = cfg();
-	__u32 zero = 0;
-	__s64 *b = busy.lookup(&zero);
 	int err = 0;
 
-	if (!b)
-		return;
-	__sync_fetch_and_add(b, 1);
-	if (!c || c->stopped)
-		goto out;
 	count(e->kind);
 #if defined(ZT_SUMMARY) && !defined(ZT_KEEP_EVENTS)
-	goto out;               /* --summary: events are aggregated in the kernel, never sent */
+	return;                 /* --summary: events are aggregated in the kernel, never sent */
 #endif
 #ifdef ZT_PERFBUF
 	err = events.perf_submit(ctx, e, sizeof(*e));
@@ -151,7 +147,50 @@ static __always_inline void emit(void *ctx, struct zt_event *e)
 #endif
 	if (err)
 		count(ZT_NKINDS + e->kind);
+}
+
+/*
+ * Count and send one event.  Any event of a task inside its zap (except the
+ * zap's own return) first sends the zap's held ZAP_ENTER, with its own
+ * earlier timestamp: a zap bracket is written only when something happened
+ * inside it (h_zap_enter).
+ */
+static __always_inline void emit(void *ctx, struct zt_event *e)
+{
+	struct zt_config *c = cfg();
+	__u32 zero = 0, tid = e->tid;
+	__s64 *b = busy.lookup(&zero);
+	struct zt_task *t;
+
+	if (!b)
+		return;
+	__sync_fetch_and_add(b, 1);
+	if (!c || c->stopped)
+		goto out;
+	if (e->kind != ZT_ZAP_EXIT) {
+		t = tasks.lookup(&tid);
+		if (t && t->zap_depth && !t->zap_sent) {
+			t->zap_sent = 1;
+			send(ctx, &t->zap_ev);
+		}
+	}
+	send(ctx, e);
 out:
+	__sync_fetch_and_add(b, -1);
+}
+
+/* Count a zap bracket that is not written (emit()'s stop protocol, no event). */
+static __always_inline void count_empty_zap(void)
+{
+	struct zt_config *c = cfg();
+	__u32 zero = 0;
+	__s64 *b = busy.lookup(&zero);
+
+	if (!b)
+		return;
+	__sync_fetch_and_add(b, 1);
+	if (c && !c->stopped)
+		count(ZT_COUNT_EMPTY_ZAPS);
 	__sync_fetch_and_add(b, -1);
 }
 
@@ -345,13 +384,29 @@ static __always_inline int h_zap_enter(void *ctx)
 	if (ZT_ZAP_END)
 		e.folio = ZT_GET(ZAP, ctx, ZT_ZAP_END);
 	t = tasks.lookup_or_try_init(&tid, &zero);
+#ifdef ZT_SUMMARY
+	sum_zap_enter(tid, e.ts);
+#endif
+	/*
+	 * The outermost zap's ZAP_ENTER is held in the task's state and written
+	 * by emit() before the first event of the task inside the zap; a zap in
+	 * which nothing fires (MADV_DONTNEED of an empty range: 97 % of the 7.4
+	 * million zaps written in a 10-minute lostwrite run on 7.2) is only counted
+	 * (h_zap_exit).  Such zaps hold no decrement, so no row of the gap table
+	 * depends on them; writing them filled the ring buffer.  A nested zap, or
+	 * no room in the task map, writes its ZAP_ENTER at once, as before.
+	 */
+	if (t && t->zap_depth == 0) {
+		t->zap_mm = e.mm;
+		t->zap_depth = 1;
+		t->zap_sent = 0;
+		t->zap_ev = e;
+		return 0;
+	}
 	if (t) {
 		t->zap_mm = e.mm;
 		t->zap_depth++;
 	}
-#ifdef ZT_SUMMARY
-	sum_zap_enter(tid, e.ts);
-#endif
 	emit(ctx, &e);
 	return 0;
 }
@@ -367,14 +422,19 @@ static __always_inline int h_zap_exit(void *ctx)
 	__u32 tid = id;
 	struct zt_event e = {};
 	struct zt_task *t = tasks.lookup(&tid);
+	__u32 sent;
 
 	if (!t || !t->zap_depth)
 		return 0;
 	fill(&e, ZT_ZAP_EXIT, id);
 	e.mm = t->zap_mm;
+	sent = t->zap_sent;
 	if (--t->zap_depth == 0 && !t->rmaps_depth)
 		tasks.delete(&tid);
-	emit(ctx, &e);
+	if (sent)
+		emit(ctx, &e);
+	else
+		count_empty_zap();
 	return 0;
 }
 

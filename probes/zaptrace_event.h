@@ -53,7 +53,12 @@ struct zt_event {
 	__u64 index;  /* file pages: page offset in the file (of page; of the folio for mkclean) */
 };
 
-/* Counter slots of the per-CPU "counts" array: [kind] generated, [ZT_NKINDS + kind] lost. */
-#define ZT_COUNT_SLOTS (2 * ZT_NKINDS)
+/*
+ * Counter slots of the per-CPU "counts" array: [kind] generated, [ZT_NKINDS + kind] lost,
+ * [ZT_COUNT_EMPTY_ZAPS] zap brackets not written because no event of their task fired
+ * inside them (a zap of an empty range: see h_zap_enter).
+ */
+#define ZT_COUNT_EMPTY_ZAPS (2 * ZT_NKINDS)
+#define ZT_COUNT_SLOTS (2 * ZT_NKINDS + 1)
 
 #endif /* ZAPTRACE_EVENT_H */

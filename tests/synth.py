@@ -104,7 +104,7 @@ class TraceBuilder:
                     command=["synthetic"], probes=probes, start_ns=0)
 
     def write(self, path, lost: Optional[Dict[str, int]] = None, end: bool = True, shuffle=None,
-              chunk: int = 0, stats: Optional[List[tuple]] = None) -> str:
+              chunk: int = 0, stats: Optional[List[tuple]] = None, end_extra: Optional[Dict] = None) -> str:
         arr = self.array(shuffle)
         w = TraceWriter(str(path), self.head())
         step = chunk or max(len(arr), 1)
@@ -118,6 +118,7 @@ class TraceBuilder:
             w.json(b"STAT", {"time_ns": t, "lost": {"rmap": lost_total}, "generated": {}, "delivered": {}})
         if end:
             w.json(b"END ", {"generated": gen, "lost": {k: lost.get(k, 0) for k in K},
-                             "delivered": {k: gen[k] - lost.get(k, 0) for k in K}, "duration_s": 1.0})
+                             "delivered": {k: gen[k] - lost.get(k, 0) for k in K}, "duration_s": 1.0,
+                             **(end_extra or {})})
         w.close()
         return str(path)

@@ -81,6 +81,7 @@ class Result:
     still_running: List[int] = field(default_factory=list)
     command_status: Optional[int] = None
     ring_corrupt: int = 0               # ring records dropped as not zaptrace records (ringbuf.py)
+    zaps_not_written: int = 0           # zap brackets with nothing inside: counted, not written
 
 
 class Recorder:
@@ -286,7 +287,9 @@ class Recorder:
             gen[name.lower()] = int(g)
             lost[name.lower()] = int(lo)
         deliv = {name.lower(): int(self.delivered[k]) for k, name in self.L.kind_names.items()}
-        return {"generated": gen, "lost": lost, "delivered": deliv}
+        # zap brackets with no event of their task inside: counted, not written (h_zap_enter)
+        empty = int(sum(counts.getvalue(counts.Key(2 * nk))))
+        return {"generated": gen, "lost": lost, "delivered": deliv, "zaps_not_written": empty}
 
     def _stat(self) -> dict:
         c = self.counters()
@@ -412,7 +415,8 @@ class Recorder:
         self.bpf.cleanup()
         res = Result(opts.output, status, duration, counters["generated"], counters["delivered"],
                      counters["lost"], nbytes, stop_reason, self.attached, self.missing, kernel_summary,
-                     orphans, self.child.status if self.child else None, self._corrupt())
+                     orphans, self.child.status if self.child else None, self._corrupt(),
+                     counters["zaps_not_written"])
         if self.write_error:
             raise WriteFailed(res, f"writing {opts.output} failed: {self.write_error}; recording stopped, "
                                    f"the file keeps the {int(self.delivered.sum())} events written before"
@@ -602,6 +606,8 @@ def summary_lines(res: Result) -> List[str]:
         tl += lo
         lines.append(f"  {n:<20} {d:>10} {lo:>8}")
     lines.append(f"  {'total':<20} {td:>10} {tl:>8}")
+    if res.zaps_not_written:
+        lines.append(f"  ({res.zaps_not_written} zaps with nothing inside them were counted, not written)")
     if tl:
         lines.append(f"zaptrace: WARNING: {tl} events lost (ring buffer full): enlarge it with --buffer-pages")
     if res.ring_corrupt:

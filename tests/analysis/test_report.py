@@ -173,3 +173,17 @@ def test_pick_zap_prefers_hits_then_size(a_path, tmp_path):
           .zap(200).rmap(210, page(1)).rmap(220, page(2)).flush(230, 240).zap_exit(250))
     t = analysis.load(tb.write(tmp_path / "p.zt"))
     assert pick_zap(analysis.gap_table(t)) == (100, 200)
+
+
+def test_zaps_counted_and_not_written_are_reported(tmp_path):
+    # The recorder counts zaps with nothing inside them instead of writing them (END.zaps_not_written).
+    p = trace_a(tmp_path / "z.zt", end_extra={"zaps_not_written": 12345})
+    assert analysis.load(p).zaps_not_written == 12345
+    r = run("report", p)
+    assert r.exit_code == 0, r.stderr
+    assert "and 12,345 zaps with nothing inside them: counted, not written" in r.stdout
+    assert json.loads(run("report", p, "--json").stdout)["zaps_not_written"] == 12345
+    # a trace from before the change says nothing about it
+    q = trace_a(tmp_path / "old.zt")
+    assert analysis.load(q).zaps_not_written is None
+    assert "zaps with nothing inside" not in run("report", q).stdout
