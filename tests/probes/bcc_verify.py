@@ -79,8 +79,10 @@ def main() -> int:
     ap.add_argument("--kernel", choices=sorted(FIXTURE), default="6.1")
     ap.add_argument("--summary", action="store_true")
     ap.add_argument("--keep-events", action="store_true")
+    ap.add_argument("--perf-buffer", action="store_true", help="the perf-buffer build (record --perf-buffer)")
     a = ap.parse_args()
-    extra = (["-DZT_SUMMARY=1"] if a.summary else []) + (["-DZT_KEEP_EVENTS=1"] if a.keep_events else [])
+    extra = (["-DZT_SUMMARY=1"] if a.summary else []) + (["-DZT_KEEP_EVENTS=1"] if a.keep_events else []) \
+        + (["-DZT_PERFBUF=1"] if a.perf_buffer else [])
     bcc = bccload.load_bcc()
     tmp = Path(tempfile.mkdtemp(prefix="zt-kheaders-"))
     try:
