@@ -518,9 +518,10 @@ _OPTIONAL = {"zap_ts": "zap_ok", "flush_enter_ts": "flush_enter_ok", "flush_done
 _CATEGORIES = {"class": CLASSES, "path": PATHS, "unpaired_reason": REASONS, "flush_source": FLUSH_SOURCES}
 
 
-def gap_table(trace: Trace) -> pd.DataFrame:
-    """One row per decremented page (and per other-path removal); see module doc."""
-    dec, file_pos = _gap_cols(trace)
+def gap_table(trace: Trace, mk: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+    """One row per decremented page (and per other-path removal); see module doc.  ``mk``:
+    the trace's ``_mkclean_spans`` when already known."""
+    dec, file_pos = _gap_cols(trace, mk)
     out: Dict[str, Any] = {}
     for c in GAP_COLUMNS + file_pos:
         if c in _OPTIONAL:
