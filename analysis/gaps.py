@@ -285,13 +285,20 @@ def _group_ids(lby, rby, stride: int) -> Tuple[np.ndarray, np.ndarray]:
     for lb, rb in zip(lby, rby):
         uniq, rc = np.unique(rb, return_inverse=True)
         k = len(uniq) + 1                                 # + 1: the id of "not on the right"
-        lc = np.searchsorted(uniq, lb)
-        # in place, one temporary at a time: on the folio groups the left side is millions of rows
-        found = np.take(uniq, lc, mode="clip") == lb
-        found &= lc < len(uniq)
-        np.logical_not(found, out=found)
-        lc[found] = len(uniq)
-        del found
+        lb = np.asarray(lb)
+        if lb.dtype == uniq.dtype and lb.dtype.kind in "iu":
+            # a hash lookup: a binary search of millions of folios in random order misses the
+            # cache at every step (6 times slower)
+            lc = pd.Index(uniq, copy=False).get_indexer(lb)
+            lc[lc < 0] = len(uniq)
+        else:
+            lc = np.searchsorted(uniq, lb)
+            # in place, one temporary at a time: on the folio groups the left side is millions of rows
+            found = np.take(uniq, lc, mode="clip") == lb
+            found &= lc < len(uniq)
+            np.logical_not(found, out=found)
+            lc[found] = len(uniq)
+            del found
         if lg is None:
             lg, rg = lc.astype(np.int64, copy=False), rc.astype(np.int64).reshape(-1)
             size = k
