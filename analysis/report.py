@@ -112,9 +112,10 @@ def analyse(path: str, progress: Optional[Callable[[str], None]] = None, with_hi
     del raw
     stage("gap table")
     mk = _mkclean_spans(trace)          # once: the gap table's hit counts and the hit list both use them
-    gaps = gap_table(trace, mk)
-    if not keep_events and doc is None:         # the lost-write join reads the mkclean events
-        _slim_events(trace)
+    # Unless asked to keep them, the sorted events are slimmed as soon as the gap table has
+    # selected what it needs (the lost-write join reads the mkclean events).
+    slim = not keep_events and doc is None
+    gaps = gap_table(trace, mk, release=(lambda: _slim_events(trace)) if slim else None)
     if with_hits:
         stage(f"window hits of {len(gaps):,} pages")
         # only rows with hits > 0 have hit rows: the full hit_table would redo window_hits on every open row
