@@ -739,8 +739,9 @@ def _hit_counts(trace: Trace, dec: Cols, mk: Optional[pd.DataFrame] = None) -> n
     return counts
 
 
-#: Rows per block of the window-hit count search (see _hit_counts).
-HIT_BLOCK = 1 << 21
+#: Rows per block of the window-hit count search (see _hit_counts): each block searches
+#: the mkcleans again (sorts of the right side), so blocks are few.
+HIT_BLOCK = 1 << 23
 
 
 def window_hits(trace: Trace, dec: pd.DataFrame, mk: Optional[pd.DataFrame] = None

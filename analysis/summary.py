@@ -1,6 +1,7 @@
 """Per-class figures of a gap table: what `zaptrace report` prints and --json emits."""
 from __future__ import annotations
 
+import copy
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -155,8 +156,11 @@ def summarize(trace: Trace, gaps: Optional[pd.DataFrame] = None) -> Dict[str, An
     classes = {}
     for cl in CLASSES:
         rows = c.span(cl)
-        block = _block(c, rows)
-        block["by_path"] = {p: _block(c, c.span(cl, p)) for p in ZAP_PATHS}
+        by_path = {p: _block(c, c.span(cl, p)) for p in ZAP_PATHS}
+        only = [p for p in ZAP_PATHS if c.span(cl, p) == rows]
+        # a class whose rows are all on one path has that path's figures (same rows)
+        block = copy.deepcopy(by_path[only[0]]) if only and rows.stop > rows.start else _block(c, rows)
+        block["by_path"] = by_path
         classes[cl] = block
     other = c.other
     src = gaps["flush_source"].iloc[0] if len(gaps) else None
