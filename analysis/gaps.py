@@ -141,12 +141,38 @@ def _take(col: pd.Series, pos: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
 
 def _shift_np(t: np.ndarray, by, periods: int, fill: int) -> np.ndarray:
     """int64 value of ``t`` ``periods`` rows away within each group of the ``by`` arrays
-    (in row order), ``fill`` where there is none."""
-    if len(t) == 0:
+    (in row order), ``fill`` where there is none.
+
+    In numpy (pandas' groupby shift was a tenth of gap_table): the rows sorted stably by
+    their by-tuple (np.lexsort), so that each group is a run in row order; a row's value
+    is that of the row ``periods`` places before it in the run."""
+    n = len(t)
+    if n == 0:
         return np.zeros(0, dtype=np.int64)
-    f = pd.DataFrame({"_t": t, **{f"_b{i}": b for i, b in enumerate(by)}}, copy=False)
-    return f.groupby([f"_b{i}" for i in range(len(by))], sort=False)["_t"].shift(
-        periods, fill_value=fill).to_numpy(dtype=np.int64)
+    by = [np.asarray(b) for b in by]
+    o = np.argsort(by[0], kind="stable") if len(by) == 1 else np.lexsort(by[::-1])
+    k = abs(int(periods))
+    out = np.full(n, fill, dtype=np.int64)
+    if k == 0:
+        out[:] = t
+        return out
+    if k >= n:
+        return out
+    # same[i]: sorted rows i and i + k are in the same group
+    same = np.ones(n - k, dtype=bool)
+    for b in by:
+        bs = b[o]
+        same &= bs[k:] == bs[:-k]
+        del bs
+    ts = np.asarray(t, dtype=np.int64)[o]
+    res = np.full(n, fill, dtype=np.int64)
+    if periods > 0:         # the value of the row k places earlier in the group
+        np.copyto(res[k:], ts[:-k], where=same)
+    else:                   # k places later
+        np.copyto(res[:-k], ts[k:], where=same)
+    del ts, same
+    out[o] = res
+    return out
 
 
 def _shift(df: pd.DataFrame, by, col: str, periods: int, fill: int) -> np.ndarray:
@@ -259,13 +285,20 @@ def _group_ids(lby, rby, stride: int) -> Tuple[np.ndarray, np.ndarray]:
     for lb, rb in zip(lby, rby):
         uniq, rc = np.unique(rb, return_inverse=True)
         k = len(uniq) + 1                                 # + 1: the id of "not on the right"
-        lc = np.searchsorted(uniq, lb)
-        # in place, one temporary at a time: on the folio groups the left side is millions of rows
-        found = np.take(uniq, lc, mode="clip") == lb
-        found &= lc < len(uniq)
-        np.logical_not(found, out=found)
-        lc[found] = len(uniq)
-        del found
+        lb = np.asarray(lb)
+        if lb.dtype == uniq.dtype and lb.dtype.kind in "iu":
+            # a hash lookup: a binary search of millions of folios in random order misses the
+            # cache at every step (6 times slower)
+            lc = pd.Index(uniq, copy=False).get_indexer(lb)
+            lc[lc < 0] = len(uniq)
+        else:
+            lc = np.searchsorted(uniq, lb)
+            # in place, one temporary at a time: on the folio groups the left side is millions of rows
+            found = np.take(uniq, lc, mode="clip") == lb
+            found &= lc < len(uniq)
+            np.logical_not(found, out=found)
+            lc[found] = len(uniq)
+            del found
         if lg is None:
             lg, rg = lc.astype(np.int64, copy=False), rc.astype(np.int64).reshape(-1)
             size = k
@@ -391,16 +424,29 @@ def _asof_per_group(lt: np.ndarray, lg: np.ndarray, rt: np.ndarray, rg: np.ndarr
     return out
 
 
-def _gap_cols(trace: Trace, mk: Optional[pd.DataFrame] = None) -> Tuple[Cols, list]:
+def _gap_cols(trace: Trace, mk: Optional[pd.DataFrame] = None, release=None) -> Tuple[Cols, list]:
     """The gap table as column arrays (categorical columns as codes), and its file-position
     columns.  ``mk``: the trace's ``_mkclean_spans`` when already known (the bounded path
-    computes them once for the whole trace and analyses the events window by window)."""
+    computes them once for the whole trace and analyses the events window by window).
+    ``release()``: called once every event this needs has been selected, before the table
+    is built (``report.analyse`` frees the sorted events there)."""
     ev = trace.events
+    if release is not None and mk is None:
+        mk = _mkclean_spans(trace)
     F = trace.flags
     # ino/index (file position of file pages) exist in traces recorded since format 1.1 of the event.
     file_pos = [c for c in FILE_POS if c in ev.columns]
     rmap = _select(ev, trace.code("rmap"), ("ts", "tid", "tgid", "cpu", "mm", "page", "folio", "pfn", "nr",
                                              "flags") + tuple(file_pos))
+    # Every other selection from the events, before the table grows (see ``release``).
+    zaps = _calls(ev, trace.code("zap_enter"), trace.code("zap_exit"))
+    dirty = _select(ev, trace.code("dirty"), ("ts", "tid", "folio"))
+    src, fen, fex = _flush_source(trace)
+    flush_calls = _calls(ev, fen, fex)
+    mmu_calls = _calls(ev, trace.code("tlb_flush_enter"), trace.code("tlb_flush_exit"))
+    if release is not None:
+        del ev
+        release()
     fl = rmap["flags"]
     pmd = (fl & F.get("compound", 0x20)) != 0
     pud = (fl & F.get("pud", 0)) != 0
@@ -426,7 +472,6 @@ def _gap_cols(trace: Trace, mk: Optional[pd.DataFrame] = None) -> Tuple[Cols, li
     other = p == PATH_CODE[OTHER_PATH]
 
     # The zap each event belongs to: the task's latest zap_enter before it (and its return).
-    zaps = _calls(ev, trace.code("zap_enter"), trace.code("zap_exit"))
     pos = _asof(ts, [dec["tid"]], zaps["ts"], np.ones(len(zaps["ts"]), bool), [zaps["tid"]], "backward", True)
     zap_ts, zap_ok = _pick(zaps["ts"], np.ones(len(zaps["ts"]), bool), pos)
     zap_done, zap_done_ok = _pick(zaps["done"], zaps["done_ok"], pos)
@@ -435,7 +480,6 @@ def _gap_cols(trace: Trace, mk: Optional[pd.DataFrame] = None) -> Tuple[Cols, li
     dec["zap_done_ok"] = zap_done_ok            # not a gap-table column: the bounded path's check
 
     # The zap's dirty marker of the same folio by the same task (PATH_RULES' "marker").
-    dirty = _select(ev, trace.code("dirty"), ("ts", "tid", "folio"))
     d_t = dirty["ts"].astype(np.int64)
     d_ok = np.ones(len(d_t), dtype=bool)
     dirty_ts, dirty_ok = _pick(d_t, d_ok, _asof(ts, [dec["tid"], dec["folio"]], d_t, d_ok,
@@ -470,8 +514,8 @@ def _gap_cols(trace: Trace, mk: Optional[pd.DataFrame] = None) -> Tuple[Cols, li
     dec["class"] = np.where(dec["anon"], CLASS_CODE[ANON],
                             np.where(pte_dirty, CLASS_CODE[FILE_DIRTY], CLASS_CODE[FILE_CLEAN])).astype(np.uint8)
 
-    src, fen, fex = _flush_source(trace)
-    (f_enter, f_enter_ok), (f_done, f_done_ok) = _cover(dec, _calls(ev, fen, fex))
+    (f_enter, f_enter_ok), (f_done, f_done_ok) = _cover(dec, flush_calls)
+    del flush_calls
     dec["flush_enter_ts"], dec["flush_enter_ok"] = f_enter, f_enter_ok
     dec["flush_done_ts"], dec["flush_done_ok"] = f_done, f_done_ok
     paired = f_done_ok
@@ -481,7 +525,8 @@ def _gap_cols(trace: Trace, mk: Optional[pd.DataFrame] = None) -> Tuple[Cols, li
     # The window hits before the remaining columns exist: their search is the peak of memory.
     dec["hits"] = _hit_counts(trace, dec, mk)
     (mmu_enter, mmu_enter_ok), (mmu_done, mmu_ok) = _cover(
-        dec, _calls(ev, trace.code("tlb_flush_enter"), trace.code("tlb_flush_exit")))
+        dec, mmu_calls)
+    del mmu_calls
     dec["mmu_enter_ts"], dec["mmu_enter_ok"] = mmu_enter, mmu_enter_ok      # the bounded path's check
     # tlb_flush_mmu covers only the "next"-flush paths: a delayed decrement's own flush is
     # tlb_flush_mmu_tlbonly() (inlined), so an earlier tlb_flush_mmu says nothing about it.
@@ -518,9 +563,10 @@ _OPTIONAL = {"zap_ts": "zap_ok", "flush_enter_ts": "flush_enter_ok", "flush_done
 _CATEGORIES = {"class": CLASSES, "path": PATHS, "unpaired_reason": REASONS, "flush_source": FLUSH_SOURCES}
 
 
-def gap_table(trace: Trace) -> pd.DataFrame:
-    """One row per decremented page (and per other-path removal); see module doc."""
-    dec, file_pos = _gap_cols(trace)
+def gap_table(trace: Trace, mk: Optional[pd.DataFrame] = None, release=None) -> pd.DataFrame:
+    """One row per decremented page (and per other-path removal); see module doc.  ``mk``:
+    the trace's ``_mkclean_spans`` when already known; ``release``: see ``_gap_cols``."""
+    dec, file_pos = _gap_cols(trace, mk, release)
     out: Dict[str, Any] = {}
     for c in GAP_COLUMNS + file_pos:
         if c in _OPTIONAL:
@@ -673,16 +719,29 @@ def _hit_counts(trace: Trace, dec: Cols, mk: Optional[pd.DataFrame] = None) -> n
         mk = _mkclean_spans(trace)
     if mk.empty:
         return np.zeros(n, dtype=np.int64)
+    # A row's count depends on its own columns and the mkcleans only: the rows are searched
+    # HIT_BLOCK at a time, so that the search's temporaries (a dozen arrays of the rows'
+    # length) stay small beside the table; this is the peak of gap_table's memory.
     if n_open * 2 >= n:
-        # A row's count depends on the mkcleans only: search every row (a closed row's
-        # flush_done_ts may be meaningless), zero the closed ones; no gathered copies.
-        counts = _hit_ranges(mk, dec["ts"], dec["folio"], dec["flush_done_ts"])[1]
+        # search every row (a closed row's flush_done_ts may be meaningless), zero the closed
+        # ones; no gathered copies.
+        counts = np.empty(n, dtype=np.int64)
+        for a in range(0, n, HIT_BLOCK):
+            b = min(n, a + HIT_BLOCK)
+            counts[a:b] = _hit_ranges(mk, dec["ts"][a:b], dec["folio"][a:b], dec["flush_done_ts"][a:b])[1]
         counts[~is_open] = 0
         return counts
     counts = np.zeros(n, dtype=np.int64)
     sel = np.flatnonzero(is_open)
-    counts[sel] = _hit_ranges(mk, dec["ts"][sel], dec["folio"][sel], dec["flush_done_ts"][sel])[1]
+    for a in range(0, len(sel), HIT_BLOCK):
+        s = sel[a:a + HIT_BLOCK]
+        counts[s] = _hit_ranges(mk, dec["ts"][s], dec["folio"][s], dec["flush_done_ts"][s])[1]
     return counts
+
+
+#: Rows per block of the window-hit count search (see _hit_counts): each block searches
+#: the mkcleans again (sorts of the right side), so blocks are few.
+HIT_BLOCK = 1 << 23
 
 
 def window_hits(trace: Trace, dec: pd.DataFrame, mk: Optional[pd.DataFrame] = None

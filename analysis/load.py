@@ -150,7 +150,7 @@ def from_raw(raw: tracefile.RawTrace) -> Trace:
     # kind alone is contiguous (1 byte per event): the analysis selects by kind a dozen times,
     # and a comparison on the strided view reads every record's cache line each time.
     cols["kind"] = np.ascontiguousarray(cols["kind"])
-    cols["seq"] = order.astype(np.int64)
+    cols["seq"] = order.astype(np.int64, copy=False)      # argsort gives int64 already: no copy
     df = pd.DataFrame(cols, copy=False)
     return Trace(path=raw.path, head=head, events=df, kinds=kinds, flags=flags, stats=raw.stats,
                  stat_series=list(raw.stat_series),

@@ -21,7 +21,7 @@ from zaptrace.machine import summary_line as machine_line
 from zaptrace.layout import layout
 from zaptrace.vocab import DELAYED, IMMEDIATE
 
-from .gaps import CLASSES, HIT_COLUMNS, HIT_INPUT, ZAP_PATHS, gap_table, hit_table
+from .gaps import CLASSES, HIT_COLUMNS, HIT_INPUT, ZAP_PATHS, _mkclean_spans, gap_table, window_hits
 from .load import KIND_NAMES, Trace, from_raw
 from .summary import summarize
 
@@ -82,12 +82,16 @@ def parse_size(text: str) -> int:
 
 def analyse(path: str, progress: Optional[Callable[[str], None]] = None, with_hits: bool = True,
             findings: Optional[str] = None, max_memory: Optional[int] = None,
-            max_hits: Optional[int] = 20) -> Analysis:
+            max_hits: Optional[int] = 20, keep_events: bool = False) -> Analysis:
     """Load and analyse one trace; `progress` gets stage lines for traces above PROGRESS_EVENTS.
 
     with_hits=False skips the window-hit list (``Analysis.hits`` is then empty;
     the per-page ``hits`` counts in the gap table are always there).  ``findings``:
     a lostwrite findings file whose lost writes are joined with the trace.
+    keep_events: keep every column of ``Analysis.trace.events`` (``--html`` and the Perfetto
+    export read them); otherwise, once the gap table is built, the events keep only ``ts`` and
+    ``kind`` (what the summary and the text report read): the sorted records (72 bytes per
+    event) are then freed before the hit list and the summary.
     """
     if max_memory is not None:
         if findings:
@@ -107,11 +111,15 @@ def analyse(path: str, progress: Optional[Callable[[str], None]] = None, with_hi
     trace = from_raw(raw)
     del raw
     stage("gap table")
-    gaps = gap_table(trace)
+    mk = _mkclean_spans(trace)          # once: the gap table's hit counts and the hit list both use them
+    # Unless asked to keep them, the sorted events are slimmed as soon as the gap table has
+    # selected what it needs (the lost-write join reads the mkclean events).
+    slim = not keep_events and doc is None
+    gaps = gap_table(trace, mk, release=(lambda: _slim_events(trace)) if slim else None)
     if with_hits:
         stage(f"window hits of {len(gaps):,} pages")
         # only rows with hits > 0 have hit rows: the full hit_table would redo window_hits on every open row
-        hits = hit_table(trace, gaps[HIT_INPUT][gaps["hits"].to_numpy() > 0])
+        hits = window_hits(trace, gaps[HIT_INPUT][gaps["hits"].to_numpy() > 0], mk)[1]
     else:
         hits = pd.DataFrame(columns=HIT_COLUMNS)
     stage("summary")
@@ -122,8 +130,17 @@ def analyse(path: str, progress: Optional[Callable[[str], None]] = None, with_hi
         stage("lost writes")
         lost = lostwrites.join(trace, gaps, doc)
         summary["lost_writes"] = lostwrites.summarize(lost, doc, trace)
+    del mk
     stage("done")
     return Analysis(trace=trace, gaps=gaps, hits=hits, summary=summary, lost=lost)
+
+
+def _slim_events(trace: Trace) -> None:
+    """Keep only the ``ts`` and ``kind`` columns of the trace's events (contiguous copies), so
+    that the sorted records they were views of are freed."""
+    ev = trace.events
+    trace.events = pd.DataFrame({"ts": np.array(ev["ts"].to_numpy(), dtype=np.int64),
+                                 "kind": np.ascontiguousarray(ev["kind"].to_numpy())}, copy=False)
 
 
 LOST_HEADER = ["page", "written ms", "found ms", "expected/found", "explained by", "decrement ms", "gap us",

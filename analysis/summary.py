@@ -1,6 +1,7 @@
 """Per-class figures of a gap table: what `zaptrace report` prints and --json emits."""
 from __future__ import annotations
 
+import copy
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -27,52 +28,93 @@ def gap_stats(values: np.ndarray) -> Dict[str, Optional[float]]:
 
 
 class _Cols:
-    """The gap-table columns that the summary reads, as numpy arrays, taken once:
-    every block is then a boolean mask over them, never a copy of the table."""
+    """The gap-table columns that the summary reads, as numpy arrays, taken once and
+    gathered once in (class, path) order: every block is then a slice of them, never a
+    mask over the whole table.  Zap rows come first, by class then path (row order kept
+    inside a block); the other-path rows last.  A block's figures depend only on the
+    multiset of its rows' values (counts, sums, min/max, percentiles, value counts), so
+    the order of its rows does not change them."""
 
     def __init__(self, gaps: pd.DataFrame):
-        self.paired = gaps["paired"].to_numpy()
-        self.gap = gaps["gap_ns"].to_numpy(dtype=np.int64, na_value=0)   # read only where paired (never NA there)
-        self.gap_mmu = gaps["gap_mmu_ns"].to_numpy(dtype=np.int64, na_value=0)
-        self.gap_mmu_ok = gaps["gap_mmu_ns"].notna().to_numpy()
-        self.path = gaps["path"].cat.codes.to_numpy()
+        path = gaps["path"].cat.codes.to_numpy()
         self.path_names = list(gaps["path"].cat.categories)
-        self.cls = gaps["class"].cat.codes.to_numpy()
+        cls = gaps["class"].cat.codes.to_numpy()
         self.class_names = list(gaps["class"].cat.categories)
         reason = gaps["unpaired_reason"]
-        self.reason = reason.cat.codes.to_numpy()
         self.reason_names = reason.cat.categories
-        self.hits = gaps["hits"].to_numpy()
-        self.loss_suspect = gaps["loss_suspect"].to_numpy()
-        self.nr = gaps["nr_in_call"].to_numpy()
+        n_path, n_class = len(self.path_names), len(self.class_names)
+        self.n_path = n_path
+        # key = class * n_path + path for a zap row, n_class * n_path for an other-path row
+        other_key = n_class * n_path
+        key = cls.astype(np.uint16)
+        key *= n_path
+        key += path.astype(np.uint16)
+        if OTHER_PATH in self.path_names:
+            key[path == self.path_names.index(OTHER_PATH)] = other_key
+        order = np.argsort(key, kind="stable")           # radix sort of small integers: O(n)
+        self.bounds = np.concatenate([[0], np.cumsum(np.bincount(key, minlength=other_key + 1))])
+        del key
+        self.paired = gaps["paired"].to_numpy()[order]
+        self.gap = gaps["gap_ns"].to_numpy(dtype=np.int64, na_value=0)[order]   # read only where paired
+        self.gap_mmu = gaps["gap_mmu_ns"].to_numpy(dtype=np.int64, na_value=0)[order]
+        self.gap_mmu_ok = gaps["gap_mmu_ns"].notna().to_numpy()[order]
+        self.reason = reason.cat.codes.to_numpy()[order]
+        self.hits = gaps["hits"].to_numpy()[order]
+        self.loss_suspect = gaps["loss_suspect"].to_numpy()[order]
+        self.nr = gaps["nr_in_call"].to_numpy()[order]
 
-    def path_is(self, p: str) -> np.ndarray:
-        return self.path == self.path_names.index(p)
+    def span(self, cl: str, p: Optional[str] = None) -> slice:
+        """The rows of class ``cl`` (all its zap paths), or of its path ``p``."""
+        k = self.class_names.index(cl) * self.n_path
+        if p is None:
+            return slice(int(self.bounds[k]), int(self.bounds[k + self.n_path]))
+        k += self.path_names.index(p)
+        return slice(int(self.bounds[k]), int(self.bounds[k + 1]))
 
-    def reasons(self, rows: np.ndarray) -> pd.Series:
-        """value_counts of the unpaired_reason of ``rows``, as the categorical column gives them."""
-        return pd.Series(pd.Categorical.from_codes(self.reason[rows], categories=self.reason_names)).value_counts()
+    @property
+    def zap(self) -> slice:
+        return slice(0, int(self.bounds[-2]))
+
+    @property
+    def other(self) -> slice:
+        return slice(int(self.bounds[-2]), int(self.bounds[-1]))
+
+    def path_count(self, rows: slice, p: str) -> int:
+        """Rows of path ``p`` in ``rows`` (a class or a (class, path) span)."""
+        if p not in self.path_names:
+            return 0
+        k = self.path_names.index(p)
+        n = 0
+        for ci in range(len(self.class_names)):
+            lo, hi = self.bounds[ci * self.n_path + k], self.bounds[ci * self.n_path + k + 1]
+            n += max(0, min(hi, rows.stop) - max(lo, rows.start))
+        return int(n)
+
+    def reasons(self, codes: np.ndarray) -> pd.Series:
+        """value_counts of unpaired_reason codes, as the categorical column gives them."""
+        return pd.Series(pd.Categorical.from_codes(codes, categories=self.reason_names)).value_counts()
 
 
-def _block(c: _Cols, rows: np.ndarray) -> Dict[str, Any]:
-    paired = c.paired & rows
-    unpaired = ~c.paired & rows
-    gap = c.gap
-    reasons = c.reasons(unpaired)
+def _block(c: _Cols, rows: slice) -> Dict[str, Any]:
+    paired_rows = c.paired[rows]
+    n = rows.stop - rows.start
+    n_paired = int(np.count_nonzero(paired_rows))
+    gap = c.gap[rows][paired_rows]
+    reasons = c.reasons(c.reason[rows][~paired_rows])
     reasons = reasons[reasons > 0]          # categorical columns list every category
     hits = c.hits[rows]
     return {
-        "decrements": int(rows.sum()),
-        "paired": int(paired.sum()),
-        "unpaired": int(unpaired.sum()),
-        **{p: int((c.path_is(p) & rows).sum()) for p in ZAP_PATHS},
-        "open": int((paired & (gap > 0)).sum()),
-        "closed": int((paired & (gap <= 0)).sum()),
+        "decrements": int(n),
+        "paired": n_paired,
+        "unpaired": int(n - n_paired),
+        **{p: c.path_count(rows, p) for p in ZAP_PATHS},
+        "open": int(np.count_nonzero(gap > 0)),
+        "closed": int(np.count_nonzero(gap <= 0)),
         "hits": int(hits.sum()),
         "pages_hit": int((hits > 0).sum()),
         "loss_suspect": int(c.loss_suspect[rows].sum()),
-        "gap_ns": gap_stats(gap[paired]),
-        "gap_mmu_ns": gap_stats(c.gap_mmu[paired & c.gap_mmu_ok]),
+        "gap_ns": gap_stats(gap),
+        "gap_mmu_ns": gap_stats(c.gap_mmu[rows][paired_rows & c.gap_mmu_ok[rows]]),
         "unpaired_reasons": {str(k): int(v) for k, v in reasons.items()},
         "pages_per_call": _per_call(c.nr[rows]),
     }
@@ -112,19 +154,21 @@ def summarize(trace: Trace, gaps: Optional[pd.DataFrame] = None) -> Dict[str, An
     if gaps is None:
         gaps = gap_table(trace)
     c = _Cols(gaps)
-    zap = ~c.path_is(OTHER_PATH)
     classes = {}
     for cl in CLASSES:
-        rows = zap & (c.cls == c.class_names.index(cl))
-        block = _block(c, rows)
-        block["by_path"] = {p: _block(c, rows & c.path_is(p)) for p in ZAP_PATHS}
+        rows = c.span(cl)
+        by_path = {p: _block(c, c.span(cl, p)) for p in ZAP_PATHS}
+        only = [p for p in ZAP_PATHS if c.span(cl, p) == rows]
+        # a class whose rows are all on one path has that path's figures (same rows)
+        block = copy.deepcopy(by_path[only[0]]) if only and rows.stop > rows.start else _block(c, rows)
+        block["by_path"] = by_path
         classes[cl] = block
-    other = ~zap
+    other = c.other
     src = gaps["flush_source"].iloc[0] if len(gaps) else None
     return {
         **trace_fields(trace, src),
         "classes": classes,
-        "other_path": {"count": int(other.sum()),
-                       "reasons": {str(k): int(v) for k, v in c.reasons(other).items() if v}},
-        "window_hits": int(c.hits[zap].sum()),
+        "other_path": {"count": int(other.stop - other.start),
+                       "reasons": {str(k): int(v) for k, v in c.reasons(c.reason[other]).items() if v}},
+        "window_hits": int(c.hits[c.zap].sum()),
     }

@@ -112,7 +112,8 @@ def register(app: typer.Typer) -> None:
             raise AnalysisError("--html needs the in-memory analysis: drop --max-memory")
         if html_out:
             check_writable(html_out)
-        a = analyse(file, None if quiet else info, findings=findings, max_memory=mem, max_hits=limit)
+        a = analyse(file, None if quiet else info, findings=findings, max_memory=mem, max_hits=limit,
+                    keep_events=bool(html_out))
         if as_json:
             sys.stdout.write(json.dumps(a.summary, indent=2) + "\n")
         else:
@@ -146,7 +147,7 @@ def register(app: typer.Typer) -> None:
         if parquet:
             ex.require_parquet(parquet)
         say = (lambda m: None) if quiet else info
-        a = analyse(file, say, with_hits=bool(perfetto))
+        a = analyse(file, say, with_hits=bool(perfetto), keep_events=bool(perfetto))
         if perfetto:
             from .analysis.perfetto import write_perfetto
             n = write_perfetto(a.trace, a.gaps, a.hits, perfetto)
