@@ -48,13 +48,15 @@ SINGLE_TCG_VCPUS = 2
 
 #: Multi-threaded TCG: 3 vCPUs (a zapper, a writer and writeback at the same instant),
 #: but never more than the host has CPUs, and at least 2.  Measured on a 2-CPU host
-#: (bench/guest_mode.py, 6.1 `race`, QEMU 10.0.2, 2026-11-27): 3 vCPU threads on 2 cores
-#: made every boot slower than 2 (BPF compile and boot wall time), and the one RCU stall
-#: seen (a halted vCPU that its timer never woke) was with 3 vCPUs on 2 cores.
+#: (bench/guest_mode.py, 6.1 `race`, QEMU 10.0.2, 2026-11-27, 5 interleaved rounds): 3 vCPU
+#: threads on 2 cores made boots slower than 2 (wall p50 117.6 against 84.7 s) and the
+#: covering flush 8.5 times longer (it waits for a vCPU without a host core); the one RCU
+#: stall seen (a halted vCPU that its timer never woke) was with 3 vCPUs on 2 cores.
 MULTI_TCG_MAX_VCPUS = 3
 
 #: The oldest QEMU on which multi-threaded TCG survived probes attached and detached under
-#: load (bench/wedge.py, 50 cycles on every default kernel); older ones wedged (see
+#: load (bench/wedge.py: 50 of 50 cycles on 6.1, 49 of 50 on 7.2 with one cycle over its
+#: time limit on an overloaded host; README "Guest mode"); QEMU 7.2 wedged (see
 #: tcg_threading).
 MULTI_TCG_MIN_QEMU = (10, 0)
 

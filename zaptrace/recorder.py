@@ -287,7 +287,8 @@ class Recorder:
             gen[name.lower()] = int(g)
             lost[name.lower()] = int(lo)
         deliv = {name.lower(): int(self.delivered[k]) for k, name in self.L.kind_names.items()}
-        # zap brackets with no event of their task inside: counted, not written (h_zap_enter)
+        # slot ZT_COUNT_EMPTY_ZAPS of probes/zaptrace_event.h, 2 * ZT_NKINDS: zap brackets with
+        # no event of their task inside, counted and not written (h_zap_enter)
         empty = int(sum(counts.getvalue(counts.Key(2 * nk))))
         return {"generated": gen, "lost": lost, "delivered": deliv, "zaps_not_written": empty}
 
