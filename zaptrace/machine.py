@@ -1,8 +1,12 @@
 """Where a recording ran: bare metal, a VM, or zaptrace's own QEMU guest (and in which mode).
 
-Timings under emulation are the emulator's: with single-threaded TCG all
+Timings under emulation are the emulator's.  With single-threaded TCG all
 vCPUs share one host thread, so a flush that waits for another CPU waits
-for the emulator to switch to it.  Every trace records this description
+for the emulator to switch to it, and no two CPUs ever run at the same
+instant.  With multi-threaded TCG the vCPUs run in parallel, but every
+instruction is still emulated (a zap's decrements come about 9 us apart on
+6.1, README "Guest mode"), and with more vCPUs than host CPUs a flush also
+waits for a vCPU without a core.  Every trace records this description
 (header key ``machine``) and every report and comparison prints it.
 """
 from __future__ import annotations
@@ -42,9 +46,16 @@ def summary_line(machine: Optional[Dict[str, Any]]) -> str:
     g = machine.get("zaptrace_guest")
     if g:
         if g.get("accel") == "tcg":
-            how = ("multi-threaded TCG (one host thread per vCPU)" if g.get("tcg") == "multi" else
-                   "single-threaded TCG (all vCPUs in one host thread: timings are the emulator's, "
-                   "and no two vCPUs ever run at the same instant)")
+            if g.get("tcg") == "multi":
+                how = ("multi-threaded TCG (one host thread per vCPU: CPUs run in parallel, but every "
+                       "instruction is emulated, so times are the emulator's")
+                v, h = g.get("vcpus"), g.get("host_cpus")
+                if isinstance(v, int) and isinstance(h, int) and v > h:
+                    how += "; more vCPUs than host CPUs: a flush can wait for a vCPU without a core"
+                how += ")"
+            else:
+                how = ("single-threaded TCG (all vCPUs in one host thread: timings are the emulator's, "
+                       "and no two vCPUs ever run at the same instant)")
         else:
             how = str(g.get("accel", "?")).upper()
         return (f"zaptrace QEMU guest, {how}, {g.get('vcpus', '?')} vCPUs on a {g.get('host_cpus', '?')}-CPU "

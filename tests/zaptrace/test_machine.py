@@ -15,7 +15,10 @@ def test_guest_mode_comes_from_the_runner(monkeypatch):
     assert "2 vCPUs on a 2-CPU host (QEMU emulator version 7.2.19; scratch ext4)" in line
     assert machine.short(m) == "TCG single x2"
     multi = dict(mode, tcg="multi", vcpus=3)
-    assert "multi-threaded TCG" in machine.summary_line({"zaptrace_guest": multi})
+    line = machine.summary_line({"zaptrace_guest": multi})
+    assert "multi-threaded TCG (one host thread per vCPU: CPUs run in parallel, but every instruction" in line
+    assert "more vCPUs than host CPUs" in line and "3 vCPUs on a 2-CPU host" in line
+    assert "more vCPUs" not in machine.summary_line({"zaptrace_guest": dict(multi, vcpus=2)})
     assert machine.short({"zaptrace_guest": multi}) == "TCG multi x3"
 
 
