@@ -148,7 +148,7 @@ int main(int argc, char **argv)
 	int64_t *from, *to;
 	pthread_t *tids;
 	pid_t child;
-	struct sigaction sa;
+	struct sigaction sa, old_int;
 	unsigned long passes = 0, visits = 0;
 	int64_t t0, deadline;
 
@@ -169,7 +169,15 @@ int main(int argc, char **argv)
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
-	sigaction(SIGINT, &sa, NULL);
+	/*
+	 * SIGINT inherited as ignored (a job started with `nohup ... &` from a
+	 * shell without job control) stays ignored, as it does for the Python
+	 * side, which then never sees a KeyboardInterrupt: otherwise a Ctrl-C
+	 * meant for someone else would end the engine's run and the parent would
+	 * report it as a normal end.
+	 */
+	if (sigaction(SIGINT, NULL, &old_int) == 0 && old_int.sa_handler != SIG_IGN)
+		sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 
 	fd = open(path, O_RDWR);

@@ -76,6 +76,7 @@ class Counters:
     zaps: int = 0
     elapsed_ns: int = 0
     lost: List[Lost] = field(default_factory=list)
+    ended: bool = False          # the engine's "end" line came (kept here: a signal can cut _read short)
 
 
 def parse_inject(spec: Optional[str]) -> Optional[Tuple[int, int]]:
@@ -171,8 +172,8 @@ def _report_line(path: str, lost: Lost) -> str:
 
 
 def _read(proc: subprocess.Popen, c: Counters, path: str) -> bool:
-    """Read the engine's protocol lines into ``c``; True when its "end" line came."""
-    ended = False
+    """Read the engine's protocol lines into ``c``; True when its "end" line came (now or
+    in an earlier call that a Ctrl-C or SIGTERM interrupted after reading it)."""
     for line in proc.stdout:
         f = line.split()
         if f[:1] == ["lost"] and len(f) == 7:
@@ -182,10 +183,10 @@ def _read(proc: subprocess.Popen, c: Counters, path: str) -> bool:
             print(_report_line(path, lost), file=sys.stderr, flush=True)
         elif f[:1] == ["end"] and len(f) == 5:
             c.passes, c.visits, c.zaps, c.elapsed_ns = map(int, f[1:])
-            ended = True
+            c.ended = True
         elif line.strip():
             print(f"lostwrite: engine: {line.rstrip()}", file=sys.stderr)
-    return ended
+    return c.ended
 
 
 def run(p: W.Params) -> W.Outcome:

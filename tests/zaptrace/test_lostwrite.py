@@ -51,14 +51,23 @@ def test_bad_settings_are_one_line_errors(tmp_path, args, message):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+def _lostwrite_in_its_own_group(tmp_path, out, sigint):
+    import signal
+    # A terminal's foreground job has SIGINT at its default; a job started with `&` by a shell
+    # without job control (nohup, CI launchers) inherits it ignored.  Set it explicitly, so the
+    # test does not depend on how pytest itself was started.
+    return subprocess.Popen(ZT + ["workload", "run", "lostwrite", "--dir", str(tmp_path), "--pages", "8",
+                                  "--duration", "60", "--findings", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
+
+
 def test_ctrl_c_ends_the_run_and_still_writes_the_findings(tmp_path):
     import os
     import signal
     import time
     out = tmp_path / "lost.json"
-    p = subprocess.Popen(ZT + ["workload", "run", "lostwrite", "--dir", str(tmp_path), "--pages", "8",
-                               "--duration", "60", "--findings", str(out)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    p = _lostwrite_in_its_own_group(tmp_path, out, signal.SIG_DFL)
     time.sleep(3)
     os.killpg(p.pid, signal.SIGINT)                    # what a terminal's Ctrl-C does
     _, err = p.communicate(timeout=60)
@@ -67,6 +76,24 @@ def test_ctrl_c_ends_the_run_and_still_writes_the_findings(tmp_path):
     doc = json.loads(out.read_text())
     assert doc["interrupted"] is True and doc["lost"] == [] and doc["visits"] > 0
     assert list(tmp_path.iterdir()) == [out]           # the file is removed, the findings kept
+
+
+def test_an_ignored_sigint_is_ignored_by_the_engine_too_and_sigterm_ends_the_run(tmp_path):
+    import os
+    import signal
+    import time
+    out = tmp_path / "lost.json"
+    p = _lostwrite_in_its_own_group(tmp_path, out, signal.SIG_IGN)
+    time.sleep(3)
+    os.killpg(p.pid, signal.SIGINT)                    # ignored by Python: the engine must go on as well
+    time.sleep(1)
+    assert p.poll() is None, p.communicate()[1]
+    os.killpg(p.pid, signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 143, err
+    assert "lostwrite: interrupted: 0 lost writes in" in err and "Traceback" not in err
+    doc = json.loads(out.read_text())
+    assert doc["interrupted"] is True and doc["visits"] > 0 and doc["duration_s"] > 3.5
 
 
 def test_the_engine_is_built_once_per_source_and_a_missing_compiler_is_one_line(tmp_path, monkeypatch):
