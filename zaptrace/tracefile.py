@@ -166,6 +166,32 @@ def read(path: str) -> RawTrace:
     return parse(data, path)
 
 
+class _JsonChunks:
+    """The HEAD, STAT, META and END chunks of a trace, as they come (the first HEAD counts)."""
+
+    def __init__(self) -> None:
+        self.head: Optional[Dict[str, Any]] = None
+        self.stats: Optional[Dict[str, Any]] = None
+        self.stat_series: List[Any] = []     # (time_ns, total lost) of every STAT
+        self.meta: Dict[str, Any] = {}
+        self.end: Optional[Dict[str, Any]] = None
+
+    def take(self, ctype: bytes, obj: Dict[str, Any]) -> bool:
+        """Keep one JSON chunk; True when it is the first HEAD."""
+        if ctype == b"HEAD":
+            if self.head is None:
+                self.head = obj
+                return True
+        elif ctype == b"STAT":
+            self.stats = obj
+            self.stat_series.append((int(obj.get("time_ns", 0)), int(sum((obj.get("lost") or {}).values()))))
+        elif ctype == b"META":
+            self.meta.update(obj)
+        else:
+            self.end = obj
+        return False
+
+
 def _read_intact(f, path: str) -> Optional[RawTrace]:
     """``parse(f.read(), path)`` of an intact, finished trace, with the EVTS payloads read
     straight into one array of the events (the file is never held whole: one copy of the
@@ -200,12 +226,8 @@ def _read_intact(f, path: str) -> Optional[RawTrace]:
         pos += hsize + length
     if not chunks or chunks[0][0] != b"HEAD":
         return None
-    head = None
+    j = _JsonChunks()
     dt = None
-    stats = None
-    stat_series: List[Any] = []
-    end = None
-    meta: Dict[str, Any] = {}
     events = None
     filled = 0
     for ctype, start, length, pcrc in chunks:
@@ -229,26 +251,17 @@ def _read_intact(f, path: str) -> Optional[RawTrace]:
             obj = json.loads(payload)
         except ValueError:
             return None
-        if ctype == b"HEAD":
-            if head is None:
-                head = obj
-                try:
-                    dt = _dtype_from_head(head, path)
-                except TraceError:
-                    return None
-        elif ctype == b"STAT":
-            stats = obj
-            stat_series.append((int(obj.get("time_ns", 0)), int(sum((obj.get("lost") or {}).values()))))
-        elif ctype == b"META":
-            meta.update(obj)
-        else:
-            end = obj
-    if end is None or head is None or dt is None:
+        if j.take(ctype, obj):
+            try:
+                dt = _dtype_from_head(j.head, path)
+            except TraceError:
+                return None
+    if j.end is None or j.head is None or dt is None:
         return None
     if events is None:
         events = np.zeros(0, dtype=dt)
-    return RawTrace(path=path, version=f"{major}.{minor}", head=head, events=events, stats=stats,
-                    stat_series=stat_series, meta=meta, end=end, chunks=len(chunks), problems=[],
+    return RawTrace(path=path, version=f"{major}.{minor}", head=j.head, events=events, stats=j.stats,
+                    stat_series=j.stat_series, meta=j.meta, end=j.end, chunks=len(chunks), problems=[],
                     skipped_bytes=0, file_bytes=n, event_spans=[])
 
 
@@ -274,11 +287,7 @@ def parse(data, path: str = "<bytes>", lazy: bool = False, release=None) -> RawT
 
     problems: List[str] = []
     skipped = 0
-    head: Optional[Dict[str, Any]] = None
-    stats = None
-    stat_series: List[Any] = []
-    end = None
-    meta: Dict[str, Any] = {}
+    j = _JsonChunks()
     payloads: List[memoryview] = []
     chunks = 0
     pos = FILE_HEADER.size
@@ -321,16 +330,8 @@ def parse(data, path: str = "<bytes>", lazy: bool = False, release=None) -> RawT
             except ValueError:
                 problems.append(f"unreadable {ctype.decode().strip()} chunk at byte {start - hsize}")
                 continue
-            if ctype == b"HEAD":
-                if head is None:
-                    head = obj
-            elif ctype == b"STAT":
-                stats = obj
-                stat_series.append((int(obj.get("time_ns", 0)), int(sum((obj.get("lost") or {}).values()))))
-            elif ctype == b"META":
-                meta.update(obj)
-            else:
-                end = obj
+            j.take(ctype, obj)
+    head, end = j.head, j.end
     if head is None:
         raise TraceError(f"{path}: the header chunk is missing or corrupt; nothing can be read")
     dt = _dtype_from_head(head, path)
@@ -351,8 +352,8 @@ def parse(data, path: str = "<bytes>", lazy: bool = False, release=None) -> RawT
         problems.append("no END chunk: the recorder did not finish (killed?); loaded what was written")
     elif end is None:
         problems.append("no END chunk: the recorder did not finish")
-    return RawTrace(path=path, version=f"{major}.{minor}", head=head, events=events, stats=stats, stat_series=stat_series,
-                    meta=meta, end=end, chunks=chunks, problems=problems, skipped_bytes=skipped,
+    return RawTrace(path=path, version=f"{major}.{minor}", head=head, events=events, stats=j.stats,
+                    stat_series=j.stat_series, meta=j.meta, end=end, chunks=chunks, problems=problems, skipped_bytes=skipped,
                     file_bytes=n, event_spans=spans)
 
 
