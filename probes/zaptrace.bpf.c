@@ -136,7 +136,7 @@ static __always_inline void send(void *ctx, struct zt_event *e)
 {
 	int err = 0;
 
-	count(e->kind);
+	count(ZT_COUNT_GENERATED + e->kind);
 #if defined(ZT_SUMMARY) && !defined(ZT_KEEP_EVENTS)
 	return;                 /* --summary: events are aggregated in the kernel, never sent */
 #endif
@@ -146,7 +146,7 @@ static __always_inline void send(void *ctx, struct zt_event *e)
 	err = events.ringbuf_output(e, sizeof(*e), ZT_RB_FLAGS);
 #endif
 	if (err)
-		count(ZT_NKINDS + e->kind);
+		count(ZT_COUNT_LOST + e->kind);
 }
 
 /*

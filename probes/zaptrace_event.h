@@ -54,10 +54,14 @@ struct zt_event {
 };
 
 /*
- * Counter slots of the per-CPU "counts" array: [kind] generated, [ZT_NKINDS + kind] lost,
- * [ZT_COUNT_EMPTY_ZAPS] zap brackets not written because no event of their task fired
- * inside them (a zap of an empty range: see h_zap_enter).
+ * Counter slots of the per-CPU "counts" array: [ZT_COUNT_GENERATED + kind] events generated,
+ * [ZT_COUNT_LOST + kind] events lost (ring buffer full), [ZT_COUNT_EMPTY_ZAPS] zap brackets
+ * not written because no event of their task fired inside them (a zap of an empty range: see
+ * h_zap_enter).  zaptrace/layout.py reads these defines too: keep each one of the form
+ * (A * ZT_NKINDS) or (A * ZT_NKINDS + B).
  */
+#define ZT_COUNT_GENERATED (0 * ZT_NKINDS)
+#define ZT_COUNT_LOST (1 * ZT_NKINDS)
 #define ZT_COUNT_EMPTY_ZAPS (2 * ZT_NKINDS)
 #define ZT_COUNT_SLOTS (2 * ZT_NKINDS + 1)
 

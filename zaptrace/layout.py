@@ -1,8 +1,8 @@
 """The event layout, as declared (once) in the header probes/zaptrace_event.h.
 
 The header is the single source of truth: this module parses its
-``struct zt_event``, ``enum zt_kind`` and ``ZT_F_*`` defines into a numpy
-dtype, kind names and flag bits.  The parser accepts only the restricted
+``struct zt_event``, ``enum zt_kind``, ``ZT_F_*`` and ``ZT_COUNT_*`` defines into
+a numpy dtype, kind names, flag bits and the slots of the BPF program's counters.  The parser accepts only the restricted
 syntax that the header promises (one fixed-width member per line).
 """
 from __future__ import annotations
@@ -32,6 +32,8 @@ class Layout:
         self.nkinds = self.kinds.pop("NKINDS")
         del self.kind_names[self.nkinds]
         self.flags = self._flags(text)                   # name -> bit, e.g. "ANON" -> 1
+        # name -> slot of the per-CPU "counts" array, e.g. "LOST" -> 13 (add the kind to it)
+        self.count_slots = self._count_slots(text, self.nkinds)
 
     def head_fields(self) -> dict:
         """The trace header entries that make a trace self-describing."""
@@ -77,6 +79,18 @@ class Layout:
     @staticmethod
     def _flags(text: str) -> Dict[str, int]:
         return {k: int(v, 16) for k, v in re.findall(r"#define\s+ZT_F_(\w+)\s+(0x[0-9a-fA-F]+)", text)}
+
+    @staticmethod
+    def _count_slots(text: str, nkinds: int) -> Dict[str, int]:
+        """``#define ZT_COUNT_X (A * ZT_NKINDS [+ B])``, the only form the header uses."""
+        slots = {}
+        for line in re.findall(r"#define\s+ZT_COUNT_\w+.*", text):
+            m = re.fullmatch(r"#define\s+ZT_COUNT_(\w+)\s+\(\s*(\d+)\s*\*\s*ZT_NKINDS\s*"
+                             r"(?:\+\s*(\d+)\s*)?\)\s*", line)
+            if not m:
+                raise ValueError(f"zaptrace_event.h: unsupported counter slot {line.strip()!r}")
+            slots[m.group(1)] = int(m.group(2)) * nkinds + int(m.group(3) or 0)
+        return slots
 
 
 @lru_cache(maxsize=None)

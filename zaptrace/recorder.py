@@ -279,17 +279,16 @@ class Recorder:
 
     def counters(self) -> Dict[str, Dict[str, int]]:
         counts = self.bpf["counts"]
-        nk = self.L.nkinds
-        gen, lost = {}, {}
-        for kind, name in self.L.kind_names.items():
-            g = sum(counts.getvalue(counts.Key(kind)))
-            lo = sum(counts.getvalue(counts.Key(nk + kind)))
-            gen[name.lower()] = int(g)
-            lost[name.lower()] = int(lo)
+        slot = self.L.count_slots            # the ZT_COUNT_* slots of probes/zaptrace_event.h
+
+        def total(i: int) -> int:            # summed over CPUs
+            return int(sum(counts.getvalue(counts.Key(i))))
+
+        gen = {name.lower(): total(slot["GENERATED"] + k) for k, name in self.L.kind_names.items()}
+        lost = {name.lower(): total(slot["LOST"] + k) for k, name in self.L.kind_names.items()}
         deliv = {name.lower(): int(self.delivered[k]) for k, name in self.L.kind_names.items()}
-        # slot ZT_COUNT_EMPTY_ZAPS of probes/zaptrace_event.h, 2 * ZT_NKINDS: zap brackets with
-        # no event of their task inside, counted and not written (h_zap_enter)
-        empty = int(sum(counts.getvalue(counts.Key(2 * nk))))
+        # zap brackets with no event of their task inside, counted and not written (h_zap_enter)
+        empty = total(slot["EMPTY_ZAPS"])
         return {"generated": gen, "lost": lost, "delivered": deliv, "zaps_not_written": empty}
 
     def _stat(self) -> dict:
