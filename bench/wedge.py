@@ -43,12 +43,27 @@ sleep 2
 i=1
 while [ $i -le {cycles} ]; do
   t0=$(date +%s%N)
-  timeout -k 5 {cycle_timeout} zaptrace record -q -p $load -d 2 -o /tmp/wedge.zt > /tmp/wedge.out 2>&1
-  st=$?
+  zaptrace record -q -p $load -d 2 -o /tmp/wedge.zt > /tmp/wedge.out 2>&1 &
+  rec=$!
+  waited=0
+  while kill -0 $rec 2>/dev/null && [ $waited -lt {cycle_timeout} ]; do sleep 1; waited=$((waited + 1)); done
+  if kill -0 $rec 2>/dev/null; then
+    # Over its limit: keep what the guest looks like before ending it (each task's state and
+    # kernel stack, the kernel's last messages), so that a slow cycle and a wedge can be told apart.
+    {{ echo "cycle $i: still running after {cycle_timeout} s"; ps -eo pid,stat,wchan:32,etime,args
+       for p in $(pgrep -f "zaptrace record"); do echo "-- /proc/$p/stack"; cat /proc/$p/stack; done
+       dmesg | tail -30; }} >> $log.err 2>&1
+    kill -TERM $rec; sleep 5; kill -KILL $rec 2>/dev/null
+    wait $rec 2>/dev/null
+    st=124
+  else
+    wait $rec
+    st=$?
+  fi
   t1=$(date +%s%N)
   ev=$(awk '$1 == "total" {{print $2}}' /tmp/wedge.out)
   echo "$i $st $(( (t1 - t0) / 1000000 )) ${{ev:-?}}" >> $log
-  if [ $st -ne 0 ]; then tail -5 /tmp/wedge.out >> $log.err; fi
+  if [ $st -ne 0 ]; then {{ echo "cycle $i: exit $st"; tail -5 /tmp/wedge.out; }} >> $log.err; fi
   kill -0 $load 2>/dev/null || {{ echo "load died" >> $log.err; break; }}
   i=$((i + 1))
 done
