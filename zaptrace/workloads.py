@@ -313,6 +313,8 @@ def run(name: str, p: Params) -> Outcome:
         raise WorkloadError("--pages must be positive")
     if p.iterations < 0:
         raise WorkloadError("--iterations must not be negative")
+    if p.duration is not None and not p.duration > 0:     # also NaN
+        raise WorkloadError(f"--duration must be a positive number of seconds, not {p.duration}")
     if p.mapping not in MAPPINGS:
         raise WorkloadError(f"unknown mapping {p.mapping!r}: choose from {', '.join(MAPPINGS)}")
     # SIGTERM unwinds like Ctrl-C, so the writer process and the file are cleaned up.
