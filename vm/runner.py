@@ -140,6 +140,12 @@ def run(
     text file object works.  Raises VMError (GuestTimeout after ``timeout``
     seconds, BootError if the guest never reported a status).
     """
+    if smp is not None and smp < 1:
+        raise VMError("--smp must be at least 1, not %d" % smp)
+    if timeout is not None and not timeout > 0:
+        raise VMError("--timeout must be a positive number of seconds, not %s" % timeout)
+    if memory_mb < 256:
+        raise VMError("--memory %d MiB is too small for the guest (at least 256)" % memory_mb)
     reason = build.ready(kernel)
     if reason:
         raise VMError(reason)

@@ -86,3 +86,16 @@ def test_status_with_empty_cache(tmp_path):
                          stderr=subprocess.STDOUT, env=env)
     assert out.returncode == 0, out.stdout
     assert b"guest image: not built" in out.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--smp", "0"], "--smp must be at least 1"),
+    (["--timeout", "-5"], "--timeout must be a positive number of seconds"),
+    (["--memory", "16"], "too small for the guest"),
+])
+def test_bad_guest_settings_fail_before_anything_boots(monkeypatch, args, message):
+    # checked by runner.run itself, before it looks at the cache or starts QEMU
+    monkeypatch.setattr(runner.build, "ready", lambda kernel: pytest.fail("got past the checks"))
+    result = invoke(["run", *args, "--", "true"])
+    assert result.exit_code == 2 and result.output.startswith("zaptrace: error: ") and message in result.output
+    assert len(result.output.strip().splitlines()) == 1
