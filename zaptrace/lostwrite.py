@@ -200,12 +200,10 @@ def run(p: W.Params) -> W.Outcome:
     if inject and inject[0] >= npages:
         raise W.WorkloadError(f"--inject-loss: page {inject[0]} is beyond the file's {npages} pages")
     exe = engine()
-    path = os.path.join(W.scratch_dir(p), f".zaptrace-lostwrite-{os.getpid()}")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    path, fd = W.scratch_file(p, "lostwrite", npages * W.PAGE)
     c = Counters()
     interrupted: Optional[BaseException] = None
     try:
-        os.ftruncate(fd, npages * W.PAGE)
         st = os.fstat(fd)
         argv = [exe, path, str(npages), p.mapping, str(p.zappers), str(int(p.evict)), str(p.burst),
                 str(p.duration if p.duration is not None else 0), str(p.iterations),

@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 from .errors import ZaptraceError
 
@@ -92,6 +92,23 @@ def scratch_dir(p: Params) -> str:
     return d
 
 
+def scratch_file(p: Params, tag: str, size: int) -> Tuple[str, int]:
+    """Create the workload's file of ``size`` bytes in its scratch directory: (path, fd)."""
+    d = scratch_dir(p)
+    path = os.path.join(d, f".zaptrace-{tag}-{os.getpid()}")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as e:
+        raise WorkloadError(f"cannot create the workload's file in {d}: {e.strerror}") from None
+    try:
+        os.ftruncate(fd, size)
+    except OSError as e:
+        os.close(fd)
+        os.unlink(path)
+        raise WorkloadError(f"cannot size the workload's file {path} to {size} bytes: {e.strerror}") from None
+    return path, fd
+
+
 def map_region(size: int, mapping: str, fd: int = -1) -> int:
     """mmap ``size`` bytes (MAP_SHARED of ``fd``, or private anonymous when fd < 0) as
     ``mapping`` asks; with "pmd" the address is 2 MiB-aligned.  Returns the address."""
@@ -134,10 +151,8 @@ class SharedFile:
     def __init__(self, p: Params, tag: str):
         self.size = region_pages(p) * PAGE
         self.addr = 0
-        self.path = os.path.join(scratch_dir(p), f".zaptrace-{tag}-{os.getpid()}")
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        self.path, self.fd = scratch_file(p, tag, self.size)
         try:
-            os.ftruncate(self.fd, self.size)
             self.addr = map_region(self.size, p.mapping, self.fd)
         except (OSError, WorkloadError):
             self.close()

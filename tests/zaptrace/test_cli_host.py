@@ -73,6 +73,9 @@ def test_help_has_worked_examples():
 def test_workload_errors_are_one_line(tmp_path):
     assert_one_line_error(zt("workload", "run", "nope"), 2, "unknown workload")
     assert_one_line_error(zt("workload", "run", "race", "--dir", str(tmp_path / "missing")), 2, "does not exist")
+    for name in ("race", "lostwrite"):     # a directory that takes no files (no traceback)
+        assert_one_line_error(zt("workload", "run", name, "--iterations", "1", "--dir", "/proc"), 2,
+                              "cannot create the workload's file in /proc")
     for name in ("race", "lostwrite"):     # not a run of 0 s, nor (lostwrite) a run by passes
         assert_one_line_error(zt("workload", "run", name, "--duration", "-1", "--dir", str(tmp_path)), 2,
                               "--duration must be a positive number of seconds")
