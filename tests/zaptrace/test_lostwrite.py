@@ -68,7 +68,8 @@ def test_ctrl_c_ends_the_run_and_still_writes_the_findings(tmp_path):
     import time
     out = tmp_path / "lost.json"
     p = _lostwrite_in_its_own_group(tmp_path, out, signal.SIG_DFL)
-    time.sleep(3)
+    _engine_of(p)
+    time.sleep(1)
     os.killpg(p.pid, signal.SIGINT)                    # what a terminal's Ctrl-C does
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130, err
@@ -84,16 +85,36 @@ def test_an_ignored_sigint_is_ignored_by_the_engine_too_and_sigterm_ends_the_run
     import time
     out = tmp_path / "lost.json"
     p = _lostwrite_in_its_own_group(tmp_path, out, signal.SIG_IGN)
-    time.sleep(3)
+    engine = _engine_of(p)                             # the C engine, once it runs (not a fixed sleep)
     os.killpg(p.pid, signal.SIGINT)                    # ignored by Python: the engine must go on as well
     time.sleep(1)
     assert p.poll() is None, p.communicate()[1]
+    assert os.path.exists(f"/proc/{engine}"), "the engine ended on the ignored SIGINT"
     os.killpg(p.pid, signal.SIGTERM)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 143, err
     assert "lostwrite: interrupted: 0 lost writes in" in err and "Traceback" not in err
     doc = json.loads(out.read_text())
-    assert doc["interrupted"] is True and doc["visits"] > 0 and doc["duration_s"] > 3.5
+    # the engine ran from before the SIGINT to the SIGTERM, at least 1 s later
+    assert doc["interrupted"] is True and doc["visits"] > 0 and doc["duration_s"] >= 1.0
+
+
+def _engine_of(p, limit=60.0):
+    """pid of the lostwrite engine, the child process of ``p`` (waits until it has started)."""
+    import time
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        assert p.poll() is None, p.communicate()[1]
+        try:
+            with open(f"/proc/{p.pid}/task/{p.pid}/children") as f:
+                kids = f.read().split()
+        except OSError:
+            kids = []
+        if kids:
+            time.sleep(0.2)                            # past its own setup
+            return int(kids[0])
+        time.sleep(0.05)
+    raise AssertionError("the lostwrite engine did not start within %.0f s" % limit)
 
 
 def test_the_engine_is_built_once_per_source_and_a_missing_compiler_is_one_line(tmp_path, monkeypatch):
