@@ -716,9 +716,11 @@ def _hit_ranges(mk: pd.DataFrame, ts: np.ndarray, folio: np.ndarray, f_done: np.
     first, stop = _runs_of(m_folio, start, folio)
     # first mkclean of the folio that ends after the decrement...
     lo = _search_runs(m_end, first, stop, np.asarray(ts, dtype=np.int64), "right")
-    # ...and the first that starts at or after the flush completed (stop: past the last)
-    hi = _search_runs(m_ts, first, stop, np.asarray(f_done, dtype=np.int64), "left")
     del first
+    # ...and the first that starts at or after the flush completed (stop: past the last),
+    # searched from lo on: the count max(hi - lo, 0) is the same, and a window with no call
+    # ending after its decrement (lo = stop) has nothing to search
+    hi = _search_runs(m_ts, lo, stop, np.asarray(f_done, dtype=np.int64), "left")
     lo_ok = lo < stop
     c = hi
     c -= lo
