@@ -848,9 +848,9 @@ def _hit_counts(trace: Trace, dec: Cols, mk: Optional[pd.DataFrame] = None) -> n
     return counts
 
 
-#: Rows per block of the window-hit count search (see _hit_counts): each block searches
-#: the mkcleans again (sorts of the right side), so blocks are few.
-HIT_BLOCK = 1 << 23
+#: Rows per block of the window-hit count search (see _hit_counts): each block finds the
+#: runs of the mkcleans again (one pass over them, a sort only on _asof's fallback).
+HIT_BLOCK = 1 << 21
 
 
 def window_hits(trace: Trace, dec: pd.DataFrame, mk: Optional[pd.DataFrame] = None
