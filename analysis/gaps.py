@@ -183,9 +183,27 @@ def _shift(df: pd.DataFrame, by, col: str, periods: int, fill: int) -> np.ndarra
 
 
 def _select(ev: pd.DataFrame, code: int, cols) -> Cols:
-    """The columns ``cols`` of the events of one kind, as numpy arrays, in time order."""
+    """The columns ``cols`` of the events of one kind, as numpy arrays, in time order.
+
+    The columns of ``load``'s events are strided views of the sorted records: a whole-column
+    gather streams every record's cache lines from memory, once per column.  Gathered
+    SELECT_BLOCK rows at a time instead, the records of a block are read from memory by the
+    first column and from the cache by the others."""
     sel = np.flatnonzero(ev["kind"].to_numpy() == code)
-    return {c: ev[c].to_numpy()[sel] for c in cols}
+    src = {c: ev[c].to_numpy() for c in cols}
+    if len(sel) <= SELECT_BLOCK:
+        return {c: v[sel] for c, v in src.items()}
+    out = {c: np.empty(len(sel), dtype=v.dtype) for c, v in src.items()}
+    for a in range(0, len(sel), SELECT_BLOCK):
+        rows = sel[a:a + SELECT_BLOCK]
+        for c, v in src.items():
+            out[c][a:a + SELECT_BLOCK] = v[rows]
+    return out
+
+
+#: Rows per block of ``_select``: the records they span (72 bytes each, more where other
+#: kinds lie between) stay within the 1-2 MiB of a core's L2 cache.
+SELECT_BLOCK = 4096
 
 
 def _rows(ev: pd.DataFrame, code: int, cols) -> pd.DataFrame:
@@ -682,7 +700,98 @@ def _mkclean_spans(trace: Trace) -> pd.DataFrame:
 
 def _hit_ranges(mk: pd.DataFrame, ts: np.ndarray, folio: np.ndarray, f_done: np.ndarray):
     """For open windows [ts, f_done] of ``folio``: (lo_pos, count) of the overlapping
-    mkclean calls, which are the rows lo_pos, lo_pos + 1... of ``mk``."""
+    mkclean calls, which are the rows lo_pos, lo_pos + 1... of ``mk`` (lo_pos -1: none).
+
+    ``mk`` is sorted by folio then time, so a folio's calls are one run of rows in which
+    the starts rise and, calls on one folio never overlapping, so do the ends: both
+    searches are binary searches inside the window's own run (``_search_runs``), a few
+    steps (runs are short) instead of the generic ``_asof``.  A trace whose ends do not
+    rise within a folio takes ``_asof``, which orders the calls by their ends."""
+    m_folio = mk["folio"].to_numpy()
+    m_end = mk["end"].to_numpy(dtype=np.int64)
+    m_ts = _ns(mk["ts"])
+    start = _run_starts(m_folio)
+    if start is None or not _rising_in_runs(m_end, start):
+        return _hit_ranges_asof(mk, ts, folio, f_done)
+    first, stop = _runs_of(m_folio, start, folio)
+    # first mkclean of the folio that ends after the decrement...
+    lo = _search_runs(m_end, first, stop, np.asarray(ts, dtype=np.int64), "right")
+    del first
+    # ...and the first that starts at or after the flush completed (stop: past the last),
+    # searched from lo on: the count max(hi - lo, 0) is the same, and a window with no call
+    # ending after its decrement (lo = stop) has nothing to search
+    hi = _search_runs(m_ts, lo, stop, np.asarray(f_done, dtype=np.int64), "left")
+    lo_ok = lo < stop
+    c = hi
+    c -= lo
+    np.maximum(c, 0, out=c)
+    c[~lo_ok] = 0
+    lo[~lo_ok] = -1
+    return lo, c
+
+
+def _run_starts(keys: np.ndarray) -> Optional[np.ndarray]:
+    """Row positions where each run of equal ``keys`` starts, followed by len(keys); None
+    when the keys are not sorted (nondecreasing)."""
+    if len(keys) > 1 and not (keys[1:] >= keys[:-1]).all():
+        return None
+    new = np.ones(len(keys), dtype=bool)
+    np.not_equal(keys[1:], keys[:-1], out=new[1:])
+    return np.append(np.flatnonzero(new), len(keys))
+
+
+def _rising_in_runs(vals: np.ndarray, start: np.ndarray) -> bool:
+    """Whether ``vals`` is nondecreasing within every run (``start``: ``_run_starts``)."""
+    if len(vals) < 2:
+        return True
+    down = vals[1:] < vals[:-1]
+    down[start[1:-1] - 1] = False             # a run's first row after the last of the previous run
+    return not down.any()
+
+
+def _runs_of(keys: np.ndarray, start: np.ndarray, want: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(first, stop): the rows [first, stop) of ``keys`` (sorted; runs at ``start``) equal to
+    each ``want`` value, an empty range where there is none."""
+    uniq = keys[start[:-1]]
+    want = np.asarray(want)
+    if want.dtype == uniq.dtype and want.dtype.kind in "iu":
+        run = pd.Index(uniq, copy=False).get_indexer(want)       # a hash lookup: see _group_ids
+    else:
+        run = np.searchsorted(uniq, want)
+        found = np.take(uniq, run, mode="clip") == want
+        found &= run < len(uniq)
+        run[~found] = -1
+    run[run < 0] = len(uniq)                   # start[len(uniq)] = len(keys): an empty range
+    first = start[run]
+    np.minimum(run + 1, len(uniq), out=run)
+    return first, start[run]
+
+
+def _search_runs(vals: np.ndarray, first: np.ndarray, stop: np.ndarray, q: np.ndarray, side: str) -> np.ndarray:
+    """Per query i: the first position p in [first[i], stop[i]) with vals[p] > q[i] (side
+    "right") or >= q[i] ("left"), stop[i] when none; ``vals`` nondecreasing in each range.
+
+    All the binary searches at once: each step halves every range still open, in one
+    pass over those queries; as many steps as the longest range has bits."""
+    lo = first.astype(np.int64, copy=True)
+    hi = stop.astype(np.int64, copy=True)
+    act = np.flatnonzero(lo < hi)
+    while len(act):
+        a, b = lo[act], hi[act]
+        mid = a + b
+        mid >>= 1
+        v = vals[mid]
+        right = v <= q[act] if side == "right" else v < q[act]     # the answer is after mid
+        del v
+        a = np.where(right, mid + 1, a)
+        b = np.where(right, b, mid)
+        lo[act], hi[act] = a, b
+        act = act[a < b]
+    return lo
+
+
+def _hit_ranges_asof(mk: pd.DataFrame, ts: np.ndarray, folio: np.ndarray, f_done: np.ndarray):
+    """``_hit_ranges`` by ``_asof``, for any mkclean spans."""
     k = mk["k"].to_numpy()
     m_folio = mk["folio"].to_numpy()
     m_end = mk["end"].to_numpy(dtype=np.int64)
@@ -739,9 +848,9 @@ def _hit_counts(trace: Trace, dec: Cols, mk: Optional[pd.DataFrame] = None) -> n
     return counts
 
 
-#: Rows per block of the window-hit count search (see _hit_counts): each block searches
-#: the mkcleans again (sorts of the right side), so blocks are few.
-HIT_BLOCK = 1 << 23
+#: Rows per block of the window-hit count search (see _hit_counts): each block finds the
+#: runs of the mkcleans again (one pass over them, a sort only on _asof's fallback).
+HIT_BLOCK = 1 << 21
 
 
 def window_hits(trace: Trace, dec: pd.DataFrame, mk: Optional[pd.DataFrame] = None

@@ -106,12 +106,14 @@ class Trace:
 
 def _gather(arr: np.ndarray, order: np.ndarray) -> np.ndarray:
     """arr[order] for a structured array; rows of 8-byte words when the record size
-    allows: numpy copies those as plain rows, 2-3 times faster than void records."""
+    allows: numpy copies those as plain rows, 2-3 times faster than void records.
+    np.take(..., axis=0) and not words[order]: the same rows, but take copies each row as
+    one block while fancy indexing walks it word by word (2-3 times slower again)."""
     size = arr.dtype.itemsize
     if size % 8 or not arr.flags.c_contiguous or len(arr) == 0:
         return arr[order]
     words = arr.view(np.uint64).reshape(-1, size // 8)
-    return words[order].view(arr.dtype).reshape(-1)
+    return np.take(words, order, axis=0).view(arr.dtype).reshape(-1)
 
 
 def header(raw: tracefile.RawTrace) -> Tuple[Dict[str, Any], Dict[str, int], Dict[str, int]]:

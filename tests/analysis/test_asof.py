@@ -53,3 +53,52 @@ def test_asof_packed_search_matches_merge_asof(base, monkeypatch):
     from zaptrace.analysis import gaps
     monkeypatch.setattr(gaps, "LOOP_GROUPS", 0)
     test_asof_matches_merge_asof(base)
+
+
+def test_search_runs_is_searchsorted_in_each_range():
+    from zaptrace.analysis.gaps import _search_runs
+    rng = np.random.default_rng(7)
+    vals = np.concatenate([np.sort(2**62 + rng.integers(0, 20, int(rng.integers(0, 9)))) for _ in range(50)])
+    first = rng.integers(0, len(vals) + 1, 300)
+    stop = first.copy()
+    for i, f in enumerate(first):          # ranges inside which vals rise: its sorted run
+        while stop[i] < len(vals) and (stop[i] == f or vals[stop[i]] >= vals[stop[i] - 1]):
+            stop[i] += 1
+    stop = np.minimum(stop, first + rng.integers(0, 6, 300))
+    q = 2**62 + rng.integers(-1, 22, 300)
+    for side in ("left", "right"):
+        got = _search_runs(vals, first, stop, q, side)
+        want = [f + np.searchsorted(vals[f:s], x, side=side) for f, s, x in zip(first, stop, q)]
+        assert (got == np.array(want, dtype=np.int64)).all()
+
+
+@pytest.mark.parametrize("rising", [True, False])
+def test_hit_ranges_run_search_matches_asof(rising):
+    # mkclean spans sorted by folio then time; ends rising within each folio (the run search)
+    # or not (the fallback): both give what the _asof searches give
+    from zaptrace.analysis.gaps import _hit_ranges, _hit_ranges_asof
+    rng = np.random.default_rng(3 if rising else 4)
+    base = 2**62
+    m = 200
+    folio = np.sort(rng.integers(1, 30, m).astype(np.uint64) * np.uint64(2**40))
+    ts = base + rng.integers(0, 1000, m)
+    order = np.lexsort((ts, folio))
+    folio, ts = folio[order], ts[order]
+    end = ts + rng.integers(0, 50, m)
+    if rising:
+        new = np.r_[True, folio[1:] != folio[:-1]]
+        for s, e in zip(np.flatnonzero(new), np.r_[np.flatnonzero(new)[1:], m]):
+            end[s:e] = np.maximum.accumulate(end[s:e])
+    else:
+        end[5] = base + 2000                 # overlaps its folio's next call
+    end[rng.random(m) < 0.1] = np.iinfo(np.int64).max
+    mk = pd.DataFrame({"folio": folio, "ts": ts, "end": end})
+    mk["k"] = mk.groupby("folio", sort=False).cumcount().to_numpy(dtype=np.int64)
+    n = 2000
+    dts = base + rng.integers(0, 1100, n)
+    dfolio = rng.integers(0, 32, n).astype(np.uint64) * np.uint64(2**40)
+    done = dts + rng.integers(-20, 200, n)
+    lo, c = _hit_ranges(mk, dts, dfolio, done)
+    lo_ref, c_ref = _hit_ranges_asof(mk, dts, dfolio, done)
+    assert (c == c_ref).all() and c.sum() > 0
+    assert (lo[c > 0] == lo_ref[c > 0]).all()
