@@ -288,6 +288,22 @@ def _expand_pages(dec: Cols, page_size: int) -> Cols:
     return out
 
 
+def _position_in(uniq: np.ndarray, values) -> np.ndarray:
+    """Position of each of ``values`` in ``uniq`` (sorted, distinct), -1 where it is absent."""
+    values = np.asarray(values)
+    if values.dtype == uniq.dtype and values.dtype.kind in "iu":
+        # a hash lookup: a binary search of millions of folios in random order misses the
+        # cache at every step (6 times slower)
+        return pd.Index(uniq, copy=False).get_indexer(values)
+    pos = np.searchsorted(uniq, values)
+    # in place, one temporary at a time: on the folio groups the values are millions of rows
+    absent = np.take(uniq, pos, mode="clip") == values
+    absent &= pos < len(uniq)
+    np.logical_not(absent, out=absent)
+    pos[absent] = -1
+    return pos
+
+
 def _group_ids(lby, rby, stride: int) -> Tuple[np.ndarray, np.ndarray]:
     """Ids of the by-tuples of the left and right rows (equal tuples, equal ids; a left
     tuple that no right row has gets an id no right row has), small enough that
@@ -303,20 +319,8 @@ def _group_ids(lby, rby, stride: int) -> Tuple[np.ndarray, np.ndarray]:
     for lb, rb in zip(lby, rby):
         uniq, rc = np.unique(rb, return_inverse=True)
         k = len(uniq) + 1                                 # + 1: the id of "not on the right"
-        lb = np.asarray(lb)
-        if lb.dtype == uniq.dtype and lb.dtype.kind in "iu":
-            # a hash lookup: a binary search of millions of folios in random order misses the
-            # cache at every step (6 times slower)
-            lc = pd.Index(uniq, copy=False).get_indexer(lb)
-            lc[lc < 0] = len(uniq)
-        else:
-            lc = np.searchsorted(uniq, lb)
-            # in place, one temporary at a time: on the folio groups the left side is millions of rows
-            found = np.take(uniq, lc, mode="clip") == lb
-            found &= lc < len(uniq)
-            np.logical_not(found, out=found)
-            lc[found] = len(uniq)
-            del found
+        lc = _position_in(uniq, lb)
+        lc[lc < 0] = len(uniq)
         if lg is None:
             lg, rg = lc.astype(np.int64, copy=False), rc.astype(np.int64).reshape(-1)
             size = k
@@ -753,14 +757,7 @@ def _runs_of(keys: np.ndarray, start: np.ndarray, want: np.ndarray) -> Tuple[np.
     """(first, stop): the rows [first, stop) of ``keys`` (sorted; runs at ``start``) equal to
     each ``want`` value, an empty range where there is none."""
     uniq = keys[start[:-1]]
-    want = np.asarray(want)
-    if want.dtype == uniq.dtype and want.dtype.kind in "iu":
-        run = pd.Index(uniq, copy=False).get_indexer(want)       # a hash lookup: see _group_ids
-    else:
-        run = np.searchsorted(uniq, want)
-        found = np.take(uniq, run, mode="clip") == want
-        found &= run < len(uniq)
-        run[~found] = -1
+    run = _position_in(uniq, want)
     run[run < 0] = len(uniq)                   # start[len(uniq)] = len(keys): an empty range
     first = start[run]
     np.minimum(run + 1, len(uniq), out=run)
