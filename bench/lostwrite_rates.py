@@ -90,9 +90,23 @@ def main() -> int:
     out = os.path.abspath(a.out)
     header = ["kernel", "mapping", "guest", "zaptrace", "s", "burst", "page visits", "zaps", "lost writes",
               "lost/min", "dirty-file window hits", "lost per 1,000 hits", "explained", "events lost"]
-    rows = [run_one(out, *parse(c), a.seconds, a.pages, a.burst) for c in a.config]
+    configs = [parse(c) for c in a.config]        # every spec checked before the first boot
+    rows, failed = [], 0
+    for c in configs:
+        # One failed guest does not throw away the rows already measured: it becomes a row
+        # of its own, and the table (and --json) is written after every configuration.
+        try:
+            rows.append(run_one(out, *c, a.seconds, a.pages, a.burst))
+        except SystemExit as e:
+            failed += 1
+            print(e, file=sys.stderr, flush=True)
+            kernel, mapping, tcg, vcpus, traced = c
+            rows.append([kernel, mapping, f"TCG {tcg}, {vcpus} vCPUs", "traced" if traced else "untraced",
+                         "failed: " + str(e).replace("|", "/")[-120:]] + ["-"] * (len(header) - 5))
+        if a.json:
+            mdtable.emit(header, rows, a.json, quiet=True)
     mdtable.emit(header, rows, a.json)
-    return 0
+    return 2 if failed else 0
 
 
 if __name__ == "__main__":
