@@ -97,6 +97,12 @@ def _int_or_none(v):
     return None if pd.isna(v) else int(v)
 
 
+def windows(table: pd.DataFrame) -> int:
+    """How many distinct recorded windows (zapping task, decrement time) explain the lost writes."""
+    ex = table.loc[table["explained"], ["tid", "dec_ts"]]
+    return int(len(ex.drop_duplicates()))
+
+
 def summarize(table: pd.DataFrame, findings: Dict[str, Any], trace: Trace) -> Dict[str, Any]:
     watched = sorted(p.get("event") for p in trace.head.get("probes") or [] if p.get("attach"))
     return {
@@ -106,6 +112,9 @@ def summarize(table: pd.DataFrame, findings: Dict[str, Any], trace: Trace) -> Di
         "explained": int(table["explained"].sum()),
         "unexplained": int((~table["explained"]).sum()),
         "by_path": {str(k): int(v) for k, v in table.loc[table["explained"], "path"].value_counts().items()},
+        # One window can lose many pages at once (a PMD window: up to 512), so the count of
+        # lost writes says little about how often a window lost data; this does.
+        "windows": windows(table),
         "watched": watched,
         "lost_events": trace.lost_events,
         "rows": json.loads(table.to_json(orient="records")),

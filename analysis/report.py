@@ -163,7 +163,8 @@ def lost_lines(a: "Analysis") -> List[str]:
     s = a.summary["lost_writes"]
     f = s["findings"]
     lines = ["", f"lost writes (found by content in {f['file']}, inode {f['ino']}): {s['lost_writes']:,}; "
-             f"explained by a recorded open window of that page with writeback inside: {s['explained']:,}"]
+             f"explained by a recorded open window of that page with writeback inside: {s['explained']:,}"
+             + (f", in {s['windows']:,} window{'s' if s['windows'] != 1 else ''}" if s["explained"] else "")]
     if s["lost_writes"]:
         lines += format_table(*lost_rows(a.lost, t0_of(a.trace)), left=0)
     if s["unexplained"]:

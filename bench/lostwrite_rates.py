@@ -67,7 +67,8 @@ def run_one(out: str, kernel: str, mapping: str, tcg: str, vcpus: int, traced: b
                             os.path.join(out, f"lw-{tag}.zt")], stdout=subprocess.PIPE, text=True)
         s = json.loads(r.stdout)
         hits = s["classes"][FILE_DIRTY]["hits"]       # the windows a lost write needs
-        explained = f"{s['lost_writes']['explained']}/{lost}"
+        lw = s["lost_writes"]
+        explained = f"{lw['explained']}/{lost}" + (f" ({lw['windows']} windows)" if lw["explained"] else "")
         lost_events = s["lost_events"]
     per_k = "-" if not isinstance(hits, int) or not hits else f"{1000 * lost / hits:.2f}"
     print(f"lostwrite_rates: {tag}: {lost} lost in {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)

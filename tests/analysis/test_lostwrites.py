@@ -56,6 +56,7 @@ def test_each_lost_write_is_tied_to_its_window_or_counted_unexplained(tmp_path):
     assert j["windows_of_page"].tolist() == [1, 1, 1, 1, 0]
     s = LW.summarize(j, f, t)
     assert (s["lost_writes"], s["explained"], s["unexplained"], s["by_path"]) == (5, 2, 3, {"immediate": 2})
+    assert s["windows"] == 2                # pages 3 and 19: two decrements, two windows
 
 
 def test_a_pmd_decrement_covers_its_512_pages(tmp_path):
@@ -65,6 +66,8 @@ def test_a_pmd_decrement_covers_its_512_pages(tmp_path):
     f = LW.load_findings(findings(tmp_path, [(700, 180, 190, 900), (1100, 180, 190, 900)]))
     j = LW.join(t, analysis.gap_table(t), f)
     assert j["explained"].tolist() == [True, False]        # 512..1023 covered, 1100 not
+    j2 = LW.join(t, analysis.gap_table(t), LW.load_findings(findings(tmp_path, [(p, 180, 190, 900) for p in (600, 700, 1000)])))
+    assert j2["explained"].all() and LW.windows(j2) == 1    # three pages lost through one PMD window
     assert j.iloc[0]["path"] == "pmd" and j.iloc[0]["class"] == "file-dirty"
 
 
