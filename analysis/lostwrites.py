@@ -61,7 +61,9 @@ def join(trace: Trace, gaps: pd.DataFrame, findings: Dict[str, Any]) -> pd.DataF
     whole = np.isin(mine["path"].to_numpy(), [p for p, r in PATH_RULES.items() if not r["expand"]])
     lo = mine["index"].to_numpy().astype(np.int64)
     hi = lo + np.where(whole, mine["nr_in_call"].to_numpy().astype(np.int64) - 1, 0)
-    hits_counts, hits = window_hits(trace, mine) if len(mine) else (None, pd.DataFrame())
+    # The hit list is needed only to name a lost write's mkclean: with nothing lost (the usual
+    # answer) it is not computed (10 s of a 25 s report on a 600 s, 19.6 M-event trace).
+    hits_counts, hits = window_hits(trace, mine) if len(mine) and lost else (None, pd.DataFrame())
     rows: List[Dict[str, Any]] = []
     for item in lost:
         page = int(item["page"])
