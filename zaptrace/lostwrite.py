@@ -39,6 +39,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -208,6 +209,7 @@ def run(p: W.Params) -> W.Outcome:
         argv = [exe, path, str(npages), p.mapping, str(p.zappers), str(int(p.evict)), str(p.burst),
                 str(p.duration if p.duration is not None else 0), str(p.iterations),
                 str(inject[0] if inject else 0), str(inject[1] if inject else 0)]
+        start_ns = time.monotonic_ns()        # CLOCK_MONOTONIC on Linux: the clock of the findings and the trace
         try:
             proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
         except OSError as e:
@@ -238,7 +240,7 @@ def run(p: W.Params) -> W.Outcome:
         doc = {"schema": SCHEMA, "file": path, "dev": st.st_dev, "ino": st.st_ino, "page_size": W.PAGE,
                "pages": npages, "mapping": p.mapping, "clock": "CLOCK_MONOTONIC", "passes": c.passes,
                "visits": c.visits, "burst": p.burst, "zaps": c.zaps, "zappers": p.zappers, "evict": p.evict,
-               "duration_s": elapsed, "interrupted": interrupted is not None,
+               "start_ns": start_ns, "duration_s": elapsed, "interrupted": interrupted is not None,
                "injected": list(inject) if inject else None, "lost": [x.to_json() for x in c.lost]}
         tmp = p.findings + ".tmp"
         with open(tmp, "w") as out:

@@ -27,7 +27,7 @@ def test_an_injected_loss_is_found_reported_and_sets_the_exit_status(tmp_path):
     (lost,) = doc["lost"]
     assert (lost["page"], lost["offset"], lost["expected"], lost["found"]) == (5, 5 * 4096, 19, 18)
     w0, w1 = lost["written_ns"]
-    assert 0 < w0 <= w1 < lost["found_ns"]          # written in pass 19, found in pass 20
+    assert 0 < doc["start_ns"] < w0 <= w1 < lost["found_ns"]   # after the start; written in pass 19, found in pass 20
     assert doc["ino"] > 0 and doc["clock"] == "CLOCK_MONOTONIC" and doc["injected"] == [5, 20]
 
 
