@@ -70,10 +70,14 @@ def default_vcpus() -> int:
 def tcg_threading() -> str:
     """``multi`` or ``single``: QEMU's TCG threading for the guest.
 
-    ``thread=multi`` (one host thread per vCPU) is what makes races between
-    CPUs possible at all: with ``thread=single`` the vCPUs run round-robin in
-    one host thread, a TLB-flush IPI waits for the emulator to switch to the
-    target vCPU, and two CPUs never touch a page at the same instant.
+    ``thread=multi`` (one host thread per vCPU) is what makes races that need
+    two CPUs at the same instant possible: with ``thread=single`` the vCPUs run
+    round-robin in one host thread, a TLB-flush IPI waits for the emulator to
+    switch to the target vCPU, and two CPUs never touch a page at the same
+    instant.  A window that stays open across such a switch is another matter:
+    the 7.2 PMD window (milliseconds) lost writes single-threaded too (README
+    "Does it lose data?"), since the writer's vCPU runs a whole slice with its
+    stale TLB entry while the zapping vCPU waits for its turn to flush.
 
     Default: ``multi`` when QEMU is at least MULTI_TCG_MIN_QEMU, else ``single``;
     ``ZAPTRACE_VM_TCG=single|multi`` overrides.  Why the version matters:
