@@ -76,8 +76,8 @@ def tcg_threading() -> str:
     switch to the target vCPU, and two CPUs never touch a page at the same
     instant.  A window that stays open across such a switch is another matter:
     the 7.2 PMD window (milliseconds) lost writes single-threaded too (README
-    "Does it lose data?"), since the writer's vCPU runs a whole slice with its
-    stale TLB entry while the zapping vCPU waits for its turn to flush.
+    "Does it lose data?"): the writer's vCPU gets turns, and stores through its
+    stale TLB entry, between the mapcount drop and the zapping vCPU's flush.
 
     Default: ``multi`` when QEMU is at least MULTI_TCG_MIN_QEMU, else ``single``;
     ``ZAPTRACE_VM_TCG=single|multi`` overrides.  Why the version matters:
