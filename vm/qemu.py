@@ -55,9 +55,9 @@ SINGLE_TCG_VCPUS = 2
 MULTI_TCG_MAX_VCPUS = 3
 
 #: The oldest QEMU on which multi-threaded TCG survived probes attached and detached under
-#: load (bench/wedge.py: 50 of 50 cycles on 6.1, 49 of 50 on 7.2 with one cycle over its
-#: time limit on an overloaded host; README "Guest mode"); QEMU 7.2 wedged (see
-#: tcg_threading).
+#: load (bench/wedge.py: 50 of 50 cycles on each of 5.10, 6.1, 6.12 and 7.2; an earlier
+#: 7.2 run had one cycle over its time limit on an overloaded host; README "Guest mode");
+#: QEMU 7.2 wedged (see tcg_threading).
 MULTI_TCG_MIN_QEMU = (10, 0)
 
 
