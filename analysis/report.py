@@ -162,11 +162,14 @@ def lost_rows(lost: pd.DataFrame, t0: int) -> Table:
 def lost_lines(a: "Analysis") -> List[str]:
     s = a.summary["lost_writes"]
     f = s["findings"]
-    lines = ["", f"lost writes (found by content in {f['file']}, inode {f['ino']}): {s['lost_writes']:,}; "
-             f"explained by a recorded open window of that page with writeback inside: {s['explained']:,}"
+    head = f"lost writes (found by content in {f['file']}, inode {f['ino']}): "
+    if not s["lost_writes"]:
+        visits = f.get("visits")
+        return ["", head + "none" + (f" in {visits:,} page visits" if visits is not None else "")]
+    lines = ["", head + f"{s['lost_writes']:,}; explained by a recorded open window of that page with "
+             f"writeback inside: {s['explained']:,}"
              + (f", in {s['windows']:,} window{'s' if s['windows'] != 1 else ''}" if s["explained"] else "")]
-    if s["lost_writes"]:
-        lines += format_table(*lost_rows(a.lost, t0_of(a.trace)), left=0)
+    lines += format_table(*lost_rows(a.lost, t0_of(a.trace)), left=0)
     if s["unexplained"]:
         lines.append(f"  {s['unexplained']:,} UNEXPLAINED: no recorded decrement of that page had an open window "
                      f"with a folio_mkclean inside it while the lost value was written.  Watched: "

@@ -14,7 +14,7 @@ INO = 4242
 
 def findings(tmp_path, lost, ino=INO):
     doc = {"schema": "zaptrace.lostwrite/1", "file": "/scratch/f", "dev": 1, "ino": ino, "page_size": 4096,
-           "pages": 8, "passes": 10, "zaps": 9, "duration_s": 1.0, "mapping": "default", "evict": True,
+           "pages": 8, "passes": 10, "visits": 80, "zaps": 9, "duration_s": 1.0, "mapping": "default", "evict": True,
            "lost": [{"page": pg, "offset": pg * 4096, "expected": 7, "found": 6, "written_ns": [w0, w1],
                      "found_ns": f} for pg, w0, w1, f in lost]}
     p = tmp_path / "f.json"
@@ -91,7 +91,7 @@ def test_nothing_lost_is_an_empty_table_and_a_plain_line(tmp_path):
     s = a.summary["lost_writes"]
     assert (s["lost_writes"], s["explained"], s["unexplained"], s["windows"], s["rows"]) == (0, 0, 0, 0, [])
     assert list(a.lost.columns) == LW.COLUMNS
-    assert "inode 4242): 0; explained by a recorded open window of that page with writeback inside: 0\n" in render_text(a)
+    assert "lost writes (found by content in /scratch/f, inode 4242): none in 80 page visits\n" in render_text(a)
 
 
 @pytest.mark.parametrize("content, message", [
