@@ -21,6 +21,13 @@ Timing (one process, best of --repeat runs, default 1, warm page cache): the col
 as a ratio to the column load.  Peak memory: the peak RSS (VmHWM) of a
 separate child process per phase that runs the pipeline up to and including
 that phase (so each figure includes the phases before it and the imports).
+The in-memory phases run under the heap policy of `zaptrace report`
+(zaptrace/heap.py: freed memory kept in the process; ``--heap system`` for
+glibc's default), the bounded row, in a child, under glibc's default, as the
+CLI runs it.  ``--heap-rounds N`` instead times `zaptrace report --json`
+under both policies, interleaved, N rounds:
+
+    .venv/bin/python bench/analysis_bench.py -n 10000000 --heap-rounds 5
 """
 from __future__ import annotations
 
@@ -30,8 +37,9 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 
@@ -39,6 +47,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from zaptrace import heap  # noqa: E402
+from zaptrace.heap import keep_freed_memory  # noqa: E402
 from zaptrace.layout import layout  # noqa: E402
 from zaptrace.tracefile import TraceWriter  # noqa: E402
 from zaptrace.vocab import DELAYED, IMMEDIATE  # noqa: E402
@@ -246,8 +256,63 @@ def peak_rss_mib() -> float:
 def child(path: str, upto: str, mem: int) -> None:
     global BOUNDED_MEMORY
     BOUNDED_MEMORY = mem
+    if upto != "bounded":                   # as the CLI: the heap policy of the in-memory path only
+        keep_freed_memory()
     t = run_phase(path, upto)
     print(json.dumps({"times": t, "peak_rss_mib": peak_rss_mib()}))
+
+
+def run_child(path: str, upto: str, heap: str) -> Dict[str, Any]:
+    """``child`` in a fresh process (ZAPTRACE_HEAP=``heap``): its phase times and peak RSS."""
+    p = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", path, upto, str(BOUNDED_MEMORY)],
+                       capture_output=True, text=True, check=True, env=dict(os.environ, ZAPTRACE_HEAP=heap))
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def _report_child(path: str, heap_env: str):
+    """``zaptrace report --json -q`` of ``path`` in a child: (stdout, wall s, user s, system s,
+    peak RSS MiB), the CPU times and the peak of that child alone (wait4)."""
+    with tempfile.TemporaryFile() as out:
+        t = time.perf_counter()
+        p = subprocess.Popen([sys.executable, "-m", "zaptrace", "report", path, "--json", "-q"], stdout=out,
+                             cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT, ZAPTRACE_HEAP=heap_env))
+        _, status, ru = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t
+        p.returncode = os.waitstatus_to_exitcode(status)
+        if p.returncode:
+            raise SystemExit(f"zaptrace report ({heap_env}) exited {p.returncode}")
+        out.seek(0)
+        return out.read().decode(), wall, ru.ru_utime, ru.ru_stime, ru.ru_maxrss / 1024.0
+
+
+def heap_rounds(path: str, rounds: int) -> None:
+    """``zaptrace report --json`` of ``path`` under glibc's default heap and under the CLI's
+    (zaptrace/heap.py), interleaved A B A B ... for ``rounds`` rounds: wall, user and system
+    CPU, peak RSS per variant (median, min-max), and whether the outputs are identical."""
+    variants = (("system", "glibc default (ZAPTRACE_HEAP=system)"), ("kept", "freed memory kept (the CLI's)"))
+    runs: Dict[str, list] = {v: [] for v, _ in variants}
+    outs: Dict[str, str] = {}
+    for r in range(rounds):
+        for v, _ in variants:
+            text, *fig = _report_child(path, v)
+            runs[v].append(fig)
+            outs.setdefault(v, text)
+            if text != outs[v]:
+                raise SystemExit(f"round {r + 1}: zaptrace report --json ({v}) differs from its first run")
+            print(f"  [round {r + 1} {v}: wall {fig[0]:.2f} s, user {fig[1]:.2f} s, system {fig[2]:.2f} s, "
+                  f"peak RSS {fig[3]:.0f} MiB]", flush=True)
+    print(f"\nzaptrace report --json of {path}, {rounds} interleaved rounds, median (min-max):")
+    print(f"{'heap':<38} {'wall s':>17} {'user s':>17} {'system s':>17} {'peak RSS MiB':>17}")
+    med = {}
+    for v, label in variants:
+        cols = list(zip(*runs[v]))
+        med[v] = [float(np.median(c)) for c in cols]
+        cells = [f"{np.median(c):.2f} ({min(c):.2f}-{max(c):.2f})" for c in cols[:3]]
+        cells.append(f"{np.median(cols[3]):.0f} ({min(cols[3]):.0f}-{max(cols[3]):.0f})")
+        print(f"{label:<38} " + " ".join(f"{c:>17}" for c in cells))
+    print(f"kept / system: wall {med['kept'][0] / med['system'][0]:.2f}x, system CPU "
+          f"{med['kept'][2] / max(med['system'][2], 1e-9):.2f}x, peak RSS {med['kept'][3] / med['system'][3]:.2f}x; "
+          f"outputs identical: {outs['kept'] == outs['system']}")
 
 
 def main() -> None:
@@ -263,6 +328,12 @@ def main() -> None:
     ap.add_argument("--no-memory", action="store_true", help="skip the per-phase memory children")
     ap.add_argument("--max-memory", default="1G", help="--max-memory of the bounded row (default 1G)")
     ap.add_argument("--phases", default=",".join(PHASES), help="comma-separated phases to run (default: all)")
+    ap.add_argument("--heap", choices=("kept", "system"), default="kept",
+                    help="heap policy of the in-memory phases: kept (what zaptrace report does, "
+                         "zaptrace/heap.py) or system (glibc's default)")
+    ap.add_argument("--heap-rounds", type=int, default=0, metavar="N",
+                    help="instead of the phases: zaptrace report --json under both heap policies, "
+                         "interleaved, N rounds")
     ap.add_argument("--child", nargs=3, metavar=("PATH", "PHASE", "MEM"), help=argparse.SUPPRESS)
     o = ap.parse_args()
     if o.child:
@@ -282,19 +353,24 @@ def main() -> None:
         generate(path, o.events, o.seed, o.style, o.kernel)
         print(f"generated {o.events:,} events -> {path} ({os.path.getsize(path) / 2**20:.0f} MiB) "
               f"in {time.perf_counter() - t:.1f} s")
+    if o.heap_rounds:
+        heap_rounds(path, o.heap_rounds)
+        return
+    os.environ[heap.ENV] = o.heap           # for this process and the memory children
+    keep_freed_memory()
 
     times: Dict[str, float] = {}
     for _ in range(o.repeat):
         for upto in [p for p in ("read", "summarize", "report", "bounded")
                      if p in phases or (p == "summarize" and {"load", "gap_table"} & set(phases))]:
-            for ph, t in run_phase(path, upto).items():
+            # the bounded path in a child of its own: the CLI never applies the heap policy there
+            got = run_child(path, upto, "system")["times"] if upto == "bounded" else run_phase(path, upto)
+            for ph, t in got.items():
                 times[ph] = min(t, times.get(ph, t))
     rss: Dict[str, float] = {}
     if not o.no_memory:
         for ph in phases:
-            p = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", path, ph, str(BOUNDED_MEMORY)],
-                               capture_output=True, text=True, check=True)
-            rss[ph] = json.loads(p.stdout.strip().splitlines()[-1])["peak_rss_mib"]
+            rss[ph] = run_child(path, ph, o.heap)["peak_rss_mib"]
 
     from zaptrace.analysis import report
     same = None
@@ -316,7 +392,8 @@ def main() -> None:
     size = os.path.getsize(path)
     print(f"\ntrace: {path}: {o.events:,} events ({size / 2**20:.0f} MiB), "
           f"{n_rows:,} gap-table rows; python {sys.version.split()[0]}, "
-          f"pandas {__import__('pandas').__version__}, numpy {np.__version__}, {os.cpu_count()} CPUs")
+          f"pandas {__import__('pandas').__version__}, numpy {np.__version__}, {os.cpu_count()} CPUs; "
+          f"{heap.policy()} (bounded row: glibc's default, as the CLI)")
     print(f"{'phase':<12} {'wall s':>8} {'x read':>8} {'peak RSS MiB':>12}  (VmHWM of a child that runs up to this phase)")
     labels = {"import": "imports only", "read": "tracefile.read (column load)", "load": "analysis.load",
               "gap_table": "gap_table", "summarize": "summarize", "report": "full report (analyse+text)",
@@ -336,6 +413,7 @@ def main() -> None:
         print(f"--json in memory == --json --max-memory {o.max_memory}: {same}")
     print(f"\nreproduce: .venv/bin/python bench/analysis_bench.py -n {o.events} --style {o.style} "
           f"--seed {o.seed} --repeat {o.repeat} --max-memory {o.max_memory}"
+          + (" --heap system" if o.heap == "system" else "")
           + (f" --trace {o.trace}" if o.trace else "") + (f" --phases {o.phases}" if o.phases != ",".join(PHASES) else ""))
 
 

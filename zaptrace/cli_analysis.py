@@ -42,8 +42,11 @@ Examples:
 --max-memory SIZE analyses the trace window by window (analysis/stream.py):
 the same figures and the same --json as in memory, in about SIZE plus 8
 bytes per paired page and 60 per mkclean call; the text report says
-"analysis: bounded memory (...)".  Without it the whole trace is loaded
-(about 3-4 bytes of RAM per trace byte).  Not with --html or --findings.
+"analysis: bounded memory (...)".  Not with --html or --findings.
+Without it the whole trace is loaded (about 2.5 bytes of RAM per trace
+byte), and memory freed along the way stays in the process for the next
+arrays instead of being faulted in again (zaptrace/heap.py;
+ZAPTRACE_HEAP=system keeps glibc's default).
 """
 
 EXPORT_HELP = """Export a trace for other tools: Perfetto timeline, per-page gap table as Parquet or CSV.
@@ -84,6 +87,7 @@ def register(app: typer.Typer) -> None:
     if _already(app, "report"):
         return
     from .errors import clean_errors, info
+    from . import heap
 
     @app.command("report", context_settings=CTX, help=REPORT_HELP)
     @clean_errors
@@ -112,6 +116,8 @@ def register(app: typer.Typer) -> None:
             raise AnalysisError("--html needs the in-memory analysis: drop --max-memory")
         if html_out:
             check_writable(html_out)
+        if mem is None:
+            heap.keep_freed_memory()
         a = analyse(file, None if quiet else info, findings=findings, max_memory=mem, max_hits=limit,
                     keep_events=bool(html_out))
         if as_json:
@@ -147,6 +153,7 @@ def register(app: typer.Typer) -> None:
         if parquet:
             ex.require_parquet(parquet)
         say = (lambda m: None) if quiet else info
+        heap.keep_freed_memory()
         a = analyse(file, say, with_hits=bool(perfetto), keep_events=bool(perfetto))
         if perfetto:
             from .analysis.perfetto import write_perfetto
@@ -171,6 +178,7 @@ def register(app: typer.Typer) -> None:
 
         if len(files) < 2:
             raise AnalysisError("compare needs at least two trace files")
+        heap.keep_freed_memory()
         summaries = [analyse(f, None if quiet else info, with_hits=False).summary for f in files]
         if as_json:
             sys.stdout.write(json.dumps(compare_json(summaries), indent=2) + "\n")
