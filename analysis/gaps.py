@@ -50,6 +50,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 import pandas as pd
 
+from . import kernels
 from .load import Trace
 from zaptrace.vocab import ANON, CLASSES, DELAYED, FILE_CLEAN, FILE_DIRTY, IMMEDIATE, OTHER_PATH, PMD, PUD
 
@@ -149,6 +150,9 @@ def _shift_np(t: np.ndarray, by, periods: int, fill: int) -> np.ndarray:
     n = len(t)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
+    got = kernels.shift(t, by, periods, fill)        # compiled: one sweep (analysis/kernels.c)
+    if got is not None:
+        return got
     by = [np.asarray(b) for b in by]
     o = np.argsort(by[0], kind="stable") if len(by) == 1 else np.lexsort(by[::-1])
     k = abs(int(periods))
@@ -357,6 +361,9 @@ def _asof(lt: np.ndarray, lby, rt: np.ndarray, rok: np.ndarray, rby, direction: 
     n = len(lt)
     if n == 0 or len(rt) == 0 or not rok.any():
         return np.full(n, -1, dtype=np.int64)
+    got = kernels.asof(lt, lby, rt, rok, rby, direction, exact)     # compiled: one sweep (analysis/kernels.c)
+    if got is not None:
+        return got
     lt = np.asarray(lt, dtype=np.int64)
     ident = bool(rok.all())                  # rpos[i] == i (until sorted below)
     if ident:
@@ -717,6 +724,9 @@ def _hit_ranges(mk: pd.DataFrame, ts: np.ndarray, folio: np.ndarray, f_done: np.
     start = _run_starts(m_folio)
     if start is None or not _rising_in_runs(m_end, start):
         return _hit_ranges_asof(mk, ts, folio, f_done)
+    got = kernels.hit_ranges(m_folio, m_ts, m_end, ts, folio, f_done)    # compiled (analysis/kernels.c)
+    if got is not None:
+        return got
     first, stop = _runs_of(m_folio, start, folio)
     # first mkclean of the folio that ends after the decrement...
     lo = _search_runs(m_end, first, stop, np.asarray(ts, dtype=np.int64), "right")

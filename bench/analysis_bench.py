@@ -25,9 +25,12 @@ The in-memory phases run under the heap policy of `zaptrace report`
 (zaptrace/heap.py: freed memory kept in the process; ``--heap system`` for
 glibc's default), the bounded row, in a child, under glibc's default, as the
 CLI runs it.  ``--heap-rounds N`` instead times `zaptrace report --json`
-under both policies, interleaved, N rounds:
+under both policies, interleaved, N rounds, and ``--engine-rounds N`` with the
+numpy engine and the compiled kernels (analysis/kernels.py); ``--engine numpy``
+runs the phases in numpy:
 
     .venv/bin/python bench/analysis_bench.py -n 10000000 --heap-rounds 5
+    .venv/bin/python bench/analysis_bench.py -n 10000000 --engine-rounds 5
 """
 from __future__ import annotations
 
@@ -49,6 +52,7 @@ if ROOT not in sys.path:
 
 from zaptrace import heap  # noqa: E402
 from zaptrace.heap import keep_freed_memory  # noqa: E402
+from zaptrace.analysis import kernels  # noqa: E402
 from zaptrace.layout import layout  # noqa: E402
 from zaptrace.tracefile import TraceWriter  # noqa: E402
 from zaptrace.vocab import DELAYED, IMMEDIATE  # noqa: E402
@@ -269,32 +273,39 @@ def run_child(path: str, upto: str, heap: str) -> Dict[str, Any]:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def _report_child(path: str, heap_env: str):
-    """``zaptrace report --json -q`` of ``path`` in a child: (stdout, wall s, user s, system s,
-    peak RSS MiB), the CPU times and the peak of that child alone (wait4)."""
+def _report_child(path: str, env: Dict[str, str]):
+    """``zaptrace report --json -q`` of ``path`` in a child with ``env`` added: (stdout, wall s,
+    user s, system s, peak RSS MiB), the CPU times and the peak of that child alone (wait4)."""
     with tempfile.TemporaryFile() as out:
         t = time.perf_counter()
         p = subprocess.Popen([sys.executable, "-m", "zaptrace", "report", path, "--json", "-q"], stdout=out,
-                             cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT, ZAPTRACE_HEAP=heap_env))
+                             cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT, **env))
         _, status, ru = os.wait4(p.pid, 0)
         wall = time.perf_counter() - t
         p.returncode = os.waitstatus_to_exitcode(status)
         if p.returncode:
-            raise SystemExit(f"zaptrace report ({heap_env}) exited {p.returncode}")
+            raise SystemExit(f"zaptrace report ({env}) exited {p.returncode}")
         out.seek(0)
         return out.read().decode(), wall, ru.ru_utime, ru.ru_stime, ru.ru_maxrss / 1024.0
 
 
-def heap_rounds(path: str, rounds: int) -> None:
-    """``zaptrace report --json`` of ``path`` under glibc's default heap and under the CLI's
-    (zaptrace/heap.py), interleaved A B A B ... for ``rounds`` rounds: wall, user and system
-    CPU, peak RSS per variant (median, min-max), and whether the outputs are identical."""
-    variants = (("system", "glibc default (ZAPTRACE_HEAP=system)"), ("kept", "freed memory kept (the CLI's)"))
-    runs: Dict[str, list] = {v: [] for v, _ in variants}
+#: --heap-rounds: the heap policies (zaptrace/heap.py); --engine-rounds: the gap pipeline's
+#: engines (analysis/kernels.py).  (name, label, environment of the child)
+HEAP_VARIANTS = (("system", "glibc default (ZAPTRACE_HEAP=system)", {heap.ENV: "system"}),
+                 ("kept", "freed memory kept (the CLI's)", {heap.ENV: "kept"}))
+ENGINE_VARIANTS = (("numpy", "numpy (ZAPTRACE_KERNELS=numpy)", {"ZAPTRACE_KERNELS": "numpy"}),
+                   ("c", "compiled kernels (the default)", {"ZAPTRACE_KERNELS": "c"}))
+
+
+def interleaved_rounds(path: str, rounds: int, variants) -> None:
+    """``zaptrace report --json`` of ``path`` under each of ``variants``, interleaved A B A B ...
+    for ``rounds`` rounds: wall, user and system CPU, peak RSS per variant (median, min-max),
+    and whether the outputs are identical."""
+    runs: Dict[str, list] = {v: [] for v, _, _ in variants}
     outs: Dict[str, str] = {}
     for r in range(rounds):
-        for v, _ in variants:
-            text, *fig = _report_child(path, v)
+        for v, _, env in variants:
+            text, *fig = _report_child(path, env)
             runs[v].append(fig)
             outs.setdefault(v, text)
             if text != outs[v]:
@@ -302,17 +313,19 @@ def heap_rounds(path: str, rounds: int) -> None:
             print(f"  [round {r + 1} {v}: wall {fig[0]:.2f} s, user {fig[1]:.2f} s, system {fig[2]:.2f} s, "
                   f"peak RSS {fig[3]:.0f} MiB]", flush=True)
     print(f"\nzaptrace report --json of {path}, {rounds} interleaved rounds, median (min-max):")
-    print(f"{'heap':<38} {'wall s':>17} {'user s':>17} {'system s':>17} {'peak RSS MiB':>17}")
+    print(f"{'variant':<38} {'wall s':>17} {'user s':>17} {'system s':>17} {'peak RSS MiB':>17}")
     med = {}
-    for v, label in variants:
+    for v, label, _ in variants:
         cols = list(zip(*runs[v]))
         med[v] = [float(np.median(c)) for c in cols]
         cells = [f"{np.median(c):.2f} ({min(c):.2f}-{max(c):.2f})" for c in cols[:3]]
         cells.append(f"{np.median(cols[3]):.0f} ({min(cols[3]):.0f}-{max(cols[3]):.0f})")
         print(f"{label:<38} " + " ".join(f"{c:>17}" for c in cells))
-    print(f"kept / system: wall {med['kept'][0] / med['system'][0]:.2f}x, system CPU "
-          f"{med['kept'][2] / max(med['system'][2], 1e-9):.2f}x, peak RSS {med['kept'][3] / med['system'][3]:.2f}x; "
-          f"outputs identical: {outs['kept'] == outs['system']}")
+    (a, *_), (b, *_) = variants[0], variants[-1]
+    same = all(o == outs[a] for o in outs.values())
+    print(f"{b} / {a}: wall {med[b][0] / med[a][0]:.2f}x, user CPU {med[b][1] / max(med[a][1], 1e-9):.2f}x, "
+          f"system CPU {med[b][2] / max(med[a][2], 1e-9):.2f}x, peak RSS {med[b][3] / med[a][3]:.2f}x; "
+          f"outputs identical: {same}")
 
 
 def main() -> None:
@@ -334,6 +347,12 @@ def main() -> None:
     ap.add_argument("--heap-rounds", type=int, default=0, metavar="N",
                     help="instead of the phases: zaptrace report --json under both heap policies, "
                          "interleaved, N rounds")
+    ap.add_argument("--engine", choices=kernels.ENGINES, default="c",
+                    help="the gap pipeline's engine (ZAPTRACE_KERNELS): c, the compiled kernels (the default), "
+                         "or numpy")
+    ap.add_argument("--engine-rounds", type=int, default=0, metavar="N",
+                    help="instead of the phases: zaptrace report --json with the numpy engine and with the "
+                         "compiled kernels (analysis/kernels.py), interleaved, N rounds")
     ap.add_argument("--child", nargs=3, metavar=("PATH", "PHASE", "MEM"), help=argparse.SUPPRESS)
     o = ap.parse_args()
     if o.child:
@@ -353,10 +372,12 @@ def main() -> None:
         generate(path, o.events, o.seed, o.style, o.kernel)
         print(f"generated {o.events:,} events -> {path} ({os.path.getsize(path) / 2**20:.0f} MiB) "
               f"in {time.perf_counter() - t:.1f} s")
-    if o.heap_rounds:
-        heap_rounds(path, o.heap_rounds)
+    if o.heap_rounds or o.engine_rounds:
+        interleaved_rounds(path, o.heap_rounds or o.engine_rounds,
+                           HEAP_VARIANTS if o.heap_rounds else ENGINE_VARIANTS)
         return
     os.environ[heap.ENV] = o.heap           # for this process and the memory children
+    os.environ[kernels.ENV] = o.engine
     keep_freed_memory()
 
     times: Dict[str, float] = {}
@@ -393,7 +414,7 @@ def main() -> None:
     print(f"\ntrace: {path}: {o.events:,} events ({size / 2**20:.0f} MiB), "
           f"{n_rows:,} gap-table rows; python {sys.version.split()[0]}, "
           f"pandas {__import__('pandas').__version__}, numpy {np.__version__}, {os.cpu_count()} CPUs; "
-          f"{heap.policy()} (bounded row: glibc's default, as the CLI)")
+          f"{heap.policy()} (bounded row: glibc's default, as the CLI); gap pipeline: {kernels.status()}")
     print(f"{'phase':<12} {'wall s':>8} {'x read':>8} {'peak RSS MiB':>12}  (VmHWM of a child that runs up to this phase)")
     labels = {"import": "imports only", "read": "tracefile.read (column load)", "load": "analysis.load",
               "gap_table": "gap_table", "summarize": "summarize", "report": "full report (analyse+text)",
@@ -413,7 +434,7 @@ def main() -> None:
         print(f"--json in memory == --json --max-memory {o.max_memory}: {same}")
     print(f"\nreproduce: .venv/bin/python bench/analysis_bench.py -n {o.events} --style {o.style} "
           f"--seed {o.seed} --repeat {o.repeat} --max-memory {o.max_memory}"
-          + (" --heap system" if o.heap == "system" else "")
+          + (" --heap system" if o.heap == "system" else "") + (" --engine numpy" if o.engine == "numpy" else "")
           + (f" --trace {o.trace}" if o.trace else "") + (f" --phases {o.phases}" if o.phases != ",".join(PHASES) else ""))
 
 

@@ -83,6 +83,7 @@ def test_wheel_holds_only_the_zaptrace_package(wheel):
         assert not missing, missing
     assert "zaptrace/probes/zaptrace.bpf.c" in names and "zaptrace/vm/guest/stage2.sh" in names
     assert "zaptrace/lostwrite.c" in names           # the lostwrite engine, built on first use
+    assert "zaptrace/analysis/kernels.c" in names    # the analysis kernels, built on first use
 
 
 def test_installed_wheel_has_no_generic_top_level_names(installed, tmp_path):
@@ -101,8 +102,12 @@ def test_installed_wheel_has_no_generic_top_level_names(installed, tmp_path):
 
 
 def test_installed_report_matches_the_source_tree(installed, tmp_path):
-    p = run([installed / "zaptrace", "report", FIXTURE, "--json"], tmp_path)
+    # the wheel's analysis/kernels.c built on first use into the user's cache (no tree here)
+    p = run([installed / "zaptrace", "report", FIXTURE, "--json"], tmp_path,
+            env=clean_env(XDG_CACHE_HOME=str(tmp_path / "cache")))
     assert p.returncode == 0, p.stderr
+    assert "analysis kernels in numpy" not in p.stderr, p.stderr
+    assert list((tmp_path / "cache" / "zaptrace" / "bin").glob("kernels-*.so")), p.stderr
     assert p.stdout == source_tree_report()
 
 

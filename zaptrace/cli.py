@@ -14,7 +14,7 @@ from typing import List, Optional
 import typer
 
 from . import __version__
-from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, clean_errors, err, info
+from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, ZaptraceError, clean_errors, err, info
 
 CTX = {"help_option_names": ["-h", "--help"]}
 CMD_CTX = dict(CTX, allow_interspersed_args=False, ignore_unknown_options=True)
@@ -146,6 +146,12 @@ def doctor():
     for c in p.checks:
         print(f"  {'ok' if c.ok else ('FAIL' if c.fatal else 'warn'):5} {c.name:9} {c.detail}")
     print(f"  {bcc_line[0]:5} {'bcc':9} {bcc_line[1]}")
+    try:
+        from .analysis import kernels
+        engine = kernels.status()
+    except ZaptraceError as e:
+        engine = str(e)
+    print(f"  {'ok' if engine.startswith('compiled') else 'warn':5} {'analysis':9} {engine}")
     print("probes:")
     for ch in p.choices:
         if ch.ok:

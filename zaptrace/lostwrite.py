@@ -32,10 +32,8 @@ where an independent C detector of this design found 1 in 150 s on 6.1.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -44,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+from . import cbuild
 from . import workloads as W
 
 SCHEMA = "zaptrace.lostwrite/1"
@@ -96,30 +95,10 @@ def parse_inject(spec: Optional[str]) -> Optional[Tuple[int, int]]:
 
 # -- the engine -------------------------------------------------------------
 
-def _digest() -> str:
-    h = hashlib.sha256(SOURCE.read_bytes())
-    h.update(" ".join(CFLAGS).encode())
-    return h.hexdigest()[:12]
-
-
 def engine_dirs() -> List[Path]:
-    """Where an engine is looked for and built, in order: the source tree's build/
-    (shared with the QEMU guests, which have no compiler: `vm run` builds it there
-    first), then the user's cache."""
-    dirs = []
-    tree = SOURCE.resolve().parent.parent
-    if (tree / "pyproject.toml").is_file() and (tree / "vm").is_dir():
-        dirs.append(tree / "build")
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    dirs.append(Path(cache) / "zaptrace" / "bin")
-    return dirs
-
-
-def _compiler() -> Optional[str]:
-    for cc in (os.environ.get("CC"), "cc", "gcc", "clang"):
-        if cc and shutil.which(cc):
-            return shutil.which(cc)
-    return None
+    """Where an engine is looked for and built (zaptrace/cbuild.py: the source tree's build/,
+    shared with the QEMU guests, which have no compiler, then the user's cache)."""
+    return cbuild.build_dirs(SOURCE)
 
 
 def engine(build: bool = True) -> str:
@@ -129,39 +108,19 @@ def engine(build: bool = True) -> str:
         if not os.access(env, os.X_OK):
             raise W.WorkloadError(f"${ENGINE_ENV}={env} is not an executable file")
         return env
-    name = f"lostwrite-{_digest()}"
+    name = f"lostwrite-{cbuild.digest(SOURCE, CFLAGS)}"
     dirs = engine_dirs()
-    for d in dirs:
-        if os.access(d / name, os.X_OK):
-            return str(d / name)
-    cc = _compiler() if build else None
-    if cc is None:
+    found = cbuild.find(name, dirs)
+    if found and os.access(found, os.X_OK):
+        return found
+    if not build or cbuild.compiler() is None:
         raise W.WorkloadError(f"lostwrite needs its engine built from {SOURCE} and there is no C compiler "
                               f"here: apt-get install gcc, or build it elsewhere and set ${ENGINE_ENV}")
-    errors = []
-    for d in dirs:
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            errors.append(f"{d}: {e.strerror}")
-            continue
-        tmp = d / f".{name}.{os.getpid()}"
+    try:
         # -static where the C library allows it (Debian: libc6-dev has libc.a).
-        for extra in (("-static",), ()):
-            r = subprocess.run([cc, *CFLAGS, *extra, "-o", str(tmp), str(SOURCE)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            if r.returncode == 0:
-                os.replace(tmp, d / name)
-                return str(d / name)
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        last = (r.stderr.strip().splitlines() or ["no output"])[-1]
-        errors.append(f"{cc}: {last}")
-        if "No such file" not in r.stderr and "Permission" not in r.stderr:
-            break
-    raise W.WorkloadError(f"could not build the lostwrite engine from {SOURCE}: {'; '.join(errors)}")
+        return cbuild.build(SOURCE, name, CFLAGS, variants=(("-static",), ()), dirs=dirs)
+    except cbuild.BuildError as e:
+        raise W.WorkloadError(f"the lostwrite engine: {e}") from None
 
 
 # -- the run ----------------------------------------------------------------
