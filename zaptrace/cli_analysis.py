@@ -46,7 +46,10 @@ bytes per paired page and 60 per mkclean call; the text report says
 Without it the whole trace is loaded (about 2.5 bytes of RAM per trace
 byte), and memory freed along the way stays in the process for the next
 arrays instead of being faulted in again (zaptrace/heap.py;
-ZAPTRACE_HEAP=system keeps glibc's default).
+ZAPTRACE_HEAP=system keeps glibc's default).  The gap table's joins run as
+compiled kernels (analysis/kernels.c, built with the system's C compiler on
+first use; `zaptrace doctor` names the engine); without a compiler the same
+analysis runs in numpy, slower (ZAPTRACE_KERNELS=numpy forces it).
 """
 
 EXPORT_HELP = """Export a trace for other tools: Perfetto timeline, per-page gap table as Parquet or CSV.
