@@ -23,23 +23,30 @@ def merge_asof_pos(lt, lby, rt, rok, rby, direction, exact):
     return m.sort_values("row", kind="stable")["pos"].fillna(-1).to_numpy().astype(np.int64)
 
 
-@pytest.mark.parametrize("base", [0, 2**53 + 1, 2**62])
-def test_asof_matches_merge_asof(base):
-    rng = np.random.default_rng(base % 1000)
-    for it in range(60):
-        n, m = int(rng.integers(0, 40)), int(rng.integers(0, 40))
+def asof_cases(base, iterations=60, size=40, first_key=(np.uint32,)):
+    """Random _asof inputs (it, lt, lby, rt, rok, rby): many equal times and keys, sides sorted
+    or not, right rows masked; no group, one tid-like key (of a ``first_key`` dtype, in turn),
+    or it and a pointer-like uint64 (folio, mm)."""
+    rng = np.random.default_rng(abs(base) % 1000)
+    for it in range(iterations):
+        n, m = int(rng.integers(0, size)), int(rng.integers(0, size))
         lt = base + rng.integers(0, 30, n)
         rt = base + rng.integers(0, 30, m)
         if it % 2:
             lt.sort()
         if it % 4 < 2:
             rt.sort()
-        # no group, tid-like (uint32), and tid + a pointer-like uint64 (folio, mm)
         nb = it % 3
-        kinds = [np.uint32, np.uint64]
+        kinds = [first_key[it % len(first_key)], np.uint64]
         lby = [rng.integers(0, 3, n).astype(kinds[min(i, 1)]) * (2**40 if i else 1) for i in range(nb)]
         rby = [rng.integers(0, 3, m).astype(kinds[min(i, 1)]) * (2**40 if i else 1) for i in range(nb)]
         rok = rng.random(m) < 0.8 if it % 5 else np.ones(m, bool)
+        yield it, lt, lby, rt, rok, rby
+
+
+@pytest.mark.parametrize("base", [0, 2**53 + 1, 2**62])
+def test_asof_matches_merge_asof(base):
+    for it, lt, lby, rt, rok, rby in asof_cases(base):
         for direction in ("backward", "forward"):
             for exact in (True, False):
                 got = _asof(lt, lby, rt, rok, rby, direction, exact)

@@ -16,6 +16,7 @@ from tests.needs import need
 from zaptrace import cbuild
 from zaptrace.analysis import gaps, kernels, report
 
+from .test_asof import asof_cases
 from .test_stream import FIXTURES, _bench, random_trace
 
 INT64_MIN, INT64_MAX = np.iinfo(np.int64).min, np.iinfo(np.int64).max
@@ -42,20 +43,8 @@ def _keys(rng, n, nb, dtypes):
 
 @pytest.mark.parametrize("base", [INT64_MIN + 5, -7, 0, 2**53 + 1, INT64_MAX - 40])
 def test_asof_kernel_is_the_numpy_asof(base):
-    rng = np.random.default_rng(abs(base) % 1000)
     seen = 0
-    for it in range(120):
-        n, m = int(rng.integers(0, 60)), int(rng.integers(0, 60))
-        lt = base + rng.integers(0, 30, n)
-        rt = base + rng.integers(0, 30, m)
-        if it % 2:
-            lt.sort()
-        if it % 4 < 2:
-            rt.sort()
-        nb = 1 + it % 2
-        dtypes = [(np.uint32, np.int64, np.uint16)[it % 3], np.uint64]
-        lby, rby = _keys(rng, n, nb, dtypes), _keys(rng, m, nb, dtypes)
-        rok = rng.random(m) < 0.7 if it % 3 else np.ones(m, bool)
+    for it, lt, lby, rt, rok, rby in asof_cases(base, 150, 60, (np.uint32, np.int64, np.uint16)):
         for direction in ("backward", "forward"):
             for exact in (True, False):
                 got, want = both(gaps._asof, lt, lby, rt, rok, rby, direction, exact)
