@@ -151,6 +151,8 @@ def doctor():
         engine = kernels.status()
     except ZaptraceError as e:
         engine = str(e)
+    except ImportError as e:            # a recording-only machine (the QEMU guests have no pandas)
+        engine = f"cannot run here ({e}): record here, run `zaptrace report` where it can"
     print(f"  {'ok' if engine.startswith('compiled') else 'warn':5} {'analysis':9} {engine}")
     print("probes:")
     for ch in p.choices:
