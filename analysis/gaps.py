@@ -662,24 +662,6 @@ def _cover(dec: Cols, fl: Cols):
         np.copyto(done, d, where=prev)
         done_ok |= d_ok & outside
     return (enter, enter_ok), (done, done_ok)
-    prev = _codes_in(path, [p for p, r in PATH_RULES.items() if r["cover"] == "previous"], PATH_CODE)
-    if nxt.any():
-        sel = np.flatnonzero(nxt)
-        pos = _asof(ts[sel], [dec["tid"][sel], dec["mm"][sel]], f_enter, f_ok, [fl["tid"], fl["mm"]],
-                    "forward", False)
-        enter[sel], enter_ok[sel] = _pick(f_enter, f_ok, pos)
-        done[sel], done_ok[sel] = _pick(fl["done"], fl["done_ok"], pos)
-    if prev.any():
-        sel = np.flatnonzero(prev)
-        pos = _asof(ts[sel], [dec["tid"][sel], dec["mm"][sel]], fl["done"], fl["done_ok"], [fl["tid"], fl["mm"]],
-                    "backward", True)
-        e, e_ok = _pick(f_enter, f_ok, pos)
-        d, d_ok = _pick(fl["done"], fl["done_ok"], pos)
-        z, z_ok = dec["zap_ts"][sel], dec["zap_ok"][sel]
-        outside = z_ok & e_ok & (e < z)      # that flush belongs to an earlier zap
-        enter[sel], enter_ok[sel] = e, e_ok & ~outside
-        done[sel], done_ok[sel] = d, d_ok & ~outside
-    return (enter, enter_ok), (done, done_ok)
 
 
 def mkclean_calls(trace: Trace) -> pd.DataFrame:
