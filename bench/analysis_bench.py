@@ -22,15 +22,21 @@ as a ratio to the column load.  Peak memory: the peak RSS (VmHWM) of a
 separate child process per phase that runs the pipeline up to and including
 that phase (so each figure includes the phases before it and the imports).
 The in-memory phases run under the heap policy of `zaptrace report`
-(zaptrace/heap.py: freed memory kept in the process; ``--heap system`` for
-glibc's default), the bounded row, in a child, under glibc's default, as the
-CLI runs it.  ``--heap-rounds N`` instead times `zaptrace report --json`
-under both policies, interleaved, N rounds, and ``--engine-rounds N`` with the
+(zaptrace/heap.py: freed memory kept in the process, numpy's huge-page advice
+off; ``--heap system`` for glibc's and numpy's defaults), the bounded row, in a
+child, under glibc's default, as the CLI runs it.  ``--heap-rounds N`` instead
+times `zaptrace report --json` under glibc's default, the kept heap with
+numpy's huge-page advice, and the CLI's policy, interleaved, N rounds, and ``--engine-rounds N`` with the
 numpy engine and the compiled kernels (analysis/kernels.py); ``--engine numpy``
-runs the phases in numpy:
+runs the phases in numpy.  ``--floor-rounds N`` times, each in a fresh process,
+interleaved, the column load, a *floor* (the column load, the timestamp sort
+and one write of each column of the trace's gap table: a lower bound on any
+report that builds the table in memory) and the full report, each as a ratio
+to the column load, first run and run again in the same process:
 
     .venv/bin/python bench/analysis_bench.py -n 10000000 --heap-rounds 5
     .venv/bin/python bench/analysis_bench.py -n 10000000 --engine-rounds 5
+    .venv/bin/python bench/analysis_bench.py -n 10000000 --floor-rounds 5
 """
 from __future__ import annotations
 
@@ -42,7 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -231,6 +237,9 @@ def run_phase(path: str, upto: str) -> Dict[str, float]:
     if upto == "report":
         timed("report", lambda: report.render_text(report.analyse(path)))
         return out
+    if upto == "floor":
+        timed("floor", lambda: floor(path, FLOOR_SCHEMA))
+        return out
     if upto == "bounded":
         timed("bounded", lambda: report.render_text(report.analyse(path, max_memory=BOUNDED_MEMORY)))
         return out
@@ -242,6 +251,83 @@ def run_phase(path: str, upto: str) -> Dict[str, float]:
         return out
     timed("summarize", lambda: summarize(trace, gaps))
     return out
+
+
+#: --floor-rounds: (rows, [(column, numpy dtype str)]) of the gap table of the trace; set by main()
+FLOOR_SCHEMA: Optional[Tuple[int, List[Tuple[str, str]]]] = None
+
+
+def table_schema(path: str) -> Tuple[int, List[Tuple[str, str]]]:
+    """Rows and column arrays of the trace's gap table, as ``gap_table`` builds it: a
+    nullable column is its int64 values and a boolean mask, a categorical its codes."""
+    import pandas as pd
+    from zaptrace import analysis
+    from zaptrace.analysis.gaps import gap_table
+    g = gap_table(analysis.load(path))
+    cols: List[Tuple[str, str]] = []
+    for c in g.columns:
+        a = g[c].array
+        if isinstance(a, pd.arrays.IntegerArray):
+            cols += [(c, a._data.dtype.str), (c + " (mask)", "|b1")]
+        elif isinstance(a, pd.Categorical):
+            cols.append((c, a.codes.dtype.str))
+        else:
+            cols.append((c, g[c].to_numpy().dtype.str))
+    return len(g), cols
+
+
+def floor(path: str, schema) -> None:
+    """A lower bound on any report that builds the gap table in memory: the column load, the
+    timestamp sort of the events, and one write of each column of the table (its rows and
+    dtypes from ``table_schema``): no selection, pairing, hit search or summary."""
+    from zaptrace import tracefile
+    raw = tracefile.read(path)
+    order = np.argsort(raw.events["ts"], kind="stable")
+    del order
+    rows, cols = schema
+    kept = []
+    for _, dt in cols:
+        a = np.empty(rows, dtype=np.dtype(dt))
+        a.fill(1)
+        kept.append(a)
+
+
+def floor_rounds(path: str, rounds: int) -> None:
+    """The column load, the floor (``floor``) and the full report, each in a fresh process
+    under the CLI's heap policy, interleaved for ``rounds`` rounds: in-process wall times,
+    median (min-max), and each as a ratio to the column load of its round."""
+    global FLOOR_SCHEMA
+    FLOOR_SCHEMA = table_schema(path)
+    os.environ["ZAPTRACE_BENCH_FLOOR"] = json.dumps(FLOOR_SCHEMA)
+    os.environ["ZAPTRACE_BENCH_WARM"] = "1"
+    rows, cols = FLOOR_SCHEMA
+    size = sum(np.dtype(d).itemsize for _, d in cols) * rows
+    print(f"{path}: {os.path.getsize(path) / 2**20:.0f} MiB; gap table: {rows:,} rows, {len(cols)} column "
+          f"arrays, {size / 2**20:.0f} MiB; each child under the CLI's heap policy (zaptrace/heap.py); "
+          f"gap pipeline: {kernels.status()}")
+    names = ("read", "floor", "report")
+    runs: Dict[str, Dict[str, List[float]]] = {w: {ph: [] for ph in names} for w in ("fresh", "warm")}
+    for r in range(rounds):
+        for ph in names:
+            got = run_child(path, ph, "kept")
+            runs["fresh"][ph].append(got["times"][ph])
+            runs["warm"][ph].append(got["warm"][ph])
+        print(f"  [round {r + 1}: " + ", ".join(f"{ph} {runs['fresh'][ph][-1]:.2f} s (again {runs['warm'][ph][-1]:.2f})"
+                                                 for ph in names) + "]", flush=True)
+    labels = {"read": "tracefile.read (column load)",
+              "floor": "floor: column load + timestamp sort + one write of the table",
+              "report": "full report (analyse+text)"}
+    for w, what in (("fresh", "the first run in a fresh process (what `zaptrace report` does)"),
+                    ("warm", "the same phase run again in that process, its memory already faulted in")):
+        t = runs[w]
+        ratio = {ph: [a / b for a, b in zip(t[ph], t["read"])] for ph in names}
+        print(f"\n{rounds} interleaved rounds, {what}; median (min-max):")
+        for ph in names:
+            x = ratio[ph]
+            print(f"{ph:<7} {np.median(t[ph]):6.2f} s ({min(t[ph]):.2f}-{max(t[ph]):.2f})   x read "
+                  f"{np.median(x):5.2f} ({min(x):.2f}-{max(x):.2f})  {labels[ph]}")
+        print(f"target: report <= 3.0 x read; the floor leaves {3.0 - np.median(ratio['floor']):.2f} x read "
+              "(median) for everything else")
 
 
 def peak_rss_mib() -> float:
@@ -258,12 +344,17 @@ def peak_rss_mib() -> float:
 
 
 def child(path: str, upto: str, mem: int) -> None:
-    global BOUNDED_MEMORY
+    global BOUNDED_MEMORY, FLOOR_SCHEMA
     BOUNDED_MEMORY = mem
+    if upto == "floor":
+        FLOOR_SCHEMA = json.loads(os.environ["ZAPTRACE_BENCH_FLOOR"])
     if upto != "bounded":                   # as the CLI: the heap policy of the in-memory path only
         keep_freed_memory()
     t = run_phase(path, upto)
-    print(json.dumps({"times": t, "peak_rss_mib": peak_rss_mib()}))
+    peak = peak_rss_mib()
+    # ZAPTRACE_BENCH_WARM: the phase once more in the same process, its memory already faulted in
+    warm = run_phase(path, upto) if os.environ.get("ZAPTRACE_BENCH_WARM") else None
+    print(json.dumps({"times": t, "peak_rss_mib": peak, "warm": warm}))
 
 
 def run_child(path: str, upto: str, heap: str) -> Dict[str, Any]:
@@ -292,7 +383,8 @@ def _report_child(path: str, env: Dict[str, str]):
 #: --heap-rounds: the heap policies (zaptrace/heap.py); --engine-rounds: the gap pipeline's
 #: engines (analysis/kernels.py).  (name, label, environment of the child)
 HEAP_VARIANTS = (("system", "glibc default (ZAPTRACE_HEAP=system)", {heap.ENV: "system"}),
-                 ("kept", "freed memory kept (the CLI's)", {heap.ENV: "kept"}))
+                 ("kept+thp", "kept, numpy's THP advice on", {heap.ENV: "kept", heap.NUMPY_THP_ENV: "1"}),
+                 ("kept", "freed memory kept, no THP advice (the CLI's)", {heap.ENV: "kept"}))
 ENGINE_VARIANTS = (("numpy", "numpy (ZAPTRACE_KERNELS=numpy)", {"ZAPTRACE_KERNELS": "numpy"}),
                    ("c", "compiled kernels (the default)", {"ZAPTRACE_KERNELS": "c"}))
 
@@ -340,12 +432,13 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="time each phase this many times, keep the best")
     ap.add_argument("--no-memory", action="store_true", help="skip the per-phase memory children")
     ap.add_argument("--max-memory", default="1G", help="--max-memory of the bounded row (default 1G)")
-    ap.add_argument("--phases", default=",".join(PHASES), help="comma-separated phases to run (default: all)")
+    ap.add_argument("--phases", default=",".join(PHASES), help="comma-separated phases to run (default: all; read, the base of the ratios, always runs)")
     ap.add_argument("--heap", choices=("kept", "system"), default="kept",
                     help="heap policy of the in-memory phases: kept (what zaptrace report does, "
                          "zaptrace/heap.py) or system (glibc's default)")
     ap.add_argument("--heap-rounds", type=int, default=0, metavar="N",
-                    help="instead of the phases: zaptrace report --json under both heap policies, "
+                    help="instead of the phases: zaptrace report --json under glibc's default heap, the kept heap with "
+                         "numpy's THP advice, and the CLI's policy (kept, no THP advice), "
                          "interleaved, N rounds")
     ap.add_argument("--engine", choices=kernels.ENGINES, default="c",
                     help="the gap pipeline's engine (ZAPTRACE_KERNELS): c, the compiled kernels (the default), "
@@ -353,6 +446,10 @@ def main() -> None:
     ap.add_argument("--engine-rounds", type=int, default=0, metavar="N",
                     help="instead of the phases: zaptrace report --json with the numpy engine and with the "
                          "compiled kernels (analysis/kernels.py), interleaved, N rounds")
+    ap.add_argument("--floor-rounds", type=int, default=0, metavar="N",
+                    help="instead of the phases: the column load, a floor (column load + timestamp sort + one "
+                         "write of the gap table's columns) and the full report, each in a fresh process, "
+                         "interleaved, N rounds")
     ap.add_argument("--child", nargs=3, metavar=("PATH", "PHASE", "MEM"), help=argparse.SUPPRESS)
     o = ap.parse_args()
     if o.child:
@@ -361,7 +458,12 @@ def main() -> None:
     global BOUNDED_MEMORY
     from zaptrace.analysis.report import parse_size
     BOUNDED_MEMORY = parse_size(o.max_memory)
-    phases = [p for p in PHASES if p in o.phases.split(",")]
+    asked = [p.strip() for p in o.phases.split(",") if p.strip()]
+    unknown = [p for p in asked if p not in PHASES]
+    if unknown:
+        ap.error(f"unknown phase {', '.join(unknown)} (phases: {', '.join(PHASES)})")
+    # the column load is the base of every ratio: always timed
+    phases = [p for p in PHASES if p in asked or p == "read"]
     if o.generate_only:
         generate(o.generate_only, o.events, o.seed, o.style, o.kernel)
         print(f"wrote {o.events:,} events to {o.generate_only}")
@@ -372,6 +474,9 @@ def main() -> None:
         generate(path, o.events, o.seed, o.style, o.kernel)
         print(f"generated {o.events:,} events -> {path} ({os.path.getsize(path) / 2**20:.0f} MiB) "
               f"in {time.perf_counter() - t:.1f} s")
+    if o.floor_rounds:
+        floor_rounds(path, o.floor_rounds)
+        return
     if o.heap_rounds or o.engine_rounds:
         interleaved_rounds(path, o.heap_rounds or o.engine_rounds,
                            HEAP_VARIANTS if o.heap_rounds else ENGINE_VARIANTS)
@@ -407,8 +512,8 @@ def main() -> None:
         n_rows = sum(b["decrements"] for b in json.loads(outs[0])["classes"].values()) \
             + json.loads(outs[0])["other_path"]["count"]
     else:
-        n_rows = sum(b["decrements"] for b in report.analyse(path, max_memory=BOUNDED_MEMORY,
-                                                             with_hits=False).summary["classes"].values())
+        summ = report.analyse(path, max_memory=BOUNDED_MEMORY, with_hits=False).summary
+        n_rows = sum(b["decrements"] for b in summ["classes"].values()) + summ["other_path"]["count"]
     base = times["read"]
     size = os.path.getsize(path)
     print(f"\ntrace: {path}: {o.events:,} events ({size / 2**20:.0f} MiB), "
