@@ -21,13 +21,16 @@ freed memory must go back at once).
 
 The same policy stops numpy from asking for transparent huge pages for its
 large arrays (numpy calls madvise(MADV_HUGEPAGE) on every block of 4 MiB or
-more).  Where the kernel's THP ``defrag`` setting is ``madvise`` (Debian's
+more).  Where the kernel's THP ``defrag`` setting is ``madvise`` (the kernel's
 default), each such fault may compact memory first: on this project's host
 the first write of 843 MiB of arrays took 1.6-2.1 s on the kept heap with
 that advice and 0.3 s without, and ``zaptrace report --json`` of the 10 M
-event trace spent 3.6 s in the kernel against 1.0 s (README, "Analysis
-speed").  Without the advice the kernel's own THP setting decides.  A user
-who sets numpy's ``NUMPY_MADVISE_HUGEPAGE`` keeps numpy's choice.
+event trace spent 1.9 s in the kernel against 0.9 s, 6.3 against 5.4 s of
+wall time; at 50 M events the two were within their spread (31.3 against
+32.0 s: there the huge pages saved about as much user CPU as their faults
+cost).  See the README, "Analysis speed".  Without the advice the kernel's
+own THP setting decides.  A user who sets numpy's ``NUMPY_MADVISE_HUGEPAGE``
+keeps numpy's choice.
 
 Not for the bounded path (``--max-memory``): it frees each window's arrays so
 that the next window can use the memory, and its peak is what it promises.
