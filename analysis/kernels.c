@@ -118,11 +118,12 @@ static inline int64_t map_get(const struct map *m, uint64_t ka, uint64_t kb)
 /* gaps._asof: for each left row, the right row of the same key matched as-of its time,
  * -1 where none.  backward: the last right row at (exact) or strictly before it; forward:
  * the first at (exact) or strictly after it; of right rows with equal times the last
- * (backward) or first (forward) in row order.  Right rows where rok[r] == 0 never match.
+ * (backward) or first (forward) in row order.  Every right row is valid (the caller keeps
+ * only those).
  * lorder / rorder: the rows in stable time order (NULL: the rows already are).
  * Returns 0, -1 when out of memory. */
 int zt_asof(int64_t n, const int64_t *lt, const uint64_t *la, const uint64_t *lb, const int64_t *lorder,
-            int64_t m, const int64_t *rt, const uint8_t *rok, const uint64_t *ra, const uint64_t *rb,
+            int64_t m, const int64_t *rt, const uint64_t *ra, const uint64_t *rb,
             const int64_t *rorder, int backward, int exact, int64_t *out)
 {
     struct map mp;
@@ -136,7 +137,7 @@ int zt_asof(int64_t n, const int64_t *lt, const uint64_t *la, const uint64_t *lb
                 int64_t r = ROW(rorder, j);
                 if (exact ? rt[r] > t : rt[r] >= t)
                     break;
-                if (rok[r] && map_put(&mp, ra[r], KB(rb, r), r) < 0)
+                if (map_put(&mp, ra[r], KB(rb, r), r) < 0)
                     goto oom;
             }
             out[i] = map_get(&mp, la[i], KB(lb, i));
@@ -149,7 +150,7 @@ int zt_asof(int64_t n, const int64_t *lt, const uint64_t *la, const uint64_t *lb
                 int64_t r = ROW(rorder, j);
                 if (exact ? rt[r] < t : rt[r] <= t)
                     break;
-                if (rok[r] && map_put(&mp, ra[r], KB(rb, r), r) < 0)
+                if (map_put(&mp, ra[r], KB(rb, r), r) < 0)
                     goto oom;
             }
             out[i] = map_get(&mp, la[i], KB(lb, i));

@@ -50,7 +50,7 @@ _I = ctypes.c_int64
 def _load() -> ctypes.CDLL:
     path = cbuild.build(SOURCE, f"kernels-{cbuild.digest(SOURCE, CFLAGS)}.so", CFLAGS)
     lib = ctypes.CDLL(path)
-    lib.zt_asof.argtypes = [_I, _P, _P, _P, _P, _I, _P, _P, _P, _P, _P, ctypes.c_int, ctypes.c_int, _P]
+    lib.zt_asof.argtypes = [_I, _P, _P, _P, _P, _I, _P, _P, _P, _P, ctypes.c_int, ctypes.c_int, _P]
     lib.zt_shift.argtypes = [_I, _P, _P, _P, ctypes.c_int, _I, _P]
     lib.zt_hit_ranges.argtypes = [_I, _P, _P, _P, _I, _P, _P, _P, _P, _P]
     for f in (lib.zt_asof, lib.zt_shift, lib.zt_hit_ranges):
@@ -156,11 +156,10 @@ def asof(lt: np.ndarray, lby, rt: np.ndarray, rok: np.ndarray, rby, direction: s
         rpos = np.flatnonzero(rok)
         rt, rk = rt[rpos], [k[rpos] for k in rk]
     rt = np.ascontiguousarray(rt, dtype=np.int64)
-    ok = np.ones(len(rt), dtype=np.uint8)
     out = np.empty(n, dtype=np.int64)
     lo, ro = _time_order(lt), _time_order(rt)
     _check(L.zt_asof(n, _ptr(lt), _ptr(lk[0]), _ptr(lk[1] if len(lk) > 1 else None), _ptr(lo),
-                     len(rt), _ptr(rt), _ptr(ok), _ptr(rk[0]), _ptr(rk[1] if len(rk) > 1 else None), _ptr(ro),
+                     len(rt), _ptr(rt), _ptr(rk[0]), _ptr(rk[1] if len(rk) > 1 else None), _ptr(ro),
                      int(direction == "backward"), int(bool(exact)), _ptr(out)), "asof")
     if rpos is not None:
         hit = out >= 0
