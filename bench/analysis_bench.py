@@ -26,9 +26,9 @@ The in-memory phases run under the heap policy of `zaptrace report`
 off; ``--heap system`` for glibc's and numpy's defaults), the bounded row, in a
 child, under glibc's default, as the CLI runs it.  ``--heap-rounds N`` instead
 times `zaptrace report --json` under glibc's default, the kept heap with
-numpy's huge-page advice, and the CLI's policy, interleaved, N rounds, and ``--engine-rounds N`` with the
-numpy engine and the compiled kernels (analysis/kernels.py); ``--engine numpy``
-runs the phases in numpy.  ``--floor-rounds N`` times, each in a fresh process,
+numpy's huge-page advice, and the CLI's policy, interleaved, N rounds, and
+``--engine-rounds N`` with the numpy engine and the compiled kernels
+(analysis/kernels.py); ``--engine numpy`` runs the phases in numpy.  ``--floor-rounds N`` times, each in a fresh process,
 interleaved, the column load, a *floor* (the column load, the timestamp sort
 and one write of each column of the trace's gap table: a lower bound on any
 report that builds the table in memory) and the full report, each as a ratio
@@ -312,8 +312,8 @@ def floor_rounds(path: str, rounds: int) -> None:
             got = run_child(path, ph, "kept")
             runs["fresh"][ph].append(got["times"][ph])
             runs["warm"][ph].append(got["warm"][ph])
-        print(f"  [round {r + 1}: " + ", ".join(f"{ph} {runs['fresh'][ph][-1]:.2f} s (again {runs['warm'][ph][-1]:.2f})"
-                                                 for ph in names) + "]", flush=True)
+        done = [f"{ph} {runs['fresh'][ph][-1]:.2f} s (again {runs['warm'][ph][-1]:.2f})" for ph in names]
+        print(f"  [round {r + 1}: " + ", ".join(done) + "]", flush=True)
     labels = {"read": "tracefile.read (column load)",
               "floor": "floor: column load + timestamp sort + one write of the table",
               "report": "full report (analyse+text)"}
@@ -432,13 +432,14 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="time each phase this many times, keep the best")
     ap.add_argument("--no-memory", action="store_true", help="skip the per-phase memory children")
     ap.add_argument("--max-memory", default="1G", help="--max-memory of the bounded row (default 1G)")
-    ap.add_argument("--phases", default=",".join(PHASES), help="comma-separated phases to run (default: all; read, the base of the ratios, always runs)")
+    ap.add_argument("--phases", default=",".join(PHASES), help="comma-separated phases to run (default: all; read, the base of the "
+                         "ratios, always runs)")
     ap.add_argument("--heap", choices=("kept", "system"), default="kept",
                     help="heap policy of the in-memory phases: kept (what zaptrace report does, "
                          "zaptrace/heap.py) or system (glibc's default)")
     ap.add_argument("--heap-rounds", type=int, default=0, metavar="N",
-                    help="instead of the phases: zaptrace report --json under glibc's default heap, the kept heap with "
-                         "numpy's THP advice, and the CLI's policy (kept, no THP advice), "
+                    help="instead of the phases: zaptrace report --json under glibc's default heap, the kept "
+                         "heap with numpy's THP advice, and the CLI's policy (kept, no THP advice), "
                          "interleaved, N rounds")
     ap.add_argument("--engine", choices=kernels.ENGINES, default="c",
                     help="the gap pipeline's engine (ZAPTRACE_KERNELS): c, the compiled kernels (the default), "

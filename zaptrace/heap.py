@@ -16,8 +16,8 @@ Measured with ``zaptrace report --json`` of the 10 M-event synthetic trace
 (``bench/analysis_bench.py``), 3 interleaved runs each, on the 2-core host of
 this project (a VM whose freed memory goes back to its hypervisor, so a
 re-faulted page costs more than on bare metal): see bench/HISTORY.md (the
-round at f0d81b6).  ``ZAPTRACE_HEAP=system`` keeps glibc's defaults (to compare, or where
-freed memory must go back at once).
+round at f0d81b6).  ``ZAPTRACE_HEAP=system`` keeps glibc's defaults (to
+compare, or where freed memory must go back at once).
 
 The same policy stops numpy from asking for transparent huge pages for its
 large arrays (numpy calls madvise(MADV_HUGEPAGE) on every block of 4 MiB or
