@@ -75,7 +75,7 @@ def test_wheel_holds_only_the_zaptrace_package(wheel):
     assert all(t == "zaptrace" or (t.startswith("zaptrace-") and t.endswith(".dist-info")) for t in tops), tops
     # everything the source tree's packages hold, under zaptrace/ (C sources and guest scripts included)
     for pkg, patterns in (("zaptrace", ["*.py", "*.c"]), ("analysis", ["*.py"]),
-                          ("probes", ["*.py", "*.c", "*.h"]), ("vm", ["*.py", "guest/*"])):
+                          ("probes", ["*.py", "*.c", "*.h"]), ("vm", ["*.py", "guest/*", "*.config"])):
         files = [f for pat in patterns for f in (ROOT / pkg).glob(pat) if f.is_file()]
         assert files, (pkg, patterns)
         prefix = "zaptrace/" if pkg == "zaptrace" else "zaptrace/%s/" % pkg

@@ -11,42 +11,18 @@ Steps (each skipped when its result is already in the cache):
 6. once per host: the KVM probe (only if /dev/kvm is usable).
 """
 
-import contextlib
 import os
 import shutil
-import time
-from typing import Callable, Iterator, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from . import cache, debian, initramfs, qemu, rootfs, tools
 from .errors import VMError
-from .kernel import fetched, is_label, resolve
+from .kernel import built, fetched, is_label, known_names, list_built, resolve
+from .progress import Progress
 
 DEFAULT_KERNELS = ("5.10", "6.1", "6.12", "7.2")
 
 _NOT_BUILT = "guest image not built: run `zaptrace vm build`"
-
-
-class _Progress:
-    """Progress lines stamped with the seconds since the build started."""
-
-    def __init__(self, log: Callable[[str], None]) -> None:
-        self._log = log
-        self._t0 = time.monotonic()
-        self.worked = False
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self._t0
-
-    def say(self, message: str) -> None:
-        self._log("[%6.1fs] %s" % (self.elapsed(), message))
-
-    @contextlib.contextmanager
-    def step(self, what: str) -> Iterator[None]:
-        self.worked = True
-        self.say(what + " ...")
-        started = time.monotonic()
-        yield
-        self.say("%s: done in %.1f s" % (what, time.monotonic() - started))
 
 
 def _labels(requested: Sequence[str]) -> List[str]:
@@ -68,7 +44,7 @@ def build(kernels: Sequence[str] = DEFAULT_KERNELS, force: bool = False, log: Ca
     the kernels again and redoes debootstrap, image and scratch disk.
     """
     labels = _labels(kernels)
-    progress = _Progress(log)
+    progress = Progress(log)
     # Fail early, before any download.
     tools.require("apt-get", "apt-cache", "dpkg-deb", "depmod", "debootstrap", "mkfs.ext4", qemu.QEMU)
     initramfs.find_busybox()
@@ -132,9 +108,9 @@ def ready(kernel: str) -> Optional[str]:
         if info is None or rootfs.image_kernels().get(kernel) != info["kver"]:
             return "kernel %s not built: run `zaptrace vm build --kernel %s`" % (kernel, kernel)
         return None
-    if not os.path.isfile(kernel):
-        return "unknown kernel %r: choose one of %s or give the path of a bzImage" % (
-            kernel, ", ".join(debian.SUITES))
+    if built(kernel) is None and not os.path.exists(kernel):
+        return "unknown kernel %r: choose one of %s, or give a kernel build tree or a bzImage" % (
+            kernel, known_names())
     return None
 
 
@@ -150,6 +126,9 @@ def describe() -> List[str]:
         info = fetched(label)
         what = "%s %s" % (info["kver"], info["version"]) if info else "not fetched"
         lines.append("kernel %-5s %-9s %s: %s" % (label, suite, what, ready(label) or "ready"))
+    for info in list_built():
+        patches = ", ".join(p["name"] for p in info.get("patches", [])) or "no patches"
+        lines.append("kernel %s: %s, built from %s + %s" % (info["name"], info["release"], info["source"]["ident"], patches))
     if shutil.which(qemu.QEMU) is None:
         lines.append("qemu: %s not found (scripts/setup installs it)" % qemu.QEMU)
     else:

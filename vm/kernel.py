@@ -1,8 +1,9 @@
-"""Which kernel a guest boots: a fetched Debian kernel by label, or a user's bzImage."""
+"""Which kernel a guest boots: a fetched Debian kernel by label, a kernel built from source
+by name (``zaptrace vm kernel build``), a kernel build tree, or a user's bzImage."""
 
 import struct
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import List, NamedTuple, Optional
 
 from . import cache, debian
 from .errors import VMError
@@ -35,8 +36,59 @@ def fetched(label: str) -> Optional[dict]:
     return info
 
 
+def built_root() -> Path:
+    """Where ``zaptrace vm kernel build`` keeps what it built: ``built/<name>/``."""
+    return cache.vm_dir() / "built"
+
+
+def built(name: str) -> Optional[dict]:
+    """The build.json of a kernel built from source, by name, whose image is present; else None."""
+    if not name or "/" in name or name in (".", ".."):
+        return None
+    info = cache.read_json(built_root() / name / "build.json")
+    if not info or not (built_root() / name / "bzImage").is_file():
+        return None
+    return info
+
+
+def list_built() -> List[dict]:
+    """Every kernel built from source, oldest first."""
+    if not built_root().is_dir():
+        return []
+    infos = [built(p.name) for p in built_root().iterdir() if p.is_dir()]
+    return sorted((i for i in infos if i), key=lambda i: i.get("built", ""))
+
+
+#: Where a kernel build tree (in-tree or make O=) holds its image.
+TREE_IMAGE = "arch/x86/boot/bzImage"
+
+
+def known_names() -> str:
+    """The labels and built names a --kernel may take, for error messages."""
+    names = list(debian.SUITES) + [i["name"] for i in list_built()]
+    return ", ".join(names)
+
+
 def resolve(kernel: str, modules: Optional[str] = None, headers: Optional[str] = None) -> GuestKernel:
-    """Turn the ``kernel`` argument of run() into a GuestKernel, or raise VMError."""
+    """Turn the ``kernel`` argument of run() into a GuestKernel, or raise VMError.
+
+    ``kernel`` is, first match wins: a Debian label ("7.2"), the name of a kernel built
+    by ``vm kernel build``, a kernel build tree (its arch/x86/boot/bzImage; BCC gets the
+    tree as headers unless the kernel carries its own, CONFIG_IKHEADERS), or a bzImage.
+    """
+    info = None if is_label(kernel) else built(kernel)
+    if info is not None:
+        if modules or headers:
+            raise VMError("--modules/--headers do not apply to a built kernel (%s carries its headers)" % kernel)
+        return GuestKernel(kernel, info["release"], built_root() / kernel / "bzImage", None, None)
+    tree = Path(kernel).expanduser()
+    if not is_label(kernel) and tree.is_dir():
+        if not (tree / TREE_IMAGE).is_file():
+            raise VMError("%s has no %s: build the kernel first (make bzImage, or zaptrace vm kernel build %s)"
+                          % (kernel, TREE_IMAGE, kernel))
+        if headers is None and not _has_ikheaders(tree / ".config"):
+            headers = str(tree)
+        kernel = str(tree / TREE_IMAGE)
     if is_label(kernel):
         if modules or headers:
             raise VMError("--modules/--headers apply only to a kernel given as a path")
@@ -56,10 +108,8 @@ def resolve(kernel: str, modules: Optional[str] = None, headers: Optional[str] =
         if headers is None and (build_link / "include").is_dir():
             headers = str(build_link)
     if not image.is_file():
-        raise VMError(
-            "unknown kernel %r: choose one of %s or give the path of a bzImage"
-            % (kernel, ", ".join(debian.SUITES))
-        )
+        raise VMError("unknown kernel %r: choose one of %s, or give a kernel build tree or a bzImage"
+                      % (kernel, known_names()))
     mod_dir = Path(modules).expanduser().resolve() if modules else None
     if mod_dir is not None and not mod_dir.is_dir():
         raise VMError("--modules %s is not a directory" % modules)
@@ -94,7 +144,8 @@ def split_headers_source(headers: Optional[Path]) -> Optional[Path]:
         return None
     for line in text.splitlines():
         words = line.split()
-        if len(words) == 2 and words[0] == "include" and words[1].endswith("/Makefile"):
+        # Only a literal path: a kernel tree's own Makefile includes "$(srctree)/arch/$(SRCARCH)/Makefile".
+        if len(words) == 2 and words[0] == "include" and words[1].endswith("/Makefile") and "$" not in words[1]:
             common = Path(words[1]).parent
             # The path is the one the package installs; look beside the tree too.
             for candidate in (common, headers.parent / common.name):
@@ -103,6 +154,14 @@ def split_headers_source(headers: Optional[Path]) -> Optional[Path]:
             raise VMError("%s builds against %s, which is not there: install or unpack it beside %s"
                           % (headers, common, headers))
     return None
+
+
+def _has_ikheaders(config: Path) -> bool:
+    """True when a build tree's .config builds the kernel's headers in (CONFIG_IKHEADERS=y)."""
+    try:
+        return "\nCONFIG_IKHEADERS=y\n" in "\n" + config.read_text(errors="replace")
+    except OSError:
+        return False
 
 
 def bzimage_version(path: Path) -> Optional[str]:

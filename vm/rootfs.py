@@ -28,6 +28,7 @@ INCLUDE = (
     "util-linux",
     "e2fsprogs",
     "sudo",
+    "xz-utils",         # BCC unpacks /sys/kernel/kheaders.tar.xz of a kernel with its own headers (vm kernel build)
 )
 
 #: The unprivileged guest user (uid, gid) for privilege tests.

@@ -155,8 +155,6 @@ def run(
     if scratch_fs not in rootfs.SCRATCH_FILESYSTEMS:
         raise VMError("unknown scratch filesystem %r: choose from %s"
                       % (scratch_fs, ", ".join(rootfs.SCRATCH_FILESYSTEMS)))
-    if scratch_fs != "ext4" and guest.modules is None:
-        raise VMError("--scratch-fs %s needs the kernel's modules (--modules) to load it" % scratch_fs)
     if not cache.scratch_image(scratch_fs).is_file():
         rootfs.build_scratch(scratch_fs)
     initrd = initramfs.ensure(guest.modules)

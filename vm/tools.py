@@ -15,6 +15,17 @@ PACKAGES: Dict[str, str] = {
     "depmod": "kmod",
     "mkfs.ext4": "e2fsprogs",
     "qemu-system-x86_64": "qemu-system-x86",
+    # zaptrace vm kernel build
+    "make": "make",
+    "gcc": "gcc",
+    "flex": "flex",
+    "bison": "bison",
+    "bc": "bc",
+    "pahole": "dwarves",
+    "perl": "perl",
+    "patch": "patch",
+    "tar": "tar",
+    "xz": "xz-utils",
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import shutil
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -248,8 +249,12 @@ def feature_checks(syms: Symbols) -> List[Check]:
     kheaders = os.path.exists("/sys/kernel/kheaders.tar.xz")
     if hd:
         checks.append(Check("headers", True, f"kernel headers at {hd}"))
+    elif kheaders and shutil.which("xz"):
+        checks.append(Check("headers", True, "no headers tree, but CONFIG_IKHEADERS (BCC unpacks /sys/kernel/kheaders.tar.xz)"))
     elif kheaders:
-        checks.append(Check("headers", True, "no headers tree, but CONFIG_IKHEADERS (BCC uses /sys/kernel/kheaders.tar.xz)"))
+        checks.append(Check("headers", False,
+                            "no headers tree, and BCC cannot unpack the kernel's own (/sys/kernel/kheaders.tar.xz) "
+                            "without xz: apt-get install xz-utils"))
     else:
         checks.append(Check("headers", False,
                             f"no kernel headers for {kernel_release()}: install linux-headers-{kernel_release()} "

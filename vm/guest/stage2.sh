@@ -70,7 +70,9 @@ if [ "${ZT_HEADERS_SOURCE:-0}" = 1 ]; then
 fi
 
 if [ "${ZT_SCRATCH_FS:-ext4}" != ext4 ]; then
-    modprobe "$ZT_SCRATCH_FS" || fatal "cannot load the $ZT_SCRATCH_FS module for the scratch disk"
+    # A module of a Debian kernel, or built in (a kernel from vm kernel build has no modules).
+    grep -qw "$ZT_SCRATCH_FS" /proc/filesystems || modprobe "$ZT_SCRATCH_FS" \
+        || fatal "the kernel has no $ZT_SCRATCH_FS (neither built in nor a module) for the scratch disk"
     mount -t "$ZT_SCRATCH_FS" /dev/vdb /scratch || fatal "cannot mount the $ZT_SCRATCH_FS scratch disk /dev/vdb"
     chmod 1777 /scratch
 fi
