@@ -20,11 +20,19 @@ import pandas as pd
 
 from zaptrace import tracefile
 
-# Kind names as the trace header spells them; fixed by the format, so analysis
-# code can refer to them by name whatever their numeric codes are.
-KIND_NAMES = ("zap_enter", "zap_exit", "rmap", "dirty", "tlb_flush_enter", "tlb_flush_exit",
-              "flush_range_enter", "flush_range_exit", "rmaps_enter", "rmaps_exit",
-              "mkclean_enter", "mkclean_exit")
+from zaptrace.layout import layout
+
+# Kind names as the trace header spells them, so that analysis code refers to kinds by
+# name whatever their numeric codes are.  Every trace has the REQUIRED_KINDS (the format
+# has had them from the start); a kind added since (probes/zaptrace_event.h) may be absent
+# from an older trace's header: ``Trace.code`` then gives ABSENT, which no event has.
+REQUIRED_KINDS = ("zap_enter", "zap_exit", "rmap", "dirty", "tlb_flush_enter", "tlb_flush_exit",
+                  "flush_range_enter", "flush_range_exit", "rmaps_enter", "rmaps_exit",
+                  "mkclean_enter", "mkclean_exit")
+#: Every kind this zaptrace knows, in the header's order.
+KIND_NAMES = tuple(name.lower() for name, _ in sorted(layout().kinds.items(), key=lambda kv: kv[1]))
+#: The code of a kind the trace does not have (kind codes are one byte, below ZT_NKINDS).
+ABSENT = 255
 
 
 @dataclass
@@ -99,7 +107,15 @@ class Trace:
         return int(self.meta.get("struct_page_size") or 64)
 
     def code(self, name: str) -> int:
-        return self.kinds[name]
+        """The code of kind ``name``; ABSENT (no event has it) for a kind newer than the trace."""
+        if name in self.kinds:
+            return self.kinds[name]
+        if name in KIND_NAMES:
+            return ABSENT
+        raise KeyError(name)
+
+    def has_kind(self, name: str) -> bool:
+        return name in self.kinds
 
     def flag(self, name: str) -> int:
         return self.flags[name]
@@ -169,7 +185,7 @@ def header(raw: tracefile.RawTrace) -> Tuple[Dict[str, Any], Dict[str, int], Dic
     if "probes" in raw.meta:
         head["probes"] = raw.meta["probes"]
     kinds = {str(v): int(k) for k, v in (head.get("kinds") or {}).items()}
-    missing = [k for k in KIND_NAMES if k not in kinds]
+    missing = [k for k in REQUIRED_KINDS if k not in kinds]
     if missing:
         raise tracefile.TraceError(f"{raw.path}: header lacks event kinds {', '.join(missing)}")
     flags = {str(k): int(v) for k, v in (head.get("flags") or {}).items()}

@@ -12,9 +12,10 @@
  *   ZT_<EVENT>_TRAMP      1: attached with BPF trampolines (fentry/fexit), 0: kprobes
  *   ZT_<EVENT>_NARGS      number of arguments (where fexit finds the return value)
  *
- * Each handler h_<name>(ctx) has a kprobe entry point zt_<name>(); for
- * trampolines, the plan appends kfunc__<symbol>/kretfunc__<symbol> entry
- * points that call the same handler (zaptrace/plan.py).
+ * Each handler h_<name>(ctx) is named by its logical event in the catalog
+ * (zaptrace/catalog.py, "handlers"); zaptrace/plan.py appends its entry
+ * points for this kernel: zt_<name>(struct pt_regs *) for a kprobe, or
+ * kfunc__<symbol>/kretfunc__<symbol> for a BPF trampoline.
  *   ZT_RINGBUF_PAGES      ring buffer size in pages (power of two)
  *   ZT_PERFBUF            use a perf buffer (kernels without BPF ring buffer)
  *   ZT_RB_FLAGS           ring buffer output flags (BPF_RB_NO_WAKEUP: user space polls)
@@ -359,6 +360,24 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 	return 0;
 }
 
+/*
+ * An event of a followed task inside its zap (the task map holds only followed tasks):
+ * e gets the kind, the zap's mm and ZT_F_IN_ZAP.  0 outside a zap: nothing to record.
+ */
+static __always_inline int zap_event(struct zt_event *e, __u8 kind)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = id;
+	struct zt_task *t = tasks.lookup(&tid);
+
+	if (!t || !t->zap_depth)
+		return 0;
+	fill(e, kind, id);
+	e->mm = t->zap_mm;
+	e->flags = ZT_F_IN_ZAP;
+	return 1;
+}
+
 #ifdef ZT_HAVE_ZAP
 static __always_inline int h_zap_enter(void *ctx)
 {
@@ -411,11 +430,6 @@ static __always_inline int h_zap_enter(void *ctx)
 	return 0;
 }
 
-int zt_zap_enter(struct pt_regs *ctx)
-{
-	return h_zap_enter(ctx);
-}
-
 static __always_inline int h_zap_exit(void *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -436,11 +450,6 @@ static __always_inline int h_zap_exit(void *ctx)
 	else
 		count_empty_zap();
 	return 0;
-}
-
-int zt_zap_exit(struct pt_regs *ctx)
-{
-	return h_zap_exit(ctx);
 }
 #endif
 
@@ -508,10 +517,24 @@ static __always_inline int h_rmap(void *ctx)
 	rmap_common(ctx, c, &e, ZT_RMAP_VMA ? ZT_GET(RMAP, ctx, ZT_RMAP_VMA) : 0);
 	return 0;
 }
+#endif
 
-int zt_rmap(struct pt_regs *ctx)
+#ifdef ZT_HAVE_ZAPPMD
+/*
+ * zap_huge_pmd() entry inside a zap of a followed task: the PMD is cleared under
+ * its lock after this, then its mapcount drops.  The pairing rule of the pmd path
+ * takes the first flush after this event (analysis/gaps.py, PATH_RULES).
+ */
+static __always_inline int h_zap_pmd(void *ctx)
 {
-	return h_rmap(ctx);
+	struct zt_event e = {};
+
+	if (!zap_event(&e, ZT_ZAP_PMD))
+		return 0;
+	if (ZT_ZAPPMD_ADDR)
+		e.page = ZT_GET(ZAPPMD, ctx, ZT_ZAPPMD_ADDR);
+	emit(ctx, &e);
+	return 0;
 }
 #endif
 
@@ -540,11 +563,6 @@ static __always_inline int h_rmap_pmd(void *ctx)
 	return rmap_whole(ctx, ZT_GET(RMAPPMD, ctx, ZT_RMAPPMD_FOLIO), ZT_GET(RMAPPMD, ctx, ZT_RMAPPMD_PAGE),
 			  ZT_GET(RMAPPMD, ctx, ZT_RMAPPMD_VMA), ZT_PMD_PAGES, ZT_F_COMPOUND);
 }
-
-int zt_rmap_pmd(struct pt_regs *ctx)
-{
-	return h_rmap_pmd(ctx);
-}
 #endif
 
 #ifdef ZT_HAVE_RMAPPUD
@@ -554,26 +572,16 @@ static __always_inline int h_rmap_pud(void *ctx)
 	return rmap_whole(ctx, ZT_GET(RMAPPUD, ctx, ZT_RMAPPUD_FOLIO), ZT_GET(RMAPPUD, ctx, ZT_RMAPPUD_PAGE),
 			  ZT_GET(RMAPPUD, ctx, ZT_RMAPPUD_VMA), ZT_PUD_PAGES, ZT_F_PUD);
 }
-
-int zt_rmap_pud(struct pt_regs *ctx)
-{
-	return h_rmap_pud(ctx);
-}
 #endif
 
 #ifdef ZT_HAVE_DIRTY
 /* Only the calls a zapping task makes inside its zap are markers. */
 static __always_inline int h_dirty(void *ctx)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tid = id;
-	struct zt_task *t = tasks.lookup(&tid);
 	struct zt_event e = {};
 
-	if (!t || !t->zap_depth)
+	if (!zap_event(&e, ZT_DIRTY))
 		return 0;
-	fill(&e, ZT_DIRTY, id);
-	e.mm = t->zap_mm;
 	if (ZT_DIRTY_PAGE)
 		e.page = ZT_GET(DIRTY, ctx, ZT_DIRTY_PAGE);
 	if (ZT_DIRTY_FOLIO)
@@ -584,18 +592,12 @@ static __always_inline int h_dirty(void *ctx)
 		e.page = e.folio;
 	e.nr = 1;
 	e.pfn = pfn_of(cfg(), e.page);
-	e.flags = ZT_F_IN_ZAP;
 	zt_folio_info(&e, e.folio, e.page);
 #ifdef ZT_SUMMARY
-	sum_dirty(tid, e.folio);
+	sum_dirty(e.tid, e.folio);
 #endif
 	emit(ctx, &e);
 	return 0;
-}
-
-int zt_dirty(struct pt_regs *ctx)
-{
-	return h_dirty(ctx);
 }
 #endif
 
@@ -614,11 +616,6 @@ static __always_inline int h_tlb_flush_enter(void *ctx)
 	return 0;
 }
 
-int zt_tlb_flush_enter(struct pt_regs *ctx)
-{
-	return h_tlb_flush_enter(ctx);
-}
-
 static __always_inline int h_tlb_flush_exit(void *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -633,11 +630,6 @@ static __always_inline int h_tlb_flush_exit(void *ctx)
 #endif
 	emit(ctx, &e);
 	return 0;
-}
-
-int zt_tlb_flush_exit(struct pt_regs *ctx)
-{
-	return h_tlb_flush_exit(ctx);
 }
 #endif
 
@@ -658,11 +650,6 @@ static __always_inline int h_flush_range_enter(void *ctx)
 	return 0;
 }
 
-int zt_flush_range_enter(struct pt_regs *ctx)
-{
-	return h_flush_range_enter(ctx);
-}
-
 static __always_inline int h_flush_range_exit(void *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -677,11 +664,6 @@ static __always_inline int h_flush_range_exit(void *ctx)
 #endif
 	emit(ctx, &e);
 	return 0;
-}
-
-int zt_flush_range_exit(struct pt_regs *ctx)
-{
-	return h_flush_range_exit(ctx);
 }
 #endif
 
@@ -706,11 +688,6 @@ static __always_inline int h_rmaps_enter(void *ctx)
 	return 0;
 }
 
-int zt_rmaps_enter(struct pt_regs *ctx)
-{
-	return h_rmaps_enter(ctx);
-}
-
 static __always_inline int h_rmaps_exit(void *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -726,11 +703,6 @@ static __always_inline int h_rmaps_exit(void *ctx)
 		tasks.delete(&tid);
 	emit(ctx, &e);
 	return 0;
-}
-
-int zt_rmaps_exit(struct pt_regs *ctx)
-{
-	return h_rmaps_exit(ctx);
 }
 #endif
 
@@ -765,11 +737,6 @@ static __always_inline int h_mkclean_enter(void *ctx)
 	return 0;
 }
 
-int zt_mkclean_enter(struct pt_regs *ctx)
-{
-	return h_mkclean_enter(ctx);
-}
-
 static __always_inline int h_mkclean_exit(void *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -790,10 +757,5 @@ static __always_inline int h_mkclean_exit(void *ctx)
 #endif
 	emit(ctx, &e);
 	return 0;
-}
-
-int zt_mkclean_exit(struct pt_regs *ctx)
-{
-	return h_mkclean_exit(ctx);
 }
 #endif

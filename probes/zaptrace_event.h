@@ -25,7 +25,8 @@ enum zt_kind {
 	ZT_RMAPS_EXIT = 10,      /* tlb_flush_rmaps() return */
 	ZT_MKCLEAN_ENTER = 11,   /* folio_mkclean()/page_mkclean() entry: page = folio = argument */
 	ZT_MKCLEAN_EXIT = 12,    /* its return: nr = return value (PTEs cleaned) */
-	ZT_NKINDS = 13,
+	ZT_ZAP_PMD = 13,         /* zap_huge_pmd() entry inside a zap: page = address; the PMD is cleared after it */
+	ZT_NKINDS = 14,
 };
 
 /* Event flag bits (zt_event.flags). */

@@ -40,7 +40,9 @@ class LogicalEvent:
     macro: str                         # BPF handler family: ZT_<macro>_*
     description: str
     alternatives: Tuple[Alternative, ...]
-    entry: bool = True
+    #: BPF handlers h_<entry>() and h_<ret>() in probes/zaptrace.bpf.c (ret: None without a
+    #: return probe).  plan.py generates their kprobe (zt_<h>) and fentry/fexit entry points.
+    handlers: Tuple[str, Optional[str]] = ("", None)
     ret: bool = False                  # also attach a return probe
     required: bool = True              # record refuses to start without it
     roles: Tuple[str, ...] = ()
@@ -79,6 +81,7 @@ CATALOG: Tuple[LogicalEvent, ...] = (
                  "v7.1: 3a31d08d242a mm/memory: inline unmap_page_range() into __zap_vma_range()"),
         ),
         ret=True, roles=("tlb", "vma", "start", "end"),
+        handlers=("zap_enter", "zap_exit"),
     ),
     LogicalEvent(
         "rmap", "RMAP", "mapcount decrement of a PTE-mapped page",
@@ -100,6 +103,24 @@ CATALOG: Tuple[LogicalEvent, ...] = (
                  "v4.5: d281ee614518 rmap: add argument to charge compound page"),
         ),
         roles=("folio", "page", "nr", "compound", "vma"),
+        handlers=("rmap", None),
+    ),
+    LogicalEvent(
+        "zap_pmd", "ZAPPMD", "a huge PMD about to be cleared (zap_huge_pmd entry: lock, clear, rmap, unlock)",
+        (
+            # Global in mm/huge_memory.c since the transparent hugepage core (v2.6.38), with
+            # (tlb, vma, pmd, addr) on every kernel zaptrace reads (int before v6.x, bool since).
+            # The PMD is cleared under its lock after this entry and before its mapcount drops:
+            # the entry bounds the clear from below, so that the pairing rule of the pmd path
+            # can take the first flush *after the clear*, wherever the kernel puts it (a flush
+            # before folio_remove_rmap_pmd() closes the window).  Without it (older traces) the
+            # decrement stands for the clear.
+            _alt("zap_huge_pmd", ("tlb", "vma", "pmd", "addr"),
+                 {"tlb": "tlb", "vma": "vma", "addr": "addr"},
+                 "v2.6.38: transparent hugepages (mm/huge_memory.c); the clear of a PMD mapping"),
+        ),
+        required=False, roles=("tlb", "vma", "addr"),
+        handlers=("zap_pmd", None),
     ),
     LogicalEvent(
         "rmap_pmd", "RMAPPMD", "mapcount decrement of a whole PMD mapping (zap_huge_pmd)",
@@ -112,6 +133,7 @@ CATALOG: Tuple[LogicalEvent, ...] = (
                  "v6.8: b06dc281aa99 mm/rmap: introduce folio_remove_rmap_[pte|ptes|pmd]()"),
         ),
         required=False, roles=("folio", "page", "vma"),
+        handlers=("rmap_pmd", None),
     ),
     LogicalEvent(
         "rmap_pud", "RMAPPUD", "mapcount decrement of a whole PUD mapping (zap_huge_pud)",
@@ -123,6 +145,7 @@ CATALOG: Tuple[LogicalEvent, ...] = (
                  "v6.15: 349994cf61e6 mm/rmap: add support for PUD sized mappings to rmap"),
         ),
         required=False, roles=("folio", "page", "vma"),
+        handlers=("rmap_pud", None),
     ),
     LogicalEvent(
         "dirty", "DIRTY", "PTE-dirty marker: the zap marks a file page dirty because its PTE was dirty",
@@ -135,6 +158,7 @@ CATALOG: Tuple[LogicalEvent, ...] = (
                  "before v5.16 the zap calls set_page_dirty() (mm/page-writeback.c)"),
         ),
         roles=("folio", "page"),
+        handlers=("dirty", None),
     ),
     LogicalEvent(
         "tlb_flush", "TLBFLUSH", "batch TLB flush and page freeing of an mmu_gather (tlb_flush_mmu)",
@@ -143,6 +167,7 @@ CATALOG: Tuple[LogicalEvent, ...] = (
                  "global since v4.10 (mm/mmu_gather.c since v5.0, 196d9d8bb7d1)"),
         ),
         ret=True, roles=("tlb",),
+        handlers=("tlb_flush_enter", "tlb_flush_exit"),
     ),
     LogicalEvent(
         "flush_range", "FLUSHRANGE", "architecture TLB invalidation of an mm range (x86 flush_tlb_mm_range)",
@@ -153,6 +178,7 @@ CATALOG: Tuple[LogicalEvent, ...] = (
                  "x86, v4.19: 016c4d92cd16 x86/mm/tlb: Add freed_tables argument to flush_tlb_mm_range"),
         ),
         ret=True, required=False, roles=("mm", "start", "end"),
+        handlers=("flush_range_enter", "flush_range_exit"),
     ),
     LogicalEvent(
         "flush_rmaps", "RMAPS", "delayed rmap removal after the flush (tlb_flush_rmaps)",
@@ -162,6 +188,7 @@ CATALOG: Tuple[LogicalEvent, ...] = (
                  "v6.2: 5df397dec7c4 mm: delay page_remove_rmap() until after the TLB has been flushed"),
         ),
         ret=True, required=False, roles=("tlb", "vma"),
+        handlers=("rmaps_enter", "rmaps_exit"),
     ),
     LogicalEvent(
         "mkclean", "MKCLEAN", "writeback write-protects the page's mappings (folio_mkclean)",
@@ -174,6 +201,7 @@ CATALOG: Tuple[LogicalEvent, ...] = (
                  "before v5.16: page_mkclean() in mm/rmap.c"),
         ),
         ret=True, roles=("folio", "page"),
+        handlers=("mkclean_enter", "mkclean_exit"),
     ),
 )
 

@@ -21,7 +21,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from . import machine, __version__, plan as planmod, process, summary as ksummary
+from . import catalog, machine, __version__, plan as planmod, process, summary as ksummary
 from .bccload import load_bcc
 from .layout import layout
 from .errors import ZaptraceError
@@ -145,8 +145,9 @@ class Recorder:
                 continue
             if ch.trampoline:
                 continue            # fentry/fexit programs were loaded and attached with the object
-            for fn in planmod.HANDLERS[ch.event]:
-                if fn is None or (fn == planmod.HANDLERS[ch.event][1] and not ch.ret):
+            entry, ret = catalog.event(ch.event).handlers
+            for fn in (entry, ret if ch.ret else None):
+                if fn is None:
                     continue
                 try:
                     self.bpf.load_func("zt_" + fn, bcc.BPF.KPROBE)
@@ -162,7 +163,7 @@ class Recorder:
                 if not ch.required:
                     self.missing.append(f"{ch.event}: " + "; ".join(f"{s}: {w}" for s, w in ch.tried))
                 continue
-            entry, ret = ("zt_" + h if h else None for h in planmod.HANDLERS[ch.event])
+            entry, ret = ("zt_" + h if h else None for h in catalog.event(ch.event).handlers)
             if ch.trampoline:
                 self.attached += [ch.symbol + " (fentry)"] + ([ch.symbol + " (fexit)"] if ch.ret else [])
                 continue

@@ -60,7 +60,14 @@ def test_ebpf_prints_the_program_without_root_or_bcc():
     p = zt("record", "--ebpf")
     assert p.returncode == 0, p.stderr
     assert "#define ZT_HAVE_RMAP 1" in p.stdout and "struct zt_event" in p.stdout
-    assert "int zt_rmap(struct pt_regs *ctx)" in p.stdout
+    # the entry points are generated for this kernel: BPF trampolines where it has BTF ...
+    assert "int zt_rmap(struct pt_regs *ctx)" in p.stdout or "int kfunc__" in p.stdout
+    # ... kprobe wrappers with --kprobes, one per handler of an attached event, each calling it
+    p = zt("record", "--ebpf", "--kprobes")
+    assert p.returncode == 0, p.stderr
+    assert "int zt_rmap(struct pt_regs *ctx) { return h_rmap(ctx); }" in p.stdout
+    assert "int zt_zap_exit(struct pt_regs *ctx) { return h_zap_exit(ctx); }" in p.stdout
+    assert "int kfunc__" not in p.stdout
 
 
 def test_help_has_worked_examples():
