@@ -45,7 +45,8 @@ appear only where times are displayed.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import pandas as pd
@@ -54,27 +55,59 @@ from . import kernels
 from .load import Trace
 from zaptrace.vocab import ANON, CLASSES, DELAYED, FILE_CLEAN, FILE_DIRTY, IMMEDIATE, OTHER_PATH, PMD, PUD
 
-#: How a decrement of each zap path is paired and classed: one row per path.
-#:   cover:  "next" = the task's first flush for the mm that starts after the
-#:           decrement; "previous" = its last flush for the mm completed before
-#:           it, in the same zap.
-#:   marker: where the zap's dirty marker of the folio may stand: "before" the
-#:           decrement in the same zap, after the task's previous rmap call on
-#:           that folio and not taken by a delayed rmap of that folio later in
-#:           the zap (one marker per PTE batch; 6.2+ delays the dirty batches);
-#:           "zap" = anywhere in the same zap; or
-#:           "implied": the path exists only for dirty PTEs (the kernel sets
-#:           delay_rmap only when pte_dirty, 5df397dec7c4), so a file page on it
-#:           is file-dirty whether or not its marker was seen in this zap (on
-#:           7.3, 1 % of delayed removals came one zap after their marker).
-#:   expand: one row per page of a multi-page call (PTE batches), or one row
-#:           for the whole mapping (a PMD/PUD maps one folio at once).
-PATH_RULES: Dict[str, Dict[str, Any]] = {
-    IMMEDIATE: {"cover": "next", "marker": "before", "expand": True},
-    DELAYED: {"cover": "previous", "marker": "implied", "expand": True},
-    PMD: {"cover": "next", "marker": "zap", "expand": False},
-    PUD: {"cover": "next", "marker": "zap", "expand": False},
+@dataclass(frozen=True)
+class PathRule:
+    """How a decrement of one zap path is paired with its covering flush and classed.
+
+    cover:  "next": the task's first flush for the mm that starts after the decrement;
+            "after_clear": the task's first flush for the mm that starts after the entry
+            was *cleared*, which the ``clear`` event bounds from below (the task's latest
+            one in the same zap, before the decrement): a flush the kernel makes between
+            the clear and the decrement (under the same lock) covers the entry, and its
+            window is closed (gap <= 0).  Where the trace has no such event (recorded
+            before it existed, or the probe was not attached) the decrement stands for
+            the clear, as "next";
+            "previous": the task's last flush for the mm completed before the decrement,
+            in the same zap (the delayed rmap: the flush came first).
+    marker: where the zap's dirty marker of the folio may stand: "before" the decrement
+            in the same zap, after the task's previous rmap call on that folio and not
+            taken by a delayed rmap of that folio later in the zap (one marker per PTE
+            batch; 6.2+ delays the dirty batches); "zap": anywhere in the same zap
+            (zap_huge_pmd() drops the mapcount first, then marks the folio dirty); or
+            "implied": the path exists only for dirty PTEs (the kernel sets delay_rmap
+            only when pte_dirty, 5df397dec7c4), so a file page on it is file-dirty whether
+            or not its marker was seen in this zap (on 7.3, 1 % of delayed removals came
+            one zap after their marker).
+    expand: one row per page of a multi-page call (PTE batches), or one row for the
+            whole mapping (a PMD/PUD maps one folio at once).
+    clear:  the event kind that bounds the clear from below ("after_clear" only).
+    """
+
+    cover: str
+    marker: str
+    expand: bool
+    clear: Optional[str] = None
+
+    @property
+    def looks_forward(self) -> bool:
+        """The covering flush comes after the decrement or after the clear: searched forward."""
+        return self.cover != "previous"
+
+
+#: One row per zap path (the measure's rules, written out in docs/measure.md).
+PATH_RULES: Dict[str, PathRule] = {
+    IMMEDIATE: PathRule(cover="next", marker="before", expand=True),
+    DELAYED: PathRule(cover="previous", marker="implied", expand=True),
+    PMD: PathRule(cover="after_clear", marker="zap", expand=False, clear="zap_pmd"),
+    PUD: PathRule(cover="next", marker="zap", expand=False),
 }
+
+
+def paths_where(test: Callable[[PathRule], bool]) -> List[str]:
+    """The zap paths whose rule passes ``test`` (e.g. ``lambda r: r.expand``)."""
+    return [p for p, r in PATH_RULES.items() if test(r)]
+
+
 ZAP_PATHS = tuple(PATH_RULES)
 PATHS = ZAP_PATHS + (OTHER_PATH,)
 
@@ -272,7 +305,7 @@ def _expand_pages(dec: Cols, page_size: int) -> Cols:
     """One row per page of a multi-page decrement (folio_remove_rmap_ptes nr > 1)."""
     nr_call = dec["nr"].astype(np.int64)
     nr_call = np.where(nr_call < 1, 1, nr_call)
-    whole = ~_codes_in(dec["path"], [p for p, r in PATH_RULES.items() if r["expand"]], PATH_CODE) \
+    whole = ~_codes_in(dec["path"], paths_where(lambda r: r.expand), PATH_CODE) \
         & dec["compound"]
     nr = np.where(whole, 1, nr_call)
     if (nr == 1).all():
@@ -470,6 +503,8 @@ def _gap_cols(trace: Trace, mk: Optional[pd.DataFrame] = None, release=None) -> 
     # Every other selection from the events, before the table grows (see ``release``).
     zaps = _calls(ev, trace.code("zap_enter"), trace.code("zap_exit"))
     dirty = _select(ev, trace.code("dirty"), ("ts", "tid", "folio"))
+    clears = {r.clear: _select(ev, trace.code(r.clear), ("ts", "tid"))
+              for r in PATH_RULES.values() if r.cover == "after_clear"}
     src, fen, fex = _flush_source(trace)
     flush_calls = _calls(ev, fen, fex)
     mmu_calls = _calls(ev, trace.code("tlb_flush_enter"), trace.code("tlb_flush_exit"))
@@ -518,7 +553,7 @@ def _gap_cols(trace: Trace, mk: Optional[pd.DataFrame] = None, release=None) -> 
     prev_call = dec.pop("prev_call_ts")          # BEFORE_ALL: no previous call
     pte_dirty = dirty_ok & zap_ok & (dirty_ts >= zap_ts) & ~other & (dirty_ts > prev_call)
     del prev_call
-    whole_zap = _codes_in(p, [q for q, r in PATH_RULES.items() if r["marker"] == "zap"], PATH_CODE) & zap_done_ok
+    whole_zap = _codes_in(p, paths_where(lambda r: r.marker == "zap"), PATH_CODE) & zap_done_ok
     if whole_zap.any():
         sel = np.flatnonzero(whole_zap & ~pte_dirty)
         after, after_ok = _pick(d_t, d_ok, _asof(ts[sel], [dec["tid"][sel], dec["folio"][sel]], d_t, d_ok,
@@ -538,11 +573,13 @@ def _gap_cols(trace: Trace, mk: Optional[pd.DataFrame] = None, release=None) -> 
         end, end_ok = zap_done[claim], zap_done_ok[claim]
         pte_dirty[claim] = ~(taker_ok & (~end_ok | (taker <= end)))
     del dirty_ts, dirty_ok, zap_done
-    pte_dirty |= _codes_in(p, [q for q, r in PATH_RULES.items() if r["marker"] == "implied"], PATH_CODE)
+    pte_dirty |= _codes_in(p, paths_where(lambda r: r.marker == "implied"), PATH_CODE)
     dec["pte_dirty"] = pte_dirty
     dec["class"] = np.where(dec["anon"], CLASS_CODE[ANON],
                             np.where(pte_dirty, CLASS_CODE[FILE_DIRTY], CLASS_CODE[FILE_CLEAN])).astype(np.uint8)
 
+    dec["cover_from"] = _cover_from(dec, clears)
+    del clears
     (f_enter, f_enter_ok), (f_done, f_done_ok) = _cover(dec, flush_calls)
     del flush_calls
     dec["flush_enter_ts"], dec["flush_enter_ok"] = f_enter, f_enter_ok
@@ -557,9 +594,12 @@ def _gap_cols(trace: Trace, mk: Optional[pd.DataFrame] = None, release=None) -> 
         dec, mmu_calls)
     del mmu_calls
     dec["mmu_enter_ts"], dec["mmu_enter_ok"] = mmu_enter, mmu_enter_ok      # the bounded path's check
-    # tlb_flush_mmu covers only the "next"-flush paths: a delayed decrement's own flush is
-    # tlb_flush_mmu_tlbonly() (inlined), so an earlier tlb_flush_mmu says nothing about it.
-    nxt = _codes_in(p, [q for q, r in PATH_RULES.items() if r["cover"] == "next"], PATH_CODE)
+    # tlb_flush_mmu covers the decrements whose covering flush came after them: a delayed
+    # decrement's own flush is tlb_flush_mmu_tlbonly() (inlined), and so is a flush between
+    # a PMD's clear and its decrement, so a tlb_flush_mmu says nothing about those.
+    nxt = _codes_in(p, paths_where(lambda r: r.cover == "next"), PATH_CODE)
+    nxt |= _codes_in(p, paths_where(lambda r: r.cover == "after_clear"), PATH_CODE) & f_enter_ok & (f_enter > ts)
+    del dec["cover_from"]
     dec["mmu_done_ts"], dec["mmu_done_ok"] = mmu_done, mmu_ok
     # Exact int64 differences (ok False where unpaired).
     dec["gap_ns"], dec["gap_ok"] = f_done - ts, f_done_ok
@@ -570,7 +610,7 @@ def _gap_cols(trace: Trace, mk: Optional[pd.DataFrame] = None, release=None) -> 
     reason = np.zeros(len(ts), dtype=np.uint8)          # "": paired
     no_ret = ~paired & f_enter_ok
     for q, rule in PATH_RULES.items():
-        reason[(p == PATH_CODE[q]) & ~paired] = REASON_CODE[R_NO_FLUSH_AFTER if rule["cover"] == "next"
+        reason[(p == PATH_CODE[q]) & ~paired] = REASON_CODE[R_NO_FLUSH_AFTER if rule.looks_forward
                                                             else R_NO_FLUSH_BEFORE]
     reason[no_ret & ~other] = REASON_CODE[R_NO_RETURN]
     if lost:
@@ -624,9 +664,32 @@ def _asof_rows(mask: np.ndarray, lt: np.ndarray, lby, rt: np.ndarray, rok: np.nd
     return pos
 
 
+def _cover_from(dec: Cols, clears: Dict[str, Cols]) -> np.ndarray:
+    """Per decrement, the time after which its covering flush is searched forward: the
+    decrement itself, or on an "after_clear" path the task's latest ``clear`` event at or
+    before it in the same zap (the entry was cleared after that event, before the decrement),
+    the decrement where there is none."""
+    ts = dec["ts"]
+    out = ts.copy()
+    for q, rule in PATH_RULES.items():
+        if rule.cover != "after_clear":
+            continue
+        ev = clears[rule.clear]
+        rows = np.flatnonzero(dec["path"] == PATH_CODE[q])
+        if len(rows) == 0 or len(ev["ts"]) == 0:
+            continue
+        c_t = ev["ts"].astype(np.int64)
+        c_ok = np.ones(len(c_t), dtype=bool)
+        t, ok = _pick(c_t, c_ok, _asof(ts[rows], [dec["tid"][rows]], c_t, c_ok, [ev["tid"]], "backward", True))
+        ok &= dec["zap_ok"][rows] & (t >= dec["zap_ts"][rows])        # in the decrement's own zap
+        out[rows[ok]] = t[ok]
+    return out
+
+
 def _cover(dec: Cols, fl: Cols):
     """((flush entry, ok), (flush completion, ok)) covering each decrement: int64 ns arrays
-    with their masks (ok False: no covering flush, or it has no recorded return)."""
+    with their masks (ok False: no covering flush, or it has no recorded return).  The rows
+    of a forward-looking path search from ``dec["cover_from"]`` (``_cover_from``)."""
     ts = dec["ts"]
     n = len(ts)
     if len(fl["ts"]) == 0 or n == 0:
@@ -635,12 +698,12 @@ def _cover(dec: Cols, fl: Cols):
     f_enter = fl["ts"].astype(np.int64)
     f_ok = np.ones(len(f_enter), dtype=bool)
     path = dec["path"]
-    nxt = _codes_in(path, [p for p, r in PATH_RULES.items() if r["cover"] == "next"], PATH_CODE)
-    prev = _codes_in(path, [p for p, r in PATH_RULES.items() if r["cover"] == "previous"], PATH_CODE)
+    nxt = _codes_in(path, paths_where(lambda r: r.looks_forward), PATH_CODE)
+    prev = _codes_in(path, paths_where(lambda r: not r.looks_forward), PATH_CODE)
     by, f_by = [dec["tid"], dec["mm"]], [fl["tid"], fl["mm"]]
     # Rows outside a branch keep 0 and ok False (pos -1 there: _pick gives ok False).
     if nxt.any():
-        pos = _asof_rows(nxt, ts, by, f_enter, f_ok, f_by, "forward", False)
+        pos = _asof_rows(nxt, dec["cover_from"], by, f_enter, f_ok, f_by, "forward", False)
         enter, enter_ok = _pick(f_enter, f_ok, pos)          # fresh arrays
         done, done_ok = _pick(fl["done"], fl["done_ok"], pos)
         del pos

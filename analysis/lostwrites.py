@@ -23,7 +23,7 @@ from zaptrace.lostwrite import SCHEMA
 from zaptrace.vocab import OTHER_PATH
 
 from .errors import AnalysisError
-from .gaps import PATH_RULES, window_hits
+from .gaps import paths_where, window_hits
 from .load import Trace
 
 COLUMNS = ["page", "offset", "expected", "found", "written_ns", "written_end_ns", "found_ns", "explained",
@@ -58,7 +58,7 @@ def join(trace: Trace, gaps: pd.DataFrame, findings: Dict[str, Any]) -> pd.DataF
     lost = findings["lost"]
     ino = int(findings["ino"])
     mine = gaps[(gaps["ino"].to_numpy() == ino) & (gaps["path"].to_numpy() != OTHER_PATH)]
-    whole = np.isin(mine["path"].to_numpy(), [p for p, r in PATH_RULES.items() if not r["expand"]])
+    whole = np.isin(mine["path"].to_numpy(), paths_where(lambda r: not r.expand))
     lo = mine["index"].to_numpy().astype(np.int64)
     hi = lo + np.where(whole, mine["nr_in_call"].to_numpy().astype(np.int64) - 1, 0)
     # The hit list is needed only to name a lost write's mkclean: with nothing lost (the usual

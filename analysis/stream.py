@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 
 from zaptrace import tracefile
-from zaptrace.vocab import DELAYED, IMMEDIATE, OTHER_PATH, PMD, PUD
+from zaptrace.vocab import DELAYED, IMMEDIATE, OTHER_PATH
 
 from . import gaps as G
 from .errors import AnalysisError
@@ -406,7 +406,9 @@ def _undecided(d: Dict[str, np.ndarray], trace: Trace, idx: _Index, at_start: bo
         back |= (p == G.PATH_CODE[DELAYED]) & ~d["zap_ok"] & ~d["flush_done_ok"]
     fwd = np.zeros(n, dtype=bool)
     if not at_end:
-        nxt = G._codes_in(p, [q for q, r in G.PATH_RULES.items() if r["cover"] == "next"], G.PATH_CODE)
+        # forward-looking rows: the next flush after the decrement, or after the clear, which
+        # lies in the decrement's own zap, so among the analysed events when the zap is
+        nxt = G._codes_in(p, G.paths_where(lambda r: r.looks_forward), G.PATH_CODE)
         ts, tid, mm = d["ts"], d["tid"], d["mm"]
         src, fen, fex = G._flush_source(trace)
         for enter_ok, enter, done_ok, ken, kex in (
@@ -422,7 +424,8 @@ def _undecided(d: Dict[str, np.ndarray], trace: Trace, idx: _Index, at_start: bo
                 fwd[q] |= ~(no_next | no_ret)
         # the zap's return, on the rows whose class reads it: pmd/pud (marker anywhere in
         # the zap) and immediate rows still dirty after the delayed-rmap claim
-        needs = G._codes_in(p, [PMD, PUD], G.PATH_CODE) | ((p == G.PATH_CODE[IMMEDIATE]) & d["pte_dirty"])
+        needs = G._codes_in(p, G.paths_where(lambda r: r.marker == "zap"), G.PATH_CODE) \
+            | ((p == G.PATH_CODE[IMMEDIATE]) & d["pte_dirty"])
         q = np.flatnonzero(needs & d["zap_ok"] & ~d["zap_done_ok"])
         if len(q):
             never = ~idx.exit_at_or_after(trace.code("zap_exit"), tid[q], d["zap_ts"][q])

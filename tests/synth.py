@@ -25,7 +25,7 @@ def page(i: int) -> int:
     return PAGE0 + 64 * i
 
 
-ALL_PROBES = ("zap", "rmap", "dirty", "tlb_flush", "flush_range", "flush_rmaps", "mkclean")
+ALL_PROBES = ("zap", "rmap", "dirty", "tlb_flush", "flush_range", "flush_rmaps", "mkclean", "zap_pmd")
 
 
 class TraceBuilder:
@@ -60,6 +60,10 @@ class TraceBuilder:
         fl |= F["pud"] if pud else 0
         return self.ev(ts, "rmap", tid=tid, mm=mm, page=pg, folio=folio, nr=nr, cpu=cpu, flags=fl,
                        ino=ino, index=index)
+
+    def zap_pmd(self, ts, tid=100, mm=MM, cpu=0, addr=0x7F0000200000):
+        """zap_huge_pmd() entry: the PMD is cleared after it, under its lock."""
+        return self.ev(ts, "zap_pmd", tid=tid, mm=mm, cpu=cpu, page=addr, folio=0, pfn=0, flags=F["in_zap"])
 
     def dirty(self, ts, pg, tid=100, mm=MM, cpu=0):
         return self.ev(ts, "dirty", tid=tid, mm=mm, page=pg, cpu=cpu, flags=F["in_zap"] | F["pgdirty"])

@@ -126,6 +126,46 @@ def test_pmd_decrement_paired_with_the_next_flush_marker_after_it(tmp_path):
     assert len(g) == 3
 
 
+def test_pmd_window_follows_the_kernels_order_with_the_clear_event(tmp_path):
+    # Unpatched 7.2: zap_huge_pmd{clear, rmap, mark dirty} -> ... -> flush: open.  With a flush
+    # between the clear and the rmap (a fix that flushes under the PMD lock) the covering
+    # flush is that one, completed before the decrement: closed, gap < 0, no hit; the
+    # earlier flush of the zap (before the clear) never covers the PMD.
+    tb = (TraceBuilder()
+          .zap(100).zap_pmd(110).rmap(120, P0, compound=True, nr=512).dirty(125, P0)
+          .flush(200, 260).zap_exit(300)                                     # unpatched: +140
+          .zap(1000).flush(1005, 1008)                                       # a flush before the clear
+          .zap_pmd(1010).flush(1020, 1040).rmap(1050, P1, compound=True, nr=512).dirty(1055, P1)
+          .zap_pmd(1100).rmap(1110, P2, compound=True, nr=512, anon=True)   # anon: no flush first
+          .flush(1200, 1300).mmu(1310, 1320).zap_exit(1400)
+          .mkclean(130, 140, P0).mkclean(1045, 1060, P1))                   # P1's mkclean after its flush
+    _, g = table(tmp_path, tb)
+    r0, r1, r2 = row(g, P0), row(g, P1), row(g, P2)
+    assert (r0["class"], r0["gap_ns"], r0["flush_enter_ts"], r0["open"], r0["hits"]) == ("file-dirty", 140, 200, True, 1)
+    assert (r1["class"], r1["gap_ns"], r1["flush_enter_ts"]) == ("file-dirty", -10, 1020)
+    assert not r1["open"] and r1["paired"] and r1["hits"] == 0
+    assert pd.isna(r1["gap_mmu_ns"])          # its flush is not a tlb_flush_mmu's: no mmu gap
+    assert (r2["class"], r2["gap_ns"], r2["flush_enter_ts"], r2["gap_mmu_ns"]) == ("anon", 190, 1200, 210)
+
+
+def test_pmd_without_the_clear_event_pairs_with_the_next_flush(tmp_path):
+    # A trace recorded before the zap_pmd event existed (or without its probe): the decrement
+    # stands for the clear, as the rule was before.
+    probes = tuple(p for p in TraceBuilder().probes if p != "zap_pmd")
+    tb = (TraceBuilder(probes=probes).zap(1000).flush(1020, 1040).rmap(1050, P1, compound=True, nr=512)
+          .dirty(1055, P1).flush(1200, 1300).zap_exit(1400))
+    _, g = table(tmp_path, tb)
+    r1 = row(g, P1)
+    assert (r1["gap_ns"], r1["flush_enter_ts"], r1["open"]) == (250, 1200, True)
+
+
+def test_a_clear_of_an_earlier_zap_does_not_count(tmp_path):
+    tb = (TraceBuilder().zap(100).zap_pmd(110).flush(120, 130).zap_exit(140)
+          .zap(200).rmap(250, P1, compound=True, nr=512).flush(300, 400).zap_exit(500))
+    _, g = table(tmp_path, tb)
+    assert row(g, P1)["gap_ns"] == 150
+
+
 def test_pud_decrement_and_unpaired_pmd(tmp_path):
     tb = (TraceBuilder().zap(100).rmap(150, P0, pud=True, nr=262144).flush(200, 250).zap_exit(300)
           .zap(400).rmap(450, P1, compound=True, nr=512).zap_exit(500))     # trace ends: no flush
