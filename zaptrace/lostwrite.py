@@ -195,12 +195,12 @@ def run(p: W.Params) -> W.Outcome:
     msg = (f"{len(c.lost)} lost writes in {c.passes} passes over {npages} shared file pages "
            f"({p.mapping} mapping, {c.visits} page visits, burst {p.burst}), {c.zaps} zaps by "
            f"{p.zappers} zapper(s), writeback {'with' if p.evict else 'without'} eviction, {elapsed:.1f} s")
+    doc = {"schema": SCHEMA, "file": path, "dev": st.st_dev, "ino": st.st_ino, "page_size": W.PAGE,
+           "pages": npages, "mapping": p.mapping, "clock": "CLOCK_MONOTONIC", "passes": c.passes,
+           "visits": c.visits, "burst": p.burst, "zaps": c.zaps, "zappers": p.zappers, "evict": p.evict,
+           "start_ns": start_ns, "duration_s": elapsed, "interrupted": interrupted is not None,
+           "injected": list(inject) if inject else None, "lost": [x.to_json() for x in c.lost]}
     if p.findings:
-        doc = {"schema": SCHEMA, "file": path, "dev": st.st_dev, "ino": st.st_ino, "page_size": W.PAGE,
-               "pages": npages, "mapping": p.mapping, "clock": "CLOCK_MONOTONIC", "passes": c.passes,
-               "visits": c.visits, "burst": p.burst, "zaps": c.zaps, "zappers": p.zappers, "evict": p.evict,
-               "start_ns": start_ns, "duration_s": elapsed, "interrupted": interrupted is not None,
-               "injected": list(inject) if inject else None, "lost": [x.to_json() for x in c.lost]}
         tmp = p.findings + ".tmp"
         with open(tmp, "w") as out:
             json.dump(doc, out, indent=1)
@@ -208,4 +208,4 @@ def run(p: W.Params) -> W.Outcome:
     if interrupted is not None:
         print(f"lostwrite: interrupted: {msg}", file=sys.stderr)
         raise interrupted
-    return W.Outcome(msg, c.zaps, elapsed, status=LOST_STATUS if c.lost else 0)
+    return W.Outcome(msg, c.zaps, elapsed, status=LOST_STATUS if c.lost else 0, extra=doc)
