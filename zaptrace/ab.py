@@ -301,6 +301,10 @@ def run_ab(kernel_a: str, kernel_b: str, command: Sequence[str], *, rounds: int 
         doc["runs"] = [asdict(r) for r in runs]
         doc["aggregate"] = aggregate(runs)
         _write(out_dir, doc)
+        if len(runs) == 2 and all(r.error for r in runs):
+            doc["stopped"] = "the first run failed on both kernels: nothing more was booted"
+            log(f"zaptrace ab: {doc['stopped']}")
+            break
     doc["finished"] = _now()
     _write(out_dir, doc)
     return doc

@@ -276,7 +276,7 @@ the mkclean hits per class and path, with the gap p50; then `zaptrace
 compare` of the last traced run of each.  Every run's output, workload
 report and trace stay in --out, with ab.json (rewritten after each run).
 A kernel is a Debian label, a name from `zaptrace vm kernel list`, a build
-tree or a bzImage.  Exit status: 0, or 1 when a run failed (its error is
+tree or a bzImage.  The command comes after `--`.  Exit status: 0, or 1 when a run failed (its error is
 in the table and in ab.json; the other runs are kept).
 
 \b
@@ -288,7 +288,7 @@ Examples:
 """
 
 
-@app.command("ab", context_settings=CMD_CTX, help=AB_HELP)
+@app.command("ab", context_settings=CTX, help=AB_HELP)
 @clean_errors
 def ab_cmd(
     kernel_a: str = typer.Argument(..., metavar="A", help="Kernel A (the reference: unpatched)."),
@@ -308,6 +308,9 @@ def ab_cmd(
     command = list(command)
     if command and command[0] == "--":
         command = command[1:]
+    if "--" not in sys.argv:
+        from .ab import ABError
+        raise ABError("put the command after --: zaptrace ab A B [OPTIONS] -- CMD [ARG...]")
     out = out or time_stamped("ab")
     doc = ab.run_ab(kernel_a, kernel_b, command, rounds=rounds, modes=[m.strip() for m in modes.split(",") if m.strip()],
                     out_dir=out, smp=smp, timeout=timeout, scratch_fs=scratch_fs, log=info)
