@@ -1,6 +1,6 @@
 """The per-page gap table: mapcount decrement -> the TLB flush that covers it.
 
-Rules (see README "The measure"):
+Rules (written out exactly, with every inequality, in docs/measure.md):
 
 * A *decrement* is an rmap event made inside a zap bracket of the same task
   (``immediate`` for a PTE-mapped page, ``pmd``/``pud`` for a whole

@@ -1,6 +1,6 @@
 """The report of a trace larger than memory, in bounded memory, with the in-memory results.
 
-Design (see README "Analysis speed"): the events are taken in timestamp order
+Design (see docs/benchmarks.md, "Bounded memory"): the events are taken in timestamp order
 (the order ``load`` gives them) and cut into *windows* of about ``window``
 events, always between two different timestamps.  Each window is analysed by
 the in-memory code itself (``gaps._gap_cols``) on the window plus a margin of

@@ -1,4 +1,4 @@
-"""Print a benchmark's rows as a Markdown table (what the README quotes), and keep them as JSON."""
+"""Print a benchmark's rows as a Markdown table (what docs/ quotes), and keep them as JSON."""
 import json
 from typing import List, Optional, Sequence
 

@@ -56,7 +56,7 @@ MULTI_TCG_MAX_VCPUS = 3
 
 #: The oldest QEMU on which multi-threaded TCG survived probes attached and detached under
 #: load (bench/wedge.py: 50 of 50 cycles on each of 5.10, 6.1, 6.12 and 7.2; an earlier
-#: 7.2 run had one cycle over its time limit on an overloaded host; README "Guest mode");
+#: 7.2 run had one cycle over its time limit on an overloaded host; docs/guest.md "Guest mode");
 #: QEMU 7.2 wedged (see tcg_threading).
 MULTI_TCG_MIN_QEMU = (10, 0)
 
@@ -75,7 +75,7 @@ def tcg_threading() -> str:
     round-robin in one host thread, a TLB-flush IPI waits for the emulator to
     switch to the target vCPU, and two CPUs never touch a page at the same
     instant.  A window that stays open across such a switch is another matter:
-    the 7.2 PMD window (milliseconds) lost writes single-threaded too (README
+    the 7.2 PMD window (milliseconds) lost writes single-threaded too (docs/findings.md
     "Does it lose data?"): the writer's vCPU gets turns, and stores through its
     stale TLB entry, between the mapcount drop and the zapping vCPU's flush.
 
@@ -86,7 +86,7 @@ def tcg_threading() -> str:
     patched function (both vCPUs at page_remove_rmap+0x0, one in the int3
     handler after text_poke_bp(); our reading: a stale translation of the
     int3).  With QEMU 10.0 (bookworm-backports, installed by scripts/setup),
-    bench/wedge.py's attach/detach cycles under load ran through (README
+    bench/wedge.py's attach/detach cycles under load ran through (docs/guest.md
     "Guest mode" has the counts per kernel).  Multi-threaded boots on QEMU 10
     have two known failure modes in early boot, both retried by vm/runner.py
     before the command starts: QEMU aborting (``iotlb_to_section`` assertion)

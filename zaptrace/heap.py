@@ -28,9 +28,9 @@ that advice and 0.3 s without, and ``zaptrace report --json`` of the 10 M
 event trace spent 1.9 s in the kernel against 0.9 s, 6.3 against 5.4 s of
 wall time; at 50 M events the two were within their spread (31.3 against
 32.0 s: there the huge pages saved about as much user CPU as their faults
-cost).  See the README, "Analysis speed".  Without the advice the kernel's
-own THP setting decides.  A user who sets numpy's ``NUMPY_MADVISE_HUGEPAGE``
-keeps numpy's choice.
+cost).  See docs/benchmarks.md, "Analysis speed".  Without the advice the
+kernel's own THP setting decides.  A user who sets numpy's
+``NUMPY_MADVISE_HUGEPAGE`` keeps numpy's choice.
 
 Not for the bounded path (``--max-memory``): it frees each window's arrays so
 that the next window can use the memory, and its peak is what it promises.

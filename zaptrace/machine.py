@@ -5,9 +5,10 @@ vCPUs share one host thread, so a flush that waits for another CPU waits
 for the emulator to switch to it, and no two CPUs ever run at the same
 instant.  With multi-threaded TCG the vCPUs run in parallel, but every
 instruction is still emulated (a zap's decrements come about 9 us apart on
-6.1, README "Guest mode"), and with more vCPUs than host CPUs a flush also
-waits for a vCPU without a core.  Every trace records this description
-(header key ``machine``) and every report and comparison prints it.
+6.1, docs/guest.md "What the mode does to the figures"), and with more vCPUs
+than host CPUs a flush also waits for a vCPU without a core.  Every trace
+records this description (header key ``machine``) and every report and
+comparison prints it.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Kernels built from source: the config fragment, patches, the cache key, tree detection (no build).
 
 A real build (26 minutes on 2 cores) is not part of the suite: bench/kernel_build.py
-builds Debian's 7.2 source and its README figures say what it measured.
+builds Debian's 7.2 source; docs/benchmarks.md ("Kernel builds") says what it measured.
 """
 
 import subprocess
