@@ -21,7 +21,7 @@ from zaptrace.machine import summary_line as machine_line
 from zaptrace.layout import layout
 from zaptrace.vocab import DELAYED, IMMEDIATE
 
-from .gaps import CLASSES, HIT_COLUMNS, HIT_INPUT, ZAP_PATHS, _mkclean_spans, gap_table, window_hits
+from .gaps import CLASSES, HIT_COLUMNS, HIT_INPUT, ZAP_PATHS, gap_table, mkclean_spans, window_hits
 from .load import KIND_NAMES, Trace, from_raw
 from .summary import summarize
 
@@ -111,7 +111,7 @@ def analyse(path: str, progress: Optional[Callable[[str], None]] = None, with_hi
     trace = from_raw(raw)
     del raw
     stage("gap table")
-    mk = _mkclean_spans(trace)          # once: the gap table's hit counts and the hit list both use them
+    mk = mkclean_spans(trace)          # once: the gap table's hit counts and the hit list both use them
     # Unless asked to keep them, the sorted events are slimmed as soon as the gap table has
     # selected what it needs (the lost-write join reads the mkclean events).
     slim = not keep_events and doc is None
