@@ -31,7 +31,8 @@ from zaptrace.vocab import ANON, DELAYED, FILE_CLEAN, FILE_DIRTY, IMMEDIATE, OTH
 
 from .export import write_text
 from .gaps import CLASSES, calls, mkclean_calls
-from .report import Analysis, class_table, header_lines, hit_rows, t0_of, verdict
+from .report import class_table, header_lines, hit_rows, t0_of, verdict
+from .result import Analysis
 
 COLORS = {ANON: "#1f77b4", FILE_CLEAN: "#2ca02c", FILE_DIRTY: "#d62728"}
 PATH_STYLE = {IMMEDIATE: dict(color="#444444", ls="-"), DELAYED: dict(color="#ff7f0e", ls="--"),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -23,6 +22,7 @@ from zaptrace.vocab import DELAYED, IMMEDIATE
 
 from .gaps import CLASSES, HIT_COLUMNS, HIT_INPUT, ZAP_PATHS, gap_table, mkclean_spans, window_hits
 from .load import KIND_NAMES, Trace, from_raw
+from .result import Analysis
 from .summary import summarize
 
 # Above this many events (estimated from the file size) progress lines go to stderr.
@@ -30,21 +30,6 @@ PROGRESS_EVENTS = 1_000_000
 #: Paths always shown in the class table; the others (pmd, pud) only where they occur.
 PATH_ROWS = ("all", IMMEDIATE, DELAYED)
 Table = Tuple[List[str], List[List[str]]]
-
-
-@dataclass
-class Analysis:
-    """Everything a report shows about one trace."""
-
-    trace: Trace
-    gaps: pd.DataFrame        # gaps.gap_table
-    hits: pd.DataFrame        # gaps.hit_table
-    summary: Dict[str, Any]   # summary.summarize (+ "lost_writes" with findings)
-    lost: Optional[pd.DataFrame] = None   # lostwrites.join, with findings
-    #: window hits in all (``hits`` may hold only the first ones: the bounded path keeps those shown)
-    hits_total: Optional[int] = None
-    #: how the trace was analysed: None in memory, else a line for the report (see analysis.stream)
-    mode: Optional[str] = None
 
 
 class Stages:

@@ -52,6 +52,7 @@ from zaptrace.vocab import OTHER_PATH
 from . import gaps as G
 from .errors import AnalysisError
 from .load import Trace, header
+from .result import Analysis
 
 INT64_MAX = np.iinfo(np.int64).max
 #: Bytes of memory per event of a window (the window, its margins, the buffer of sorted
@@ -482,11 +483,10 @@ def _hit_rows(wtrace: Trace, d: Dict[str, np.ndarray], mk: pd.DataFrame) -> pd.D
 def analyse_bounded(path: str, max_memory: Optional[int] = None, window: Optional[int] = None,
                     margin: Optional[int] = None, with_hits: bool = True, max_hits: Optional[int] = 20,
                     progress: Optional[Callable[[str], None]] = None):
-    """The report of ``path`` in bounded memory: an ``report.Analysis`` whose summary equals
+    """The report of ``path`` in bounded memory: an ``Analysis`` (analysis.result) whose summary equals
     the in-memory one (``gaps`` is empty; ``hits`` holds the first ``max_hits`` window hits
     by decrement time, all when None).  ``window``/``margin``: events per window and per
     first margin (default: from ``max_memory``, in bytes)."""
-    from .report import Analysis
     say = progress or (lambda m: None)
     if window is None:
         budget = max_memory or (1 << 30)

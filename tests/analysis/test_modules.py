@@ -1,5 +1,5 @@
-"""The analysis package's modules: gaps.py is used through its public interface (stream.py
-included: it checks the pairing rules' lookups row by row)."""
+"""The analysis package's modules: imports flow one way, and gaps.py is used through its
+public interface (stream.py included: it checks the pairing rules' lookups row by row)."""
 import ast
 import os
 
@@ -14,6 +14,40 @@ MODULES = sorted(f[:-3] for f in os.listdir(PKG) if f.endswith(".py") and f != "
 def _tree(name):
     with open(os.path.join(PKG, name + ".py"), encoding="utf-8") as f:
         return ast.parse(f.read(), name + ".py")
+
+
+def imported_modules(name):
+    """The analysis modules that module ``name`` imports, at its top or inside a function."""
+    out = set()
+    for node in ast.walk(_tree(name)):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1:                       # from .x import ... / from . import x
+                if node.module:
+                    out.add(node.module.split(".")[0])
+                else:
+                    out.update(a.name for a in node.names)
+            elif node.level == 0 and (node.module or "").startswith("zaptrace.analysis."):
+                out.add(node.module.split(".")[2])
+        elif isinstance(node, ast.Import):
+            out.update(a.name.split(".")[2] for a in node.names if a.name.startswith("zaptrace.analysis."))
+    return out & set(MODULES)
+
+
+def test_no_import_circle_in_the_analysis():
+    graph = {m: imported_modules(m) for m in MODULES}
+    assert "stream" in graph["report"] and "result" in graph["stream"]      # the test sees lazy imports
+    state = {}
+
+    def visit(m, path):
+        if state.get(m) == "done":
+            return
+        assert state.get(m) != "open", "import circle: " + " -> ".join(path + [m])
+        state[m] = "open"
+        for n in sorted(graph[m]):
+            visit(n, path + [m])
+        state[m] = "done"
+    for m in MODULES:
+        visit(m, [])
 
 
 def gaps_names_used(name):
