@@ -364,7 +364,7 @@ def _block(agg: _Agg, keys: List[Tuple[int, int]]) -> Dict[str, Any]:
 
 def _summary(trace: StreamTrace, agg: _Agg) -> Dict[str, Any]:
     """summary.summarize, from the accumulators: the same dict, key for key."""
-    from .summary import trace_fields
+    from .summary import assemble, trace_fields
     zap_paths = [G.PATH_CODE[p] for p in G.ZAP_PATHS]
     classes = {}
     for ci, cl in enumerate(G.CLASSES):
@@ -376,13 +376,9 @@ def _summary(trace: StreamTrace, agg: _Agg) -> Dict[str, Any]:
     vc = pd.Series(pd.Categorical.from_codes(np.repeat(np.arange(len(G.REASONS), dtype=np.int8), other_reasons),
                                              categories=G.REASONS)).value_counts()
     src = G.flush_source(trace).name if agg.rows else None
-    return {
-        **trace_fields(trace, src),
-        "classes": classes,
-        "other_path": {"count": int(agg.n[:, oth].sum()),
-                       "reasons": {str(k): int(v) for k, v in vc.items() if v}},
-        "window_hits": int(agg.hits[:, zap_paths].sum()),
-    }
+    return assemble(trace_fields(trace, src), classes,
+                    {"count": int(agg.n[:, oth].sum()), "reasons": {str(k): int(v) for k, v in vc.items() if v}},
+                    int(agg.hits[:, zap_paths].sum()))
 
 
 # ------------------------------------------------------------- the check --
