@@ -165,3 +165,24 @@ def verdict_lines(v: Dict[str, Any]) -> List[str]:
     if v.get("caveat"):
         lines.append(f"  caveat: {v['caveat']}")
     return lines
+
+
+def cell(p: Dict[str, Any]) -> str:
+    """A path's verdict in a few words, for a table: 'open: 2 of 2, p50 +0.9 us, writeback inside
+    1 window', 'closed: 0 of 36, p50 -20.0 us', 'unpaired: 5', '-'."""
+    if p["state"] == NONE:
+        return "-"
+    if p["state"] == UNPAIRED:
+        return f"unpaired: {p['decrements']:,}"
+    text = f"{p['state']}: {p['open']:,} of {p['paired']:,}, p50 {_us(p['gap_p50_ns'])} us"
+    if p["state"] == OPEN:
+        text += f", writeback inside {_n(p['windows_hit'], 'window')}" if p["windows_hit"] else ", no writeback inside"
+    return text
+
+
+def short(v: Dict[str, Any]) -> str:
+    """The dirty file pages' state in a few words: 'open: PMD path', 'closed', 'no pairs', 'no decrements'."""
+    d = v[FILE_DIRTY]
+    if d["state"] == OPEN:
+        return "open: " + _labels(d["open_paths"])
+    return {CLOSED: "closed", UNPAIRED: "no pairs", NONE: "no decrements"}[d["state"]]

@@ -76,8 +76,11 @@ Examples:
 COMPARE_HELP = """Compare traces (e.g. from different kernels) side by side, one column per trace.
 
 \b
-Rows per class: decrements, delayed share, open and closed windows, gap
-p50/p99 (signed us), window hits.  Columns are labelled by kernel release.
+Opens with the traces' verdicts side by side (dirty file pages per zap
+path: open or closed, how many decrements came before the flush, gap p50,
+windows with writeback inside), then rows per class: decrements, delayed
+share, open and closed windows, gap p50/p99 (signed us), window hits.
+Columns are labelled by kernel release; --json has each trace's "verdict".
 
 \b
 Examples:

@@ -1,4 +1,4 @@
-"""The verdict (analysis/verdict.py): `report` opens with it, in text, --json and HTML.
+"""The verdict (analysis/verdict.py): `report` and `compare` open with it, in text, --json and HTML.
 
 Trace V (kernel "7.2.0-test": an open PMD window hit by writeback, a closed delayed window)::
 
@@ -107,7 +107,33 @@ def test_html_opens_with_the_verdict(v_path, tmp_path):
     assert '<li class="open">PMD path:' in page_ and '<li class="closed">delayed (PTE) path:' in page_
 
 
+def test_compare_opens_with_the_verdicts_side_by_side(v_path, tmp_path):
+    a = trace_a(tmp_path / "a.zt")
+    r = run("compare", a, v_path)
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("Verdict per trace: dirty file pages, per zap path")
+    table = lines[1:lines.index("")]
+    assert table[0].split() == ["dirty", "file", "path", "6.1.0-test", "7.2.0-test"]
+    cells = {ln[:22].strip(): [c.strip() for c in ln[22:].split("  ") if c.strip()] for ln in table[1:]}
+    assert cells["immediate (PTE) path"] == ["open: 2 of 2, p50 +0.9 us, writeback inside 1 window", "-"]
+    assert cells["delayed (PTE) path"] == ["-", "closed: 0 of 1, p50 -20.0 us"]
+    assert cells["PMD path"] == ["-", "open: 1 of 1, p50 +140.0 us, writeback inside 1 window"]
+    assert cells["dirty file pages"] == ["open: immediate (PTE) path", "open: PMD path"]
+    assert table[-2].startswith("  anon: harmless in every trace: ")
+    assert table[-1].startswith("  file-clean: harmless in every trace: ")
+    assert r.stdout.index("Verdict per trace") < r.stdout.index("Per-class gap figures")
+
+    doc = json.loads(run("compare", a, v_path, "--json").stdout)
+    rep = json.loads(run("report", v_path, "--json").stdout)
+    assert doc["traces"][1]["verdict"] == rep["verdict"]
+    assert doc["traces"][0]["verdict"]["file-dirty"]["open_paths"] == ["immediate"]
+
+
 def test_closed_everywhere_and_caveat(tmp_path):
+    t = run("compare", trace_a(tmp_path / "a.zt"), trace_b(tmp_path / "b.zt")).stdout
+    row = next(ln for ln in t.splitlines() if ln.startswith("  dirty file pages"))
+    assert row.split()[-1] == "closed"
     s = json.loads(run("report", trace_b(tmp_path / "b2.zt"), "--json").stdout)
     assert s["verdict"]["file-dirty"]["state"] == "closed"
     assert s["verdict"]["file-dirty"]["text"] == ("dirty file pages: closed on every path with pairs "
