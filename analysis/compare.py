@@ -1,8 +1,10 @@
 """`zaptrace compare`: the per-class figures of several traces side by side.
 
 Columns are traces, labelled by kernel release (plus the file name when two
-traces share a release); rows are class / metric.  Built from summarize()
-dicts only, so it compares traces of any size once each is summarised.
+traces share a release).  It opens with the traces' verdicts side by side
+(analysis.verdict: dirty file pages per zap path), then rows of class /
+metric.  Built from summarize() dicts only, so it compares traces of any
+size once each is summarised.
 """
 from __future__ import annotations
 
@@ -10,10 +12,11 @@ import os
 from typing import Any, Dict, List, Optional, Sequence
 
 from zaptrace.machine import short as machine_short, summary_line as machine_line
-from zaptrace.vocab import DELAYED, FILE_DIRTY, IMMEDIATE
+from zaptrace.vocab import ANON, DELAYED, FILE_CLEAN, FILE_DIRTY, IMMEDIATE
 
 from .gaps import CLASSES, ZAP_PATHS
 from .report import Table, fmt_count, fmt_us, format_table
+from .verdict import NONE, PATH_LABELS, WHY_HARMLESS, cell, short, verdict_of
 
 SCHEMA = "zaptrace.compare/1"
 
@@ -68,6 +71,7 @@ def compare_json(summaries: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
         {"label": lab, "file": s["file"], "kernel": s["kernel"], "machine": s.get("machine"),
          "events": sum(s["events"].values()),
          "lost_events": s["lost_events"], "flush_source": s["flush_source"],
+         "verdict": verdict_of(s),
          "classes": {c: dict(class_figures(s["classes"][c]), window=window_state(s["classes"][c]),
                              window_by_path=path_states(s["classes"][c]))
                      for c in CLASSES}}
@@ -105,10 +109,37 @@ def compare_table(summaries: Sequence[Dict[str, Any]]) -> Table:
     return header, rows
 
 
+def verdict_table(summaries: Sequence[Dict[str, Any]]) -> Table:
+    """The verdicts side by side: per zap path with dirty file decrements in some trace, each
+    trace's cell (open: how many of the paired decrements dropped the mapcount before the flush,
+    gap p50, windows with writeback inside; closed...); then the verdict in a few words."""
+    vs = [verdict_of(s) for s in summaries]
+    rows = [[PATH_LABELS.get(p, p)] + [cell(v[FILE_DIRTY]["paths"][p]) for v in vs]
+            for p in ZAP_PATHS if any(v[FILE_DIRTY]["paths"][p]["state"] != NONE for v in vs)]
+    rows.append(["dirty file pages"] + [short(v) for v in vs])
+    return ["dirty file path"] + labels_of(summaries), rows
+
+
+def verdict_block(summaries: Sequence[Dict[str, Any]]) -> List[str]:
+    """What `compare` opens with: the verdict table, the harmless classes, any caveat per trace."""
+    lines = ["Verdict per trace: dirty file pages, per zap path (mapcount dropped before the flush in how many "
+             "of the paired decrements):"]
+    header, rows = verdict_table(summaries)
+    lines += format_table(header, rows, left=len(header))
+    lines += [f"  {c}: harmless in every trace: {WHY_HARMLESS[c]}" for c in (ANON, FILE_CLEAN)]
+    for lab, s in zip(labels_of(summaries), summaries):
+        caveat = verdict_of(s).get("caveat")
+        if caveat:
+            lines.append(f"  caveat, {lab}: {caveat}")
+    return lines
+
+
 def render_compare(summaries: Sequence[Dict[str, Any]]) -> str:
-    """The text comparison, ending with one line on dirty file pages per trace."""
-    lines = ["Per-class gap figures (gap = flush completion - decrement, signed us; open = decrement "
-             "before the flush):"]
+    """The text comparison: the verdicts first (``verdict_block``), then the figures, ending with
+    one line on dirty file pages per trace."""
+    lines = verdict_block(summaries) + [""]
+    lines += ["Per-class gap figures (gap = flush completion - decrement, signed us; open = decrement "
+              "before the flush):"]
     lines += format_table(*compare_table(summaries), left=2)
     lines += [""] + [f"{lab}: recorded on {machine_line(s.get('machine'))}"
                      for lab, s in zip(labels_of(summaries), summaries)]

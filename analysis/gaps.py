@@ -24,6 +24,17 @@ Rules (written out exactly, with every inequality, in docs/measure.md):
 * A *window hit* is a mkclean of the same folio, by any task, overlapping
   the open window [decrement, flush completion].
 
+Public interface: ``gap_table`` (the DataFrame), ``window_hits`` / ``hit_table``,
+``calls`` / ``mkclean_calls``; the rules as data (``PathRule``, ``PATH_RULES``,
+``paths_where``, ``ZAP_PATHS``, ``PATHS``, the ``R_*`` reasons); and for a caller that
+works on the column arrays, as ``analysis.stream`` does: ``gap_columns`` (the table before
+it becomes a DataFrame, with the masks and the pairing's own columns), ``path_mask`` (the
+rows whose path's rule passes a test), ``flush_source`` (which function completes a flush
+in a trace), ``mkclean_spans`` (the trace's mkclean calls, computed once and passed to
+``gap_columns`` and ``window_hits``) and the category codes (``PATH_CODE``, ``CLASS_CODE``,
+``REASON_CODE``: positions in ``PATHS``, ``CLASSES``, ``REASONS``).  Names with a leading
+underscore are this module's own: no other module of the analysis uses them (tests do).
+
 Everything is vectorised (sorts and ``searchsorted``, an exact numpy
 ``merge_asof``: see ``_asof``); events are taken in timestamp order whatever
 order the ring buffer delivered them in.  Inside, tables are dicts of numpy
@@ -46,7 +57,7 @@ appear only where times are displayed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import pandas as pd
@@ -71,8 +82,11 @@ class PathRule:
             in the same zap (the delayed rmap: the flush came first).
     marker: where the zap's dirty marker of the folio may stand: "before" the decrement
             in the same zap, after the task's previous rmap call on that folio and not
-            taken by a delayed rmap of that folio later in the zap (one marker per PTE
-            batch; 6.2+ delays the dirty batches); "zap": anywhere in the same zap
+            taken by a later decrement of that folio on an "implied" path (the delayed
+            rmap) before the zap returns (one marker per PTE batch; 6.2+ delays the dirty
+            batches; a zap without a recorded return: up to the end of the trace); "zap":
+            anywhere in the same zap (after the decrement: up to the zap's return, not
+            searched when the zap has none)
             (zap_huge_pmd() drops the mapcount first, then marks the folio dirty); or
             "implied": the path exists only for dirty PTEs (the kernel sets delay_rmap
             only when pte_dirty, 5df397dec7c4), so a file page on it is file-dirty whether
@@ -284,11 +298,21 @@ def calls(ev: pd.DataFrame, enter: int, exit_: int, extra_exit=()) -> pd.DataFra
     return pd.DataFrame(out, copy=False)
 
 
-def _flush_source(trace: Trace) -> Tuple[str, int, int]:
+class FlushSource(NamedTuple):
+    """The function whose return completes a flush (see the module doc), and its event codes."""
+
+    name: str       # one of FLUSH_SOURCES
+    enter: int      # the trace's event code of its entry (``Trace.code``)
+    exit: int       # ... and of its return
+
+
+def flush_source(trace: Trace) -> FlushSource:
+    """Which function's return completes a flush in this trace: ``flush_tlb_mm_range``, or
+    ``tlb_flush_mmu`` when the arch flush's probe was not attached."""
     attached = {p.get("event"): bool(p.get("attach")) for p in trace.head.get("probes") or []}
     if attached.get("flush_range", True):
-        return "flush_tlb_mm_range", trace.code("flush_range_enter"), trace.code("flush_range_exit")
-    return "tlb_flush_mmu", trace.code("tlb_flush_enter"), trace.code("tlb_flush_exit")
+        return FlushSource("flush_tlb_mm_range", trace.code("flush_range_enter"), trace.code("flush_range_exit"))
+    return FlushSource("tlb_flush_mmu", trace.code("tlb_flush_enter"), trace.code("tlb_flush_exit"))
 
 
 def _codes_in(codes: np.ndarray, names, table: Dict[str, int]) -> np.ndarray:
@@ -299,6 +323,13 @@ def _codes_in(codes: np.ndarray, names, table: Dict[str, int]) -> np.ndarray:
         lut[want] = True
         return lut[codes]
     return np.isin(codes, np.array(want, dtype=codes.dtype))
+
+
+def path_mask(path_codes: np.ndarray, test: Callable[[PathRule], bool]) -> np.ndarray:
+    """Rows whose path (category codes, as ``gap_columns`` gives them) is a zap path whose rule
+    passes ``test``: e.g. ``path_mask(d["path"], lambda r: r.looks_forward)``.  Other-path
+    rows have no rule: never selected (``lambda r: True`` selects every zap row)."""
+    return _codes_in(path_codes, paths_where(test), PATH_CODE)
 
 
 def _expand_pages(dec: Cols, page_size: int) -> Cols:
@@ -486,15 +517,27 @@ def _asof_per_group(lt: np.ndarray, lg: np.ndarray, rt: np.ndarray, rg: np.ndarr
     return out
 
 
-def _gap_cols(trace: Trace, mk: Optional[pd.DataFrame] = None, release=None) -> Tuple[Cols, list]:
-    """The gap table as column arrays (categorical columns as codes), and its file-position
-    columns.  ``mk``: the trace's ``_mkclean_spans`` when already known (the bounded path
-    computes them once for the whole trace and analyses the events window by window).
-    ``release()``: called once every event this needs has been selected, before the table
-    is built (``report.analyse`` frees the sorted events there)."""
+def gap_columns(trace: Trace, mk: Optional[pd.DataFrame] = None, release=None) -> Tuple[Cols, list]:
+    """The gap table as column arrays, and the names of its file-position columns.
+
+    Part of the public interface (see the module doc): ``gap_table`` builds its DataFrame
+    from these arrays; ``analysis.stream`` analyses a trace window by window with them.
+    One array per ``GAP_COLUMNS`` column, in row order, the categorical ones as their codes
+    (``path``: PATH_CODE, ``class``: CLASS_CODE, ``unpaired_reason``: REASON_CODE,
+    ``flush_source``: the position in FLUSH_SOURCES); each time column that may be missing
+    as int64 with its mask (``zap_ok``, ``flush_enter_ok``, ``flush_done_ok``, ``gap_ok``,
+    ``mmu_done_ok``, ``gap_mmu_ok``: False where missing, the value then meaningless); and
+    what a caller checks the pairing with, not in the table: ``compound``,
+    ``zap_done_ok`` (the row's zap has a recorded return), ``mmu_enter_ts`` with
+    ``mmu_enter_ok`` (the ``tlb_flush_mmu`` call searched for the row).
+
+    ``mk``: the trace's ``mkclean_spans`` when already known (the bounded path computes them
+    once for the whole trace and analyses the events window by window).  ``release()``:
+    called once every event this needs has been selected, before the table is built
+    (``report.analyse`` frees the sorted events there)."""
     ev = trace.events
     if release is not None and mk is None:
-        mk = _mkclean_spans(trace)
+        mk = mkclean_spans(trace)
     F = trace.flags
     # ino/index (file position of file pages) exist in traces recorded since format 1.1 of the event.
     file_pos = [c for c in FILE_POS if c in ev.columns]
@@ -505,7 +548,7 @@ def _gap_cols(trace: Trace, mk: Optional[pd.DataFrame] = None, release=None) -> 
     dirty = _select(ev, trace.code("dirty"), ("ts", "tid", "folio"))
     clears = {r.clear: _select(ev, trace.code(r.clear), ("ts", "tid"))
               for r in PATH_RULES.values() if r.cover == "after_clear"}
-    src, fen, fex = _flush_source(trace)
+    src, fen, fex = flush_source(trace)
     flush_calls = _calls(ev, fen, fex)
     mmu_calls = _calls(ev, trace.code("tlb_flush_enter"), trace.code("tlb_flush_exit"))
     if release is not None:
@@ -562,9 +605,11 @@ def _gap_cols(trace: Trace, mk: Optional[pd.DataFrame] = None, release=None) -> 
     del dirty, d_t, d_ok
     # 6.2+: a dirty batch's marker is followed by its *delayed* rmap (tlb_flush_rmaps) later
     # in the zap; an immediate decrement of the same folio in between (a clean batch of a
-    # large folio) must not take that marker.
-    claim = np.flatnonzero(pte_dirty & (p == PATH_CODE[IMMEDIATE]))
-    dl = np.flatnonzero(p == PATH_CODE[DELAYED])
+    # large folio) must not take that marker.  In PATH_RULES' terms: a "before" marker is
+    # taken by the first later decrement of the folio on an "implied" path, up to the zap's
+    # return (to the end of the trace when the zap has none).
+    claim = np.flatnonzero(pte_dirty & path_mask(p, lambda r: r.marker == "before"))
+    dl = np.flatnonzero(path_mask(p, lambda r: r.marker == "implied"))
     if len(claim) and len(dl):
         dl_ts, dl_ok = ts[dl], np.ones(len(dl), dtype=bool)
         taker, taker_ok = _pick(dl_ts, dl_ok, _asof(dirty_ts[claim], [dec["tid"][claim], dec["folio"][claim]],
@@ -634,8 +679,8 @@ _CATEGORIES = {"class": CLASSES, "path": PATHS, "unpaired_reason": REASONS, "flu
 
 def gap_table(trace: Trace, mk: Optional[pd.DataFrame] = None, release=None) -> pd.DataFrame:
     """One row per decremented page (and per other-path removal); see module doc.  ``mk``:
-    the trace's ``_mkclean_spans`` when already known; ``release``: see ``_gap_cols``."""
-    dec, file_pos = _gap_cols(trace, mk, release)
+    the trace's ``mkclean_spans`` when already known; ``release``: see ``gap_columns``."""
+    dec, file_pos = gap_columns(trace, mk, release)
     out: Dict[str, Any] = {}
     for c in GAP_COLUMNS + file_pos:
         if c in _OPTIONAL:
@@ -733,7 +778,7 @@ def mkclean_calls(trace: Trace) -> pd.DataFrame:
     return mk.rename(columns={"exit_nr": "ret"})
 
 
-def _mkclean_spans(trace: Trace) -> pd.DataFrame:
+def mkclean_spans(trace: Trace) -> pd.DataFrame:
     """The mkclean calls by folio then time, with ``end`` (int64: the return, else the
     bound on it, NEVER when none) and ``k`` (the call's rank among its folio's calls)."""
     mk = mkclean_calls(trace)
@@ -877,7 +922,7 @@ def _hit_counts(trace: Trace, dec: Cols, mk: Optional[pd.DataFrame] = None) -> n
     if n_open == 0:
         return np.zeros(n, dtype=np.int64)
     if mk is None:
-        mk = _mkclean_spans(trace)
+        mk = mkclean_spans(trace)
     if mk.empty:
         return np.zeros(n, dtype=np.int64)
     # A row's count depends on its own columns and the mkcleans only: the rows are searched
@@ -908,7 +953,7 @@ HIT_BLOCK = 1 << 21
 def window_hits(trace: Trace, dec: pd.DataFrame, mk: Optional[pd.DataFrame] = None
                 ) -> Tuple[np.ndarray, pd.DataFrame]:
     """Per decrement row: how many mkcleans of its folio overlap its open window;
-    and the list of hits (one row per decrement x mkclean).  ``mk``: ``_mkclean_spans``
+    and the list of hits (one row per decrement x mkclean).  ``mk``: ``mkclean_spans``
     of the trace, when already known."""
     n = len(dec)
     counts = np.zeros(n, dtype=np.int64)
@@ -917,7 +962,7 @@ def window_hits(trace: Trace, dec: pd.DataFrame, mk: Optional[pd.DataFrame] = No
     if not is_open.any():
         return counts, empty
     if mk is None:
-        mk = _mkclean_spans(trace)
+        mk = mkclean_spans(trace)
     if mk.empty:
         return counts, empty
     sel = np.flatnonzero(is_open)

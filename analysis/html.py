@@ -13,7 +13,8 @@ are left alone, so this is safe to call from a notebook):
    the zapped folios.  The zap is the one with the most window hits, else
    the one with the most decrements.
 
-Then the same tables as the terminal report.
+The report opens with the verdict (analysis.verdict), before the trace's facts, the
+tables (the terminal report's) and the figures.
 """
 from __future__ import annotations
 
@@ -31,7 +32,9 @@ from zaptrace.vocab import ANON, DELAYED, FILE_CLEAN, FILE_DIRTY, IMMEDIATE, OTH
 
 from .export import write_text
 from .gaps import CLASSES, calls, mkclean_calls
-from .report import Analysis, class_table, header_lines, hit_rows, t0_of, verdict
+from .report import class_table, header_lines, hit_rows, t0_of
+from .result import Analysis
+from .verdict import NONE, verdict_of
 
 COLORS = {ANON: "#1f77b4", FILE_CLEAN: "#2ca02c", FILE_DIRTY: "#d62728"}
 PATH_STYLE = {IMMEDIATE: dict(color="#444444", ls="-"), DELAYED: dict(color="#ff7f0e", ls="--"),
@@ -264,7 +267,20 @@ CSS = """body{font-family:sans-serif;margin:2em;max-width:75em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{padding:.2em .6em;border-bottom:1px solid #ddd}
 th{background:#f0f0f0;text-align:right}td.r{text-align:right;font-variant-numeric:tabular-nums}
 td.l{text-align:left}pre{background:#f7f7f7;padding:.8em}figure{margin:1em 0 2em}img{max-width:100%}
-figcaption{color:#555;font-size:90%}"""
+figcaption{color:#555;font-size:90%}#verdict .open{color:#b00000}#verdict .harmless{color:#555}"""
+
+
+def verdict_html(v: Dict) -> str:
+    """The verdict (analysis.verdict) as the report's first section: the dirty file pages'
+    state, a line per path with decrements (open ones marked), the harmless classes."""
+    d = v[FILE_DIRTY]
+    items = [f'<li class="{p["state"]}">{html.escape(p["text"])}</li>' for p in d["paths"].values()
+             if p["state"] != NONE]
+    items += [f'<li class="harmless">{html.escape(v[c]["text"])}</li>' for c in (ANON, FILE_CLEAN)]
+    if v.get("caveat"):
+        items.append(f'<li class="caveat">caveat: {html.escape(v["caveat"])}</li>')
+    return (f'<section id="verdict"><h2>Verdict</h2><p class="{d["state"]}"><strong>'
+            f'{html.escape(d["text"])}</strong></p><ul>{"".join(items)}</ul></section>')
 
 
 def render_html(a: Analysis, max_hits: Optional[int] = 100) -> str:
@@ -284,10 +300,8 @@ def render_html(a: Analysis, max_hits: Optional[int] = 100) -> str:
     parts = [f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>zaptrace report: "
              f"{html.escape(s['file'])}</title><style>{CSS}</style></head><body>",
              f"<h1>zaptrace report: {html.escape(s['kernel'])}</h1>",
+             verdict_html(verdict_of(s)),
              "<pre>" + html.escape("\n".join(header_lines(s))) + "</pre>"]
-    v = verdict(s)
-    if v:
-        parts.append("<h2>In short</h2><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in v) + "</ul>")
     parts.append("<h2>Decrement \u2192 covering flush completion, per class and path</h2>"
                  "<p>Gaps in signed \u00b5s: &gt; 0 the window was open that long; \u2264 0 the flush came first.</p>")
     parts.append(_table(*class_table(s), left=2))

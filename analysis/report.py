@@ -2,7 +2,8 @@
 
 ``analyse(path)`` runs the whole pipeline (read -> sort -> gap table ->
 window hits -> summary) and reports progress for large traces;
-``render_text`` turns the result into the terminal report.  The table
+``render_text`` turns the result into the terminal report, which opens with
+the verdict (analysis.verdict) right after the file and kernel.  The table
 builders (``class_table``, ``hit_rows``) return plain strings so the HTML
 report shows exactly the same figures.
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -21,30 +21,17 @@ from zaptrace.machine import summary_line as machine_line
 from zaptrace.layout import layout
 from zaptrace.vocab import DELAYED, IMMEDIATE
 
-from .gaps import CLASSES, HIT_COLUMNS, HIT_INPUT, ZAP_PATHS, _mkclean_spans, gap_table, window_hits
+from .gaps import CLASSES, HIT_COLUMNS, HIT_INPUT, ZAP_PATHS, gap_table, mkclean_spans, window_hits
 from .load import KIND_NAMES, Trace, from_raw
+from .result import Analysis
 from .summary import summarize
+from .verdict import verdict_lines, verdict_of
 
 # Above this many events (estimated from the file size) progress lines go to stderr.
 PROGRESS_EVENTS = 1_000_000
 #: Paths always shown in the class table; the others (pmd, pud) only where they occur.
 PATH_ROWS = ("all", IMMEDIATE, DELAYED)
 Table = Tuple[List[str], List[List[str]]]
-
-
-@dataclass
-class Analysis:
-    """Everything a report shows about one trace."""
-
-    trace: Trace
-    gaps: pd.DataFrame        # gaps.gap_table
-    hits: pd.DataFrame        # gaps.hit_table
-    summary: Dict[str, Any]   # summary.summarize (+ "lost_writes" with findings)
-    lost: Optional[pd.DataFrame] = None   # lostwrites.join, with findings
-    #: window hits in all (``hits`` may hold only the first ones: the bounded path keeps those shown)
-    hits_total: Optional[int] = None
-    #: how the trace was analysed: None in memory, else a line for the report (see analysis.stream)
-    mode: Optional[str] = None
 
 
 class Stages:
@@ -111,7 +98,7 @@ def analyse(path: str, progress: Optional[Callable[[str], None]] = None, with_hi
     trace = from_raw(raw)
     del raw
     stage("gap table")
-    mk = _mkclean_spans(trace)          # once: the gap table's hit counts and the hit list both use them
+    mk = mkclean_spans(trace)          # once: the gap table's hit counts and the hit list both use them
     # Unless asked to keep them, the sorted events are slimmed as soon as the gap table has
     # selected what it needs (the lost-write join reads the mkclean events).
     slim = not keep_events and doc is None
@@ -278,30 +265,6 @@ def per_call_table(summary: Dict[str, Any]) -> Table:
     return PER_CALL_HEADER, rows
 
 
-def _sentence(name: str, b: Dict[str, Any]) -> str:
-    hits = f"; {b['hits']:,} mkclean window hits" if b["hits"] else ""
-    if b["open"]:
-        return (f"{name}: {b['open']:,} of {b['paired']:,} paired decrements came before their flush "
-                f"(open window, p50 {fmt_us(b['gap_ns']['p50'])} us){hits}")
-    return f"{name}: all {b['paired']:,} paired decrements came after their flush completed (window closed){hits}"
-
-
-def verdict(summary: Dict[str, Any]) -> List[str]:
-    """Per class with paired decrements: open or closed windows, and hits; one sentence
-    per path when a class has pairs on several paths (e.g. PTE delayed, PMD open on 7.2)."""
-    out = []
-    for c in CLASSES:
-        b = summary["classes"][c]
-        if not b["paired"]:
-            continue
-        paths = [p for p in ZAP_PATHS if b["by_path"][p]["paired"]]
-        if len(paths) <= 1:
-            out.append(_sentence(c + (f" ({paths[0]})" if paths and paths[0] not in PATH_ROWS else ""), b))
-        else:
-            out += [_sentence(f"{c}, {p}", b["by_path"][p]) for p in paths]
-    return out
-
-
 def _by_kind(counts: Dict[str, int]) -> str:
     """'zap_enter 2, rmap 6, ...': the nonzero counts in event-kind order."""
     order = {k: i for i, k in enumerate(KIND_NAMES)}
@@ -309,13 +272,22 @@ def _by_kind(counts: Dict[str, int]) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in items if v)
 
 
+def identity_lines(summary: Dict[str, Any]) -> List[str]:
+    """File and kernel: what the report is about (the verdict follows them)."""
+    return [f"file:      {summary['file']}", f"kernel:    {summary['kernel']}"]
+
+
 def header_lines(summary: Dict[str, Any]) -> List[str]:
     """File, kernel, command, duration, events per kind, losses, problems, probes, flush source."""
+    return identity_lines(summary) + fact_lines(summary)
+
+
+def fact_lines(summary: Dict[str, Any]) -> List[str]:
+    """The header after file and kernel: machine, command, duration, events, losses, problems,
+    probes, flush source."""
     s = summary
     dur = "-" if s["duration_s"] is None else f"{s['duration_s']:.3f} s"
-    lines = [f"file:      {s['file']}",
-             f"kernel:    {s['kernel']}",
-             f"machine:   {machine_line(s.get('machine'))}",
+    lines = [f"machine:   {machine_line(s.get('machine'))}",
              f"command:   {' '.join(s['command']) or '-'}",
              f"duration:  {dur}" + ("" if s["finished"] else " (recording did not finish)")]
     ev = _by_kind(s["events"])
@@ -343,7 +315,7 @@ def header_lines(summary: Dict[str, Any]) -> List[str]:
 def render_text(a: Analysis, max_hits: int = 20) -> str:
     """The terminal report of one analysed trace."""
     s = a.summary
-    lines = header_lines(s)
+    lines = identity_lines(s) + [""] + verdict_lines(verdict_of(s)) + [""] + fact_lines(s)
     if a.mode:
         lines.append(f"analysis:  {a.mode}")
     lines += ["", "Decrement -> covering flush completion (gap > 0: the window was open that long):"]
@@ -373,7 +345,4 @@ def render_text(a: Analysis, max_hits: int = 20) -> str:
             lines.append(f"  ... {total - len(rows):,} more (--hits N shows more)")
     if "lost_writes" in s:
         lines += lost_lines(a)
-    v = verdict(s)
-    if v:
-        lines += ["", "In short:"] + [f"  {x}" for x in v]
     return "\n".join(lines) + "\n"

@@ -3,7 +3,7 @@
 Design (see docs/benchmarks.md, "Bounded memory"): the events are taken in timestamp order
 (the order ``load`` gives them) and cut into *windows* of about ``window``
 events, always between two different timestamps.  Each window is analysed by
-the in-memory code itself (``gaps._gap_cols``) on the window plus a margin of
+the in-memory code itself (``gaps.gap_columns``) on the window plus a margin of
 events before and after it; only the rows of the window itself are kept.  Then
 every kept row is *checked*: each lookup of the pairing rules (the task's zap,
 its dirty marker, its previous rmap call, the covering flush and its return,
@@ -47,11 +47,12 @@ import numpy as np
 import pandas as pd
 
 from zaptrace import tracefile
-from zaptrace.vocab import DELAYED, IMMEDIATE, OTHER_PATH
+from zaptrace.vocab import OTHER_PATH
 
 from . import gaps as G
 from .errors import AnalysisError
 from .load import Trace, header
+from .result import Analysis
 
 INT64_MAX = np.iinfo(np.int64).max
 #: Bytes of memory per event of a window (the window, its margins, the buffer of sorted
@@ -363,7 +364,7 @@ def _block(agg: _Agg, keys: List[Tuple[int, int]]) -> Dict[str, Any]:
 
 def _summary(trace: StreamTrace, agg: _Agg) -> Dict[str, Any]:
     """summary.summarize, from the accumulators: the same dict, key for key."""
-    from .summary import trace_fields
+    from .summary import assemble, trace_fields
     zap_paths = [G.PATH_CODE[p] for p in G.ZAP_PATHS]
     classes = {}
     for ci, cl in enumerate(G.CLASSES):
@@ -374,14 +375,10 @@ def _summary(trace: StreamTrace, agg: _Agg) -> Dict[str, Any]:
     other_reasons = agg.reasons[:, oth].sum(axis=0)
     vc = pd.Series(pd.Categorical.from_codes(np.repeat(np.arange(len(G.REASONS), dtype=np.int8), other_reasons),
                                              categories=G.REASONS)).value_counts()
-    src = G._flush_source(trace)[0] if agg.rows else None
-    return {
-        **trace_fields(trace, src),
-        "classes": classes,
-        "other_path": {"count": int(agg.n[:, oth].sum()),
-                       "reasons": {str(k): int(v) for k, v in vc.items() if v}},
-        "window_hits": int(agg.hits[:, zap_paths].sum()),
-    }
+    src = G.flush_source(trace).name if agg.rows else None
+    return assemble(trace_fields(trace, src), classes,
+                    {"count": int(agg.n[:, oth].sum()), "reasons": {str(k): int(v) for k, v in vc.items() if v}},
+                    int(agg.hits[:, zap_paths].sum()))
 
 
 # ------------------------------------------------------------- the check --
@@ -389,30 +386,32 @@ def _summary(trace: StreamTrace, agg: _Agg) -> Dict[str, Any]:
 def _undecided(d: Dict[str, np.ndarray], trace: Trace, idx: _Index, at_start: bool, at_end: bool,
                zapped_before: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """(backward, forward): rows whose result may depend on events before / after the
-    analysed ones.  See the module doc; each condition names the lookup it covers."""
+    analysed ones.  See the module doc; each condition names the lookup it covers.  Which
+    rows make which lookup comes from the rules (``gaps.PATH_RULES``), never a path's name."""
     p = d["path"]
-    other = p == G.PATH_CODE[OTHER_PATH]
+    zap_row = G.path_mask(p, lambda r: True)
     n = len(p)
     # other-path rows pair with nothing: their row is made of their own event (and the
     # global loss marks); their zap_ts is not in the summary.
     back = np.zeros(n, dtype=bool)
     if not at_start:
         # the task's zap: found among the analysed events (then the dirty marker, the
-        # previous rmap call and the delayed cover, all compared with it, are decided too),
+        # previous rmap call and the backward cover, all compared with it, are decided too),
         # or the task has no zap_enter before them at all.
-        back = ~other & ~d["zap_ok"] & np.isin(d["tid"], zapped_before)
-        # a delayed row of a task with no zap at all takes the task's last completed flush
-        # for the mm, however old: found among the analysed events, or undecided
-        back |= (p == G.PATH_CODE[DELAYED]) & ~d["zap_ok"] & ~d["flush_done_ok"]
+        back = zap_row & ~d["zap_ok"] & np.isin(d["tid"], zapped_before)
+        # a row covered by an earlier flush ("previous") of a task with no zap at all takes
+        # the task's last completed flush for the mm, however old: found among the analysed
+        # events, or undecided
+        back |= G.path_mask(p, lambda r: not r.looks_forward) & ~d["zap_ok"] & ~d["flush_done_ok"]
     fwd = np.zeros(n, dtype=bool)
     if not at_end:
         # forward-looking rows: the next flush after the decrement, or after the clear, which
         # lies in the decrement's own zap, so among the analysed events when the zap is
-        nxt = G._codes_in(p, G.paths_where(lambda r: r.looks_forward), G.PATH_CODE)
+        nxt = G.path_mask(p, lambda r: r.looks_forward)
         ts, tid, mm = d["ts"], d["tid"], d["mm"]
-        src, fen, fex = G._flush_source(trace)
+        src = G.flush_source(trace)
         for enter_ok, enter, done_ok, ken, kex in (
-                (d["flush_enter_ok"], d["flush_enter_ts"], d["flush_done_ok"], fen, fex),
+                (d["flush_enter_ok"], d["flush_enter_ts"], d["flush_done_ok"], src.enter, src.exit),
                 (d["mmu_enter_ok"], d["mmu_enter_ts"], d["mmu_done_ok"], trace.code("tlb_flush_enter"),
                  trace.code("tlb_flush_exit"))):
             # the next flush: found (then its return: found, or the task never returns from
@@ -422,14 +421,19 @@ def _undecided(d: Dict[str, np.ndarray], trace: Trace, idx: _Index, at_start: bo
                 no_next = ~enter_ok[q] & ~idx.enter_after(ken, tid[q], mm[q], ts[q])
                 no_ret = enter_ok[q] & ~idx.exit_at_or_after(kex, tid[q], enter[q])
                 fwd[q] |= ~(no_next | no_ret)
-        # the zap's return, on the rows whose class reads it: pmd/pud (marker anywhere in
-        # the zap) and immediate rows still dirty after the delayed-rmap claim
-        needs = G._codes_in(p, G.paths_where(lambda r: r.marker == "zap"), G.PATH_CODE) \
-            | ((p == G.PATH_CODE[IMMEDIATE]) & d["pte_dirty"])
-        q = np.flatnonzero(needs & d["zap_ok"] & ~d["zap_done_ok"])
+        # the zap's return, on the rows whose class reads it: a marker anywhere in the zap
+        # ("zap": searched after the decrement up to the zap's return), and a marker before
+        # the decrement that a later "implied" decrement of the folio may take ("before":
+        # taken up to the zap's return), on the rows it still classes dirty
+        after = G.path_mask(p, lambda r: r.marker == "zap")
+        taken = G.path_mask(p, lambda r: r.marker == "before") & d["pte_dirty"]
+        q = np.flatnonzero((after | taken) & d["zap_ok"] & ~d["zap_done_ok"])
         if len(q):
+            # a zap that never returns: a "zap" marker is then not searched after the
+            # decrement (decided), while a "before" marker is taken by a later decrement
+            # anywhere up to the end of the trace (undecided)
             never = ~idx.exit_at_or_after(trace.code("zap_exit"), tid[q], d["zap_ts"][q])
-            fwd[q] |= ~(never & (p[q] != G.PATH_CODE[IMMEDIATE]))
+            fwd[q] |= ~(never & ~taken[q])
     return back, fwd
 
 
@@ -475,11 +479,10 @@ def _hit_rows(wtrace: Trace, d: Dict[str, np.ndarray], mk: pd.DataFrame) -> pd.D
 def analyse_bounded(path: str, max_memory: Optional[int] = None, window: Optional[int] = None,
                     margin: Optional[int] = None, with_hits: bool = True, max_hits: Optional[int] = 20,
                     progress: Optional[Callable[[str], None]] = None):
-    """The report of ``path`` in bounded memory: an ``report.Analysis`` whose summary equals
+    """The report of ``path`` in bounded memory: an ``Analysis`` (analysis.result) whose summary equals
     the in-memory one (``gaps`` is empty; ``hits`` holds the first ``max_hits`` window hits
     by decrement time, all when None).  ``window``/``margin``: events per window and per
     first margin (default: from ``max_memory``, in bytes)."""
-    from .report import Analysis
     say = progress or (lambda m: None)
     if window is None:
         budget = max_memory or (1 << 30)
@@ -508,7 +511,7 @@ def analyse_bounded(path: str, max_memory: Optional[int] = None, window: Optiona
         mkrec = np.concatenate(idx.mk) if idx.mk else np.zeros(0, dtype=dt)
         mkrec = mkrec[np.argsort(mkrec["ts"], kind="stable")]
         idx.mk = []
-        mk = G._mkclean_spans(Trace(events=_events(mkrec), **common))
+        mk = G.mkclean_spans(Trace(events=_events(mkrec), **common))
         del mkrec
         say(f"zaptrace: bounded memory: {idx.count:,} events in windows of {window:,} "
             f"(margins from {margin:,}), {len(mk):,} mkclean calls held")
@@ -543,7 +546,7 @@ def analyse_bounded(path: str, max_memory: Optional[int] = None, window: Optiona
                 before = src.buf[:s0 - src.base]
                 zapped_before = np.union1d(zapped, before["tid"][before["kind"] == zap_code])
                 wtrace = Trace(events=_events(rec), **common)
-                d, _ = G._gap_cols(wtrace, mk)
+                d, _ = G.gap_columns(wtrace, mk)
                 lo = src.ts(a)
                 own = d["ts"] >= lo
                 if b < N:

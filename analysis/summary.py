@@ -9,6 +9,7 @@ import pandas as pd
 
 from .gaps import CLASSES, ZAP_PATHS, gap_table
 from .load import Trace
+from .verdict import verdict
 from zaptrace.vocab import OTHER_PATH
 
 SCHEMA = "zaptrace.report/1"
@@ -165,10 +166,16 @@ def summarize(trace: Trace, gaps: Optional[pd.DataFrame] = None) -> Dict[str, An
         classes[cl] = block
     other = c.other
     src = gaps["flush_source"].iloc[0] if len(gaps) else None
-    return {
-        **trace_fields(trace, src),
-        "classes": classes,
-        "other_path": {"count": int(other.stop - other.start),
-                       "reasons": {str(k): int(v) for k, v in c.reasons(c.reason[other]).items() if v}},
-        "window_hits": int(c.hits[c.zap].sum()),
-    }
+    return assemble(trace_fields(trace, src), classes,
+                    {"count": int(other.stop - other.start),
+                     "reasons": {str(k): int(v) for k, v in c.reasons(c.reason[other]).items() if v}},
+                    int(c.hits[c.zap].sum()))
+
+
+def assemble(fields: Dict[str, Any], classes: Dict[str, Any], other_path: Dict[str, Any],
+             window_hits: int) -> Dict[str, Any]:
+    """The summary dict, its keys in order (both analysis paths build it here: `--json` is
+    compared byte for byte between them): the trace's fields, the verdict (computed from the
+    figures, see analysis.verdict), the classes, the other-path removals, the window hits."""
+    rest = {"classes": classes, "other_path": other_path, "window_hits": window_hits}
+    return {**fields, "verdict": verdict({**fields, **rest}), **rest}

@@ -78,11 +78,12 @@ def guest_command(command: Sequence[str], mode: str, tag: str) -> List[str]:
 
 def trace_figures(summary: Dict[str, Any]) -> Dict[str, Any]:
     """The figures of a report summary that an A/B compares: per class and path, the
-    decrements, paired, open, closed, window hits and gap p50; events and losses."""
+    decrements, paired, open, closed, window hits, windows hit (``pages_hit``: open windows
+    with writeback inside) and gap p50; events and losses."""
     classes = {}
     for c in CLASSES:
         block = summary["classes"][c]
-        classes[c] = {p: {k: b[k] for k in ("decrements", "paired", "open", "closed", "hits")}
+        classes[c] = {p: {k: b[k] for k in ("decrements", "paired", "open", "closed", "hits", "pages_hit")}
                       | {"gap_p50_ns": b["gap_ns"]["p50"]}
                       for p, b in block["by_path"].items() if b["decrements"]}
     out = {"release": summary["kernel"], "events": sum(summary["events"].values()),
@@ -138,6 +139,9 @@ def aggregate(runs: Sequence[Run]) -> Dict[str, Any]:
                             "closed": sum(x["closed"] for x in per),
                             "hits": sum(x["hits"] for x in per),
                             "hits_each": [x["hits"] for x in per],
+                            # None when a run's figures lack it (made before it was kept)
+                            "pages_hit": (sum(x["pages_hit"] for x in per)
+                                          if all("pages_hit" in x for x in per) else None),
                             "gap_p50_ns": _spread([x["gap_p50_ns"] for x in per if x["gap_p50_ns"] is not None]),
                             "runs": len(per),
                         }
@@ -210,7 +214,10 @@ def render(doc: Dict[str, Any]) -> str:
 
 
 def verdict_lines(doc: Dict[str, Any]) -> List[str]:
-    """Per kernel: lost writes untraced and traced, and the dirty-file windows per path."""
+    """Per kernel: lost writes untraced and traced; then, indented, the verdict on dirty file
+    pages per path over the traced runs, in the words of `zaptrace report`'s verdict
+    (analysis.verdict.path_text; the gap p50 is the median of the runs' p50s)."""
+    from .analysis.verdict import path_text
     out = []
     agg = doc["aggregate"]
     for side in SIDES:
@@ -220,13 +227,15 @@ def verdict_lines(doc: Dict[str, Any]) -> List[str]:
             if a and a["runs_counted"]:
                 parts.append(f"{mode}: lost writes in {a['runs_with_loss']} of {a['runs_counted']} runs "
                              f"({sum(a['lost_writes_each']):,} in all)")
+        out.append(f"{side} ({doc['kernels'][side]}): " + ("; ".join(parts) if parts else "no figures"))
         a = agg.get(f"{side}/traced")
         if a and "windows" in a:
             for p, w in a["windows"].get(FILE_DIRTY, {}).items():
-                if w["paired"]:
-                    parts.append(f"dirty file {p}: {'open' if w['open'] else 'closed'} "
-                                 f"({w['open']:,} of {w['paired']:,} paired), {w['hits']:,} window hits")
-        out.append(f"{side} ({doc['kernels'][side]}): " + ("; ".join(parts) if parts else "no figures"))
+                if w["decrements"]:
+                    p50 = w["gap_p50_ns"][0] if w["gap_p50_ns"] else None
+                    runs = f"median of {w['runs']} runs" if w["runs"] > 1 else ""
+                    out.append("  dirty file pages, " + path_text(p, w["decrements"], w["paired"], w["open"], p50,
+                                                                  w.get("pages_hit"), w["hits"], p50_of=runs))
     return out
 
 

@@ -19,8 +19,12 @@ DEFAULT_TRACE = "zaptrace.data"
 REPORT_HELP = """Summarise a trace: per page, the gap from mapcount decrement to the covering TLB flush.
 
 \b
-Prints the trace's facts (kernel, command, events per kind, lost events,
-damage), then per class (anon, file-clean, file-dirty) and path (immediate:
+Opens with the verdict: for dirty file pages, per zap path, whether the
+mapcount dropped before the covering flush (the seed's race open, and how
+many open windows had writeback inside) or after it (closed); anon and
+clean file pages are said harmless, and why (--json: the "verdict" key).
+Then the trace's facts (kernel, command, events per kind, lost events,
+damage), and per class (anon, file-clean, file-dirty) and path (immediate:
 a PTE decremented before the flush, as on 5.10/6.1; delayed: in
 tlb_flush_rmaps after it, 6.2+; pmd/pud: a whole PMD/PUD mapping, shown
 where present) the decrement counts, how many windows were open (gap > 0)
@@ -34,6 +38,7 @@ Examples:
   zaptrace report                               # ./zaptrace.data
   zaptrace report t.zt --hits 50                # show 50 window-hit rows
   zaptrace report t.zt --json | jq '.classes["file-dirty"].open'
+  zaptrace report t.zt --json | jq '.verdict["file-dirty"].paths.pmd'
   zaptrace report t.zt --html t.html            # HTML report with figures
   zaptrace report lw.zt --findings lw.json      # explain each lost write
   zaptrace report big.zt --max-memory 1G        # a trace larger than memory
@@ -71,8 +76,11 @@ Examples:
 COMPARE_HELP = """Compare traces (e.g. from different kernels) side by side, one column per trace.
 
 \b
-Rows per class: decrements, delayed share, open and closed windows, gap
-p50/p99 (signed us), window hits.  Columns are labelled by kernel release.
+Opens with the traces' verdicts side by side (dirty file pages per zap
+path: open or closed, how many decrements came before the flush, gap p50,
+windows with writeback inside), then rows per class: decrements, delayed
+share, open and closed windows, gap p50/p99 (signed us), window hits.
+Columns are labelled by kernel release; --json has each trace's "verdict".
 
 \b
 Examples:

@@ -40,7 +40,9 @@ def test_text_report_has_the_hand_computed_figures(a_path):
     hit = [line.split() for line in t.splitlines() if "0x10000" in line]
     #            dec ms   pfn        class         path         gap     zap     mkclean  start   took   ret
     assert hit == [["0.000", "0x10000", "file-dirty", "immediate", "+1.0", "100/0", "999/1", "+0.7", "0.1", "1"]]
-    assert "file-dirty: 2 of 2 paired decrements came before their flush (open window, p50 +0.9 us)" in t
+    assert ("Verdict: dirty file pages: the seed's race is open on the immediate (PTE) path\n"
+            "  immediate (PTE) path: mapcount dropped before the flush in 2 of 2 paired decrements "
+            "(gap p50 +0.9 us); writeback inside 1 window: the seed's race is open here\n") in t
     assert r.stderr == ""       # small trace: no progress lines
 
 
@@ -49,7 +51,8 @@ def test_delayed_rmap_trace_shows_closed_windows(tmp_path):
     rows = class_rows(r.stdout)
     assert rows[("file-dirty", "delayed")] == ["1", "1", "0", "1", "0", "1", "-0.2", "-0.2", "-0.2", "-0.2", "0"]
     assert rows[("anon", "immediate")][:7] == ["1", "1", "0", "0", "1", "0", "+0.2"]
-    assert "file-dirty: all 1 paired decrements came after their flush completed (window closed)" in r.stdout
+    assert ("  delayed (PTE) path: mapcount dropped before the flush in 0 of 1 paired decrement "
+            "(gap p50 -0.2 us): closed (the mapcount drops after the flush)\n") in r.stdout
     assert "window hits (mkclean of the folio inside an open window): 0" in r.stdout
 
 

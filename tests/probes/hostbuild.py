@@ -82,7 +82,7 @@ def bcc_log2l(lib_path: str, outdir: Path) -> ctypes.CDLL:
 def covering_flush_exit(head: dict) -> str:
     """The kind whose return completes a covering flush, as the BPF program is compiled:
     flush_tlb_mm_range's when it was attached (ZT_HAVE_FLUSHRANGE), else tlb_flush_mmu's.
-    The analysis decides the same way (analysis.gaps._flush_source)."""
+    The analysis decides the same way (analysis.gaps.flush_source)."""
     attached = {p.get("event"): bool(p.get("attach")) for p in head.get("probes") or []}
     return "FLUSH_RANGE_EXIT" if attached.get("flush_range", True) else "TLB_FLUSH_EXIT"
 

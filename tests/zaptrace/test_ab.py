@@ -27,10 +27,11 @@ def lostwrite_report(lost, zaps=6000, visits=3000, elapsed=3.0):
             "lost": [{"page": i} for i in range(lost)]}
 
 
-def figures(open_, paired, hits, p50, lost_events=0, path="pmd"):
+def figures(open_, paired, hits, p50, lost_events=0, path="pmd", pages_hit=None):
     return {"release": "7.2.13-ztX", "events": 100, "lost_events": lost_events,
             "classes": {"file-dirty": {path: {"decrements": paired, "paired": paired, "open": open_,
-                                              "closed": paired - open_, "hits": hits, "gap_p50_ns": p50}}}}
+                                              "closed": paired - open_, "hits": hits, "gap_p50_ns": p50}
+                                       | ({} if pages_hit is None else {"pages_hit": pages_hit})}}}
 
 
 def make_runs():
@@ -41,9 +42,9 @@ def make_runs():
         runs.append(ab.Run(rnd, "B", "7.2-src+fix", "untraced", f"r{rnd}-B-untraced", 0, 305.0,
                            workload=lostwrite_report(lb, zaps=5400)))
         runs.append(ab.Run(rnd, "A", "7.2-src", "traced", f"r{rnd}-A-traced", 0, 330.0,
-                           workload=lostwrite_report(0), figures=figures(10, 10, 3 * rnd, 800_000)))
+                           workload=lostwrite_report(0), figures=figures(10, 10, 3 * rnd, 800_000, pages_hit=rnd)))
         runs.append(ab.Run(rnd, "B", "7.2-src+fix", "traced", f"r{rnd}-B-traced", 0, 330.0,
-                           workload=lostwrite_report(0), figures=figures(0, 12, 0, -20_000)))
+                           workload=lostwrite_report(0), figures=figures(0, 12, 0, -20_000, pages_hit=0)))
     runs.append(ab.Run(4, "B", "7.2-src+fix", "untraced", "r4-B-untraced", error="guest timed out"))
     return runs
 
@@ -58,6 +59,7 @@ def test_aggregate_per_kernel_and_mode():
     assert a["visits_per_s"] == (1000, 1000, 1000)
     w = agg["A/traced"]["windows"]["file-dirty"]["pmd"]
     assert (w["open"], w["paired"], w["hits"], w["hits_each"], w["runs"]) == (30, 30, 18, [3, 6, 9], 3)
+    assert w["pages_hit"] == 6
     assert w["gap_p50_ns"] == (800_000, 800_000, 800_000)
     wb = agg["B/traced"]["windows"]["file-dirty"]["pmd"]
     assert (wb["open"], wb["closed"], wb["hits"]) == (0, 36, 0)
@@ -71,8 +73,25 @@ def test_render_says_what_each_kernel_did():
     assert "604 (96-1,200)" in text and "3 of 3" in text and "0 of 3" in text and "3 (1 failed)" in text
     lines = ab.verdict_lines(doc)
     assert lines[0].startswith("A (7.2-src): untraced: lost writes in 3 of 3 runs (1,900 in all)")
-    assert "dirty file pmd: open (30 of 30 paired), 18 window hits" in lines[0]
-    assert "dirty file pmd: closed (0 of 36 paired), 0 window hits" in lines[1]
+    # the per-path part in the words of `zaptrace report`'s verdict (analysis.verdict.path_text)
+    assert lines[1] == ("  dirty file pages, PMD path: mapcount dropped before the flush in 30 of 30 paired "
+                        "decrements (gap p50 +800.0 us, median of 3 runs); writeback inside 6 windows: "
+                        "the seed's race is open here")
+    assert lines[2].startswith("B (7.2-src+fix): untraced: lost writes in 0 of 3 runs")
+    assert lines[3] == ("  dirty file pages, PMD path: mapcount dropped before the flush in 0 of 36 paired "
+                        "decrements (gap p50 -20.0 us, median of 3 runs): closed (the mapcount drops after "
+                        "the flush)")
+    assert "In short:\n  A (7.2-src): " in text and "\n    dirty file pages, PMD path: " in text
+
+
+def test_verdict_lines_without_windows_hit():
+    """Figures made before ``pages_hit`` was kept: the window hits are counted instead."""
+    runs = [ab.Run(1, "A", "7.2-src", "traced", "r1-A-traced", 0, 330.0, workload=lostwrite_report(0),
+                   figures=figures(4, 5, 2, 1_000))]
+    doc = {"kernels": {"A": "7.2-src", "B": "7.2-src+fix"}, "aggregate": ab.aggregate(runs)}
+    assert ab.verdict_lines(doc)[1] == (
+        "  dirty file pages, PMD path: mapcount dropped before the flush in 4 of 5 paired decrements "
+        "(gap p50 +1.0 us); 2 window hits: the seed's race is open here")
 
 
 def test_trace_figures_of_a_real_summary(tmp_path):
@@ -81,7 +100,8 @@ def test_trace_figures_of_a_real_summary(tmp_path):
     s = analysis.summarize(analysis.load(tb.write(tmp_path / "t.zt")))
     f = ab.trace_figures(s)
     assert f["lost_events"] == 0 and f["classes"]["file-dirty"] == {
-        "pmd": {"decrements": 1, "paired": 1, "open": 1, "closed": 0, "hits": 1, "gap_p50_ns": 140.0}}
+        "pmd": {"decrements": 1, "paired": 1, "open": 1, "closed": 0, "hits": 1, "pages_hit": 1,
+                "gap_p50_ns": 140.0}}
     assert f["classes"]["anon"] == {}
 
 
