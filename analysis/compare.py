@@ -41,6 +41,7 @@ def class_figures(block: Dict[str, Any]) -> Dict[str, Any]:
         "open_share": _share(block["open"], block["paired"]),
         "gap_p50_ns": block["gap_ns"]["p50"], "gap_p99_ns": block["gap_ns"]["p99"],
         "hits": block["hits"],
+        "bypass": block.get("bypass", 0),
     }
 
 
@@ -102,6 +103,7 @@ def compare_table(summaries: Sequence[Dict[str, Any]]) -> Table:
             ["", "gap p50 us"] + [fmt_us(x["gap_p50_ns"]) for x in f],
             ["", "gap p99 us"] + [fmt_us(x["gap_p99_ns"]) for x in f],
             ["", "window hits"] + [fmt_count(x["hits"]) for x in f],
+            ["", "bypasses"] + [fmt_count(x["bypass"]) for x in f],
             ["", "window"] + [window_state(s["classes"][c]) for s in summaries],
         ]
         if any(set(path_states(s["classes"][c])) - {IMMEDIATE, DELAYED} for s in summaries):

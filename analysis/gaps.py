@@ -95,12 +95,23 @@ class PathRule:
     expand: one row per page of a multi-page call (PTE batches), or one row for the
             whole mapping (a PMD/PUD maps one folio at once).
     clear:  the event kind that bounds the clear from below ("after_clear" only).
+    bypass: what bounds the entry's clear from below for the *bypass* search of a closed
+            window (``_bypass_counts``): "marker" (the zap marks the folio dirty right
+            after clearing a dirty PTE: the row's dirty marker), "clear" (the ``clear``
+            event), or None (the path has no closed windows to check).  A window closed by
+            the mapcount measure (the mapcount drops after the flush) is safe only while
+            writeback serializes with the zap through the page-table lock; a
+            ``folio_mkclean`` that starts after the clear and returns before the covering
+            flush completed did not wait for that lock (since Linux 6.14, PT_RECLAIM can
+            detach the page table before the flush: page_vma_mapped_walk() then skips it),
+            and the race is open again.
     """
 
     cover: str
     marker: str
     expand: bool
     clear: Optional[str] = None
+    bypass: Optional[str] = None
 
     @property
     def looks_forward(self) -> bool:
@@ -111,8 +122,8 @@ class PathRule:
 #: One row per zap path (the measure's rules, written out in docs/measure.md).
 PATH_RULES: Dict[str, PathRule] = {
     IMMEDIATE: PathRule(cover="next", marker="before", expand=True),
-    DELAYED: PathRule(cover="previous", marker="implied", expand=True),
-    PMD: PathRule(cover="after_clear", marker="zap", expand=False, clear="zap_pmd"),
+    DELAYED: PathRule(cover="previous", marker="implied", expand=True, bypass="marker"),
+    PMD: PathRule(cover="after_clear", marker="zap", expand=False, clear="zap_pmd", bypass="clear"),
     PUD: PathRule(cover="next", marker="zap", expand=False),
 }
 
@@ -594,8 +605,14 @@ def gap_columns(trace: Trace, mk: Optional[pd.DataFrame] = None, release=None) -
     # Only a decrement of a zap path has a zap whose marker can class it: a removal outside
     # any zap (migration, reclaim...) never inherits the marker of the task's last zap.
     prev_call = dec.pop("prev_call_ts")          # BEFORE_ALL: no previous call
-    pte_dirty = dirty_ok & zap_ok & (dirty_ts >= zap_ts) & ~other & (dirty_ts > prev_call)
+    marker_ok = dirty_ok & zap_ok & (dirty_ts >= zap_ts) & ~other
+    pte_dirty = marker_ok & (dirty_ts > prev_call)
     del prev_call
+    # The entry's clear from below, for the bypass search of a closed window (PathRule.bypass).
+    by_marker = path_mask(p, lambda r: r.bypass == "marker") & marker_ok
+    dec["clear_ts"] = np.where(by_marker, dirty_ts, 0)
+    dec["clear_ok"] = by_marker
+    del marker_ok, by_marker
     whole_zap = _codes_in(p, paths_where(lambda r: r.marker == "zap"), PATH_CODE) & zap_done_ok
     if whole_zap.any():
         sel = np.flatnonzero(whole_zap & ~pte_dirty)
@@ -625,6 +642,10 @@ def gap_columns(trace: Trace, mk: Optional[pd.DataFrame] = None, release=None) -
 
     dec["cover_from"] = _cover_from(dec, clears)
     del clears
+    by_clear = path_mask(p, lambda r: r.bypass == "clear") & (dec["cover_from"] < ts)
+    dec["clear_ts"][by_clear] = dec["cover_from"][by_clear]
+    dec["clear_ok"] |= by_clear
+    del by_clear
     (f_enter, f_enter_ok), (f_done, f_done_ok) = _cover(dec, flush_calls)
     del flush_calls
     dec["flush_enter_ts"], dec["flush_enter_ok"] = f_enter, f_enter_ok
@@ -634,7 +655,10 @@ def gap_columns(trace: Trace, mk: Optional[pd.DataFrame] = None, release=None) -
     # open: paired and gap_ns = f_done - ts > 0 (exact: both are timestamps below 2**63)
     dec["open"] = dec["paired"] & (f_done > ts)
     # The window hits before the remaining columns exist: their search is the peak of memory.
+    if mk is None and (dec["open"].any() or dec["clear_ok"].any()):
+        mk = mkclean_spans(trace)           # once, for the hits and the bypasses
     dec["hits"] = _hit_counts(trace, dec, mk)
+    dec["bypass"] = _bypass_counts(trace, dec, mk)
     (mmu_enter, mmu_enter_ok), (mmu_done, mmu_ok) = _cover(
         dec, mmu_calls)
     del mmu_calls
@@ -670,10 +694,11 @@ def gap_columns(trace: Trace, mk: Optional[pd.DataFrame] = None, release=None) -
 GAP_COLUMNS = ["ts", "tid", "tgid", "cpu", "mm", "page", "folio", "pfn", "nr_in_call", "class", "path",
                "anon", "pte_dirty", "pg_dirty", "zap_ts", "flush_enter_ts", "flush_done_ts", "gap_ns",
                "mmu_done_ts", "gap_mmu_ns", "flush_source", "paired", "unpaired_reason", "open", "hits",
-               "loss_suspect"]
+               "clear_ts", "bypass", "loss_suspect"]
 #: Time columns that may be missing: (column, its ok mask) -> nullable Int64 in the table.
 _OPTIONAL = {"zap_ts": "zap_ok", "flush_enter_ts": "flush_enter_ok", "flush_done_ts": "flush_done_ok",
-             "gap_ns": "gap_ok", "mmu_done_ts": "mmu_done_ok", "gap_mmu_ns": "gap_mmu_ok"}
+             "gap_ns": "gap_ok", "mmu_done_ts": "mmu_done_ok", "gap_mmu_ns": "gap_mmu_ok",
+             "clear_ts": "clear_ok"}
 _CATEGORIES = {"class": CLASSES, "path": PATHS, "unpaired_reason": REASONS, "flush_source": FLUSH_SOURCES}
 
 
@@ -948,6 +973,43 @@ def _hit_counts(trace: Trace, dec: Cols, mk: Optional[pd.DataFrame] = None) -> n
 #: Rows per block of the window-hit count search (see _hit_counts): each block finds the
 #: runs of the mkcleans again (one pass over them, a sort only on _asof's fallback).
 HIT_BLOCK = 1 << 21
+
+
+def _bypass_counts(trace: Trace, dec: Cols, mk: Optional[pd.DataFrame] = None) -> np.ndarray:
+    """Per decrement row whose window is closed and whose clear is bounded (``clear_ok``):
+    how many mkcleans of its folio start after the clear bound and return before its
+    covering flush completed (strictly on both sides): writeback that did not wait for
+    the zap's page-table lock (PathRule.bypass).  0 on every other row."""
+    n = len(dec["ts"])
+    counts = np.zeros(n, dtype=np.int64)
+    rows = np.flatnonzero(dec["paired"] & ~dec["open"] & dec["clear_ok"])
+    if len(rows) == 0:
+        return counts
+    if mk is None:
+        mk = mkclean_spans(trace)
+    if mk.empty:
+        return counts
+    lo = dec["clear_ts"][rows]
+    hi = dec["flush_done_ts"][rows]
+    folio = dec["folio"][rows]
+    m_folio = mk["folio"].to_numpy()
+    m_ts = _ns(mk["ts"])
+    m_end = mk["end"].to_numpy(dtype=np.int64)
+    start = _run_starts(m_folio)
+    if start is not None and _rising_in_runs(m_end, start):
+        first, stop = _runs_of(m_folio, start, folio)
+        after = _search_runs(m_ts, first, stop, lo, "right")       # first call starting after the clear
+        ended = _search_runs(m_end, first, stop, hi, "left")       # first call ending at or after the flush
+        counts[rows] = np.maximum(ended - after, 0)
+        return counts
+    # calls with inferred ends that do not rise (a missing return): one folio at a time
+    by_folio = {f: g for f, g in mk.groupby("folio", sort=False)}
+    for i, r in enumerate(rows):
+        g = by_folio.get(folio[i])
+        if g is not None:
+            gt, ge = _ns(g["ts"]), g["end"].to_numpy(dtype=np.int64)
+            counts[r] = int(np.count_nonzero((gt > lo[i]) & (ge < hi[i])))
+    return counts
 
 
 def window_hits(trace: Trace, dec: pd.DataFrame, mk: Optional[pd.DataFrame] = None

@@ -218,7 +218,16 @@ def class_table(summary: Dict[str, Any]) -> Table:
                          fmt_count(b["unpaired"]), fmt_count(b[DELAYED]), fmt_count(b["open"]),
                          fmt_count(b["closed"]), fmt_us(g["p50"]), fmt_us(g["p90"]), fmt_us(g["p99"]),
                          fmt_us(g["max"]), fmt_count(b["hits"])])
-    return CLASS_HEADER, rows
+    if not any(summary["classes"][c].get("bypass") for c in CLASSES):
+        return CLASS_HEADER, rows
+    # writeback that did not wait for the page-table lock in a closed window (gaps.PathRule.bypass)
+    k = 0
+    for c in CLASSES:
+        for p in shown:
+            b = summary["classes"][c] if p == "all" else summary["classes"][c]["by_path"][p]
+            rows[k].append(fmt_count(b.get("bypass", 0)))
+            k += 1
+    return CLASS_HEADER + ["bypass"], rows
 
 
 HIT_HEADER = ["decrement ms", "pfn", "class", "path", "gap us", "zap tid/cpu", "mkclean tid/cpu",
@@ -337,6 +346,10 @@ def render_text(a: Analysis, max_hits: int = 20) -> str:
     if suspects:
         lines.append(f"  {suspects:,} decrements fall where events were lost: their gaps may be wrong")
     lines += ["", f"window hits (mkclean of the folio inside an open window): {s['window_hits']:,}"]
+    bypass = sum(s["classes"][c].get("bypass", 0) for c in CLASSES)
+    if bypass:
+        lines.append(f"bypasses (mkclean of the folio between an entry's clear and its flush, in a closed "
+                     f"window: writeback did not wait for the page-table lock): {bypass:,}")
     if len(a.hits):
         header, rows = hit_rows(a.hits, t0_of(a.trace), max_hits)
         lines += format_table(header, rows, left=0)

@@ -246,6 +246,8 @@ class _Agg:
         self.closed = np.zeros_like(self.n)
         self.hits = np.zeros_like(self.n)
         self.pages_hit = np.zeros_like(self.n)
+        self.bypass = np.zeros_like(self.n)
+        self.pages_bypassed = np.zeros_like(self.n)
         self.loss = np.zeros_like(self.n)
         self.reasons = np.zeros((len(G.CLASSES), len(G.PATHS), len(G.REASONS)), dtype=np.int64)
         self.nr: Dict[Tuple[int, int], Dict[int, int]] = {}
@@ -278,6 +280,9 @@ class _Agg:
         self.hits += np.bincount(key, weights=hits, minlength=size).astype(np.int64).reshape(self.n.shape) \
             if hits.max(initial=0) < 2**52 else 0
         self.pages_hit += count(hits > 0)
+        bypass = d["bypass"].astype(np.int64)
+        self.bypass += np.bincount(key, weights=bypass, minlength=size).astype(np.int64).reshape(self.n.shape)
+        self.pages_bypassed += count(bypass > 0)
         self.loss += count(d["loss_suspect"])
         un = ~paired
         self.reasons += np.bincount(key[un] * len(G.REASONS) + d["unpaired_reason"][un].astype(np.int64),
@@ -354,6 +359,8 @@ def _block(agg: _Agg, keys: List[Tuple[int, int]]) -> Dict[str, Any]:
         "closed": tot(agg.closed),
         "hits": tot(agg.hits),
         "pages_hit": tot(agg.pages_hit),
+        "bypass": tot(agg.bypass),
+        "pages_bypassed": tot(agg.pages_bypassed),
         "loss_suspect": tot(agg.loss),
         "gap_ns": stats,
         "gap_mmu_ns": mmu,

@@ -61,6 +61,7 @@ class _Cols:
         self.gap_mmu_ok = gaps["gap_mmu_ns"].notna().to_numpy()[order]
         self.reason = reason.cat.codes.to_numpy()[order]
         self.hits = gaps["hits"].to_numpy()[order]
+        self.bypass = gaps["bypass"].to_numpy()[order]
         self.loss_suspect = gaps["loss_suspect"].to_numpy()[order]
         self.nr = gaps["nr_in_call"].to_numpy()[order]
 
@@ -113,6 +114,8 @@ def _block(c: _Cols, rows: slice) -> Dict[str, Any]:
         "closed": int(np.count_nonzero(gap <= 0)),
         "hits": int(hits.sum()),
         "pages_hit": int((hits > 0).sum()),
+        "bypass": int(c.bypass[rows].sum()),
+        "pages_bypassed": int((c.bypass[rows] > 0).sum()),
         "loss_suspect": int(c.loss_suspect[rows].sum()),
         "gap_ns": gap_stats(gap),
         "gap_mmu_ns": gap_stats(c.gap_mmu[rows][paired_rows & c.gap_mmu_ok[rows]]),

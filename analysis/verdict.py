@@ -25,8 +25,10 @@ Shape (JSON)::
      "file-clean": {"state": "harmless", ...},
      "caveat": null}
 
-Path states: "open", "closed", "unpaired" (decrements, none paired with a flush), "none"
-(no decrements).  The class's state: "open" if any path is, else "closed" if any path has
+Path states: "open", "closed", "bypassed" (closed by the mapcount, but writeback ran between
+an entry's clear and its flush without waiting for the page-table lock: ``windows_bypassed``
+windows; open for the race), "unpaired" (decrements, none paired with a flush), "none" (no
+decrements).  The class's state: "open" if any path is, else "closed" if any path has
 pairs, else "unpaired" or "none".  ``windows_hit``: the open windows with a mkclean of the
 folio inside (one window per page of a PTE path, per mapping of a PMD/PUD path);
 ``hits``: the (window, mkclean) pairs.
@@ -38,6 +40,10 @@ from typing import Any, Dict, List, Optional
 from zaptrace.vocab import ANON, DELAYED, FILE_CLEAN, FILE_DIRTY, IMMEDIATE, PMD, PUD
 
 OPEN, CLOSED, UNPAIRED, NONE, HARMLESS = "open", "closed", "unpaired", "none", "harmless"
+#: Closed by the mapcount, yet writeback did not wait for the zap (PathRule.bypass in gaps.py).
+BYPASSED = "bypassed"
+BYPASS_MEANING = ("writeback did not wait for the page-table lock (it ran between an entry's clear and its "
+                  "flush): the seed's race is open here")
 PATH_LABELS = {IMMEDIATE: "immediate (PTE) path", DELAYED: "delayed (PTE) path", PMD: "PMD path", PUD: "PUD path"}
 OPEN_MEANING = "the seed's race is open here"
 CLOSED_MEANING = "closed (the mapcount drops after the flush)"
@@ -62,21 +68,21 @@ def _n(k: int, word: str) -> str:
     return f"{k:,} {word}" + ("" if k == 1 else "s")
 
 
-def path_state(decrements: int, paired: int, open_: int) -> str:
+def path_state(decrements: int, paired: int, open_: int, bypassed: int = 0) -> str:
     if paired:
-        return OPEN if open_ else CLOSED
+        return OPEN if open_ else (BYPASSED if bypassed else CLOSED)
     return UNPAIRED if decrements else NONE
 
 
 def path_text(path: str, decrements: int, paired: int, open_: int, gap_p50_ns: Optional[float],
-              windows_hit: Optional[int], hits: int = 0, p50_of: str = "") -> str:
+              windows_hit: Optional[int], hits: int = 0, p50_of: str = "", bypassed: int = 0) -> str:
     """One path's verdict sentence, e.g. "PMD path: mapcount dropped before the flush in 320 of
     320 paired decrements (gap p50 +812.0 us); writeback inside 20 windows: the seed's race is
     open here".  ``windows_hit`` None (figures that lack it): the window hits are counted
     instead.  ``p50_of``: what the p50 is of, when not of the decrements (e.g. "median of 3
     runs")."""
     label = PATH_LABELS.get(path, f"{path} path")
-    state = path_state(decrements, paired, open_)
+    state = path_state(decrements, paired, open_, bypassed)
     if state == NONE:
         return f"{label}: no decrements"
     if state == UNPAIRED:
@@ -88,6 +94,8 @@ def path_text(path: str, decrements: int, paired: int, open_: int, gap_p50_ns: O
             f"({'; '.join(extra)})")
     if state == CLOSED:
         return f"{head}: {CLOSED_MEANING}"
+    if state == BYPASSED:
+        return f"{head}, but in {_n(bypassed, 'window')} {BYPASS_MEANING}"
     if windows_hit is None:
         hit, inside = hits, (_n(hits, "window hit") if hits else "no window hit")
     else:
@@ -98,11 +106,13 @@ def path_text(path: str, decrements: int, paired: int, open_: int, gap_p50_ns: O
 
 def _path(path: str, b: Dict[str, Any]) -> Dict[str, Any]:
     p50 = b["gap_ns"]["p50"]
-    return {"state": path_state(b["decrements"], b["paired"], b["open"]),
+    bypassed = b.get("pages_bypassed", 0)
+    return {"state": path_state(b["decrements"], b["paired"], b["open"], bypassed),
             "decrements": b["decrements"], "paired": b["paired"], "unpaired": b["unpaired"],
             "open": b["open"], "closed": b["closed"], "gap_p50_ns": p50,
-            "windows_hit": b["pages_hit"], "hits": b["hits"],
-            "text": path_text(path, b["decrements"], b["paired"], b["open"], p50, b["pages_hit"], b["hits"])}
+            "windows_hit": b["pages_hit"], "hits": b["hits"], "windows_bypassed": bypassed,
+            "text": path_text(path, b["decrements"], b["paired"], b["open"], p50, b["pages_hit"], b["hits"],
+                              bypassed=bypassed)}
 
 
 def _labels(paths: List[str]) -> str:
@@ -116,7 +126,7 @@ def _labels(paths: List[str]) -> str:
 def _dirty(block: Dict[str, Any]) -> Dict[str, Any]:
     paths = {p: _path(p, b) for p, b in block["by_path"].items()}
     states = [v["state"] for v in paths.values()]
-    open_paths = [p for p, v in paths.items() if v["state"] == OPEN]
+    open_paths = [p for p, v in paths.items() if v["state"] in (OPEN, BYPASSED)]
     if open_paths:
         state, text = OPEN, f"the seed's race is open on the {_labels(open_paths)}"
     elif CLOSED in states:

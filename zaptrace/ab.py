@@ -83,7 +83,8 @@ def trace_figures(summary: Dict[str, Any]) -> Dict[str, Any]:
     classes = {}
     for c in CLASSES:
         block = summary["classes"][c]
-        classes[c] = {p: {k: b[k] for k in ("decrements", "paired", "open", "closed", "hits", "pages_hit")}
+        classes[c] = {p: {k: b.get(k, 0) for k in ("decrements", "paired", "open", "closed", "hits", "pages_hit",
+                                                   "pages_bypassed")}
                       | {"gap_p50_ns": b["gap_ns"]["p50"]}
                       for p, b in block["by_path"].items() if b["decrements"]}
     out = {"release": summary["kernel"], "events": sum(summary["events"].values()),
@@ -142,6 +143,7 @@ def aggregate(runs: Sequence[Run]) -> Dict[str, Any]:
                             # None when a run's figures lack it (made before it was kept)
                             "pages_hit": (sum(x["pages_hit"] for x in per)
                                           if all("pages_hit" in x for x in per) else None),
+                            "pages_bypassed": sum(x.get("pages_bypassed", 0) for x in per),
                             "gap_p50_ns": _spread([x["gap_p50_ns"] for x in per if x["gap_p50_ns"] is not None]),
                             "runs": len(per),
                         }
@@ -235,7 +237,8 @@ def verdict_lines(doc: Dict[str, Any]) -> List[str]:
                     p50 = w["gap_p50_ns"][0] if w["gap_p50_ns"] else None
                     runs = f"median of {w['runs']} runs" if w["runs"] > 1 else ""
                     out.append("  dirty file pages, " + path_text(p, w["decrements"], w["paired"], w["open"], p50,
-                                                                  w.get("pages_hit"), w["hits"], p50_of=runs))
+                                                                  w.get("pages_hit"), w["hits"], p50_of=runs,
+                                                                  bypassed=w.get("pages_bypassed", 0)))
     return out
 
 

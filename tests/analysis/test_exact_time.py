@@ -215,7 +215,7 @@ def test_a_trace_shifted_in_time_gives_the_same_gaps_and_hits(tmp_path, seed, by
     assert set(g0["path"]) == {"immediate", "delayed", "pmd", "other-path"}
     assert (g0["gap_ns"] > 0).any() and (g0["gap_ns"] <= 0).any() and g0["gap_ns"].isna().any()
     assert g0["hits"].sum() > 10 and g0["loss_suspect"].any() and not g0["loss_suspect"].all()
-    assert_shifted(g0, g1, ("ts", "zap_ts", "flush_enter_ts", "flush_done_ts", "mmu_done_ts"), by)
+    assert_shifted(g0, g1, ("ts", "zap_ts", "flush_enter_ts", "flush_done_ts", "mmu_done_ts", "clear_ts"), by)
     h0, h1 = G.hit_table(t0, g0), G.hit_table(t1, g1)
     assert h0["mkclean_exit_ts"].isna().any()
     assert_shifted(h0, h1, ("dec_ts", "flush_done_ts", "mkclean_enter_ts", "mkclean_exit_ts"), by)

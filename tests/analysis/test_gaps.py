@@ -326,3 +326,42 @@ def test_a_marker_taken_by_a_delayed_batch_does_not_class_a_clean_immediate_one(
     clean, dirty = g[g["ts"] == 120], g[g["ts"] == 320]
     assert len(clean) == 5 and (clean["class"] == "file-clean").all() and (clean["path"] == "immediate").all()
     assert (dirty["class"] == "file-dirty").all() and (dirty["path"] == "delayed").all()
+
+
+def test_a_closed_window_bypassed_by_writeback(tmp_path):
+    # 7.2 PT_RECLAIM shape: the zap clears a dirty PTE (marker), detaches the empty table,
+    # then flushes and drops the delayed rmap.  A folio_mkclean that starts after the clear
+    # and returns before the flush completed did not wait for the PTE lock: a bypass.  One
+    # that waited (returns after the flush) or began before the clear is none; the window
+    # is still closed by the mapcount (gap < 0).
+    tb = (TraceBuilder().zap(1000).dirty(1100, P0).dirty(1150, P1).dirty(1160, P2)
+          .flush(1300, 1400).rmaps(1410, 1500)
+          .rmap(1420, P0, delayed=True).rmap(1430, P1, delayed=True).rmap(1440, P2, delayed=True).zap_exit(1600)
+          .mkclean(1200, 1250, P0)            # inside (clear, flush done): bypass
+          .mkclean(1100, 1250, P1)            # began at the clear's bound itself: not after it
+          .mkclean(1300, 1450, P2))           # returned after the flush: it waited
+    _, g = table(tmp_path, tb)
+    r0, r1, r2 = row(g, P0), row(g, P1), row(g, P2)
+    assert (r0["path"], r0["gap_ns"], r0["open"], r0["hits"], r0["clear_ts"], r0["bypass"]) == \
+        ("delayed", -20, False, 0, 1100, 1)
+    assert (r1["clear_ts"], r1["bypass"]) == (1150, 0)
+    assert (r2["clear_ts"], r2["bypass"]) == (1160, 0)
+
+
+def test_a_patched_pmd_window_bypassed(tmp_path):
+    # A closed PMD window (flush under the lock) with writeback inside (clear, flush done).
+    tb = (TraceBuilder().zap(1000).zap_pmd(1010).flush(1020, 1040).rmap(1050, P1, compound=True, nr=512)
+          .dirty(1055, P1).zap_exit(1100).mkclean(1015, 1030, P1))
+    _, g = table(tmp_path, tb)
+    r1 = row(g, P1)
+    assert (r1["gap_ns"], r1["clear_ts"], r1["bypass"]) == (-10, 1010, 1)
+
+
+def test_no_bypass_search_without_a_clear_bound(tmp_path):
+    # a delayed decrement whose marker was in an earlier zap: no bound, no bypass counted
+    tb = (TraceBuilder().zap(100).dirty(110, P0).zap_exit(120)
+          .zap(1000).flush(1300, 1400).rmaps(1410, 1500).rmap(1420, P0, delayed=True).zap_exit(1600)
+          .mkclean(1200, 1250, P0))
+    _, g = table(tmp_path, tb)
+    r0 = row(g, P0)
+    assert pd.isna(r0["clear_ts"]) and r0["bypass"] == 0

@@ -87,7 +87,7 @@ def test_csv_and_parquet_round_trip(a_path, tmp_path):
     assert r.exit_code == 0, r.stderr
     g = analysis.gap_table(analysis.load(a_path))
     pq = pd.read_parquet(tmp_path / "g.parquet")
-    times = ("zap_ts", "flush_enter_ts", "flush_done_ts", "gap_ns", "mmu_done_ts", "gap_mmu_ns")
+    times = ("zap_ts", "flush_enter_ts", "flush_done_ts", "gap_ns", "mmu_done_ts", "gap_mmu_ns", "clear_ts")
     cs = pd.read_csv(tmp_path / "g.csv", keep_default_na=False, na_values={c: [""] for c in times},
                      dtype={c: "Int64" for c in times})
     # the CSV carries the times as exact integers (empty when missing), never as floats

@@ -79,10 +79,10 @@ def test_json_verdict_key(v_path):
     assert list(d["paths"]) == ["immediate", "delayed", "pmd", "pud"]
     assert d["paths"]["pmd"] == {"state": "open", "decrements": 1, "paired": 1, "unpaired": 0, "open": 1,
                                  "closed": 0, "gap_p50_ns": 140000.0, "windows_hit": 1, "hits": 1,
-                                 "text": PMD_OPEN}
+                                 "windows_bypassed": 0, "text": PMD_OPEN}
     assert d["paths"]["delayed"] == {"state": "closed", "decrements": 1, "paired": 1, "unpaired": 0, "open": 0,
                                      "closed": 1, "gap_p50_ns": -20000.0, "windows_hit": 0, "hits": 0,
-                                     "text": DELAYED_CLOSED}
+                                     "windows_bypassed": 0, "text": DELAYED_CLOSED}
     assert d["paths"]["immediate"]["state"] == d["paths"]["pud"]["state"] == "none"
     assert d["paths"]["pud"]["text"] == "PUD path: no decrements"
     for c in ("anon", "file-clean"):
@@ -175,3 +175,19 @@ def test_verdict_module_stays_light():
     imports = [ln for ln in src.splitlines() if ln.startswith(("import ", "from "))]
     assert imports == ["from __future__ import annotations", "from typing import Any, Dict, List, Optional",
                        "from zaptrace.vocab import ANON, DELAYED, FILE_CLEAN, FILE_DIRTY, IMMEDIATE, PMD, PUD"]
+
+
+def test_a_bypassed_path_is_open_for_the_race(tmp_path):
+    from tests.synth import TraceBuilder, page
+    import json as _json
+    from zaptrace import analysis
+    P0 = page(0)
+    tb = (TraceBuilder().zap(1000).dirty(1100, P0).flush(1300, 1400).rmaps(1410, 1500)
+          .rmap(1420, P0, delayed=True).zap_exit(1600).mkclean(1200, 1250, P0))
+    s = analysis.summarize(analysis.load(tb.write(tmp_path / "t.zt")))
+    v = s["verdict"]["file-dirty"]
+    assert v["state"] == "open" and v["open_paths"] == ["delayed"]
+    d = v["paths"]["delayed"]
+    assert (d["state"], d["windows_bypassed"], d["open"]) == ("bypassed", 1, 0)
+    assert "did not wait for the page-table lock" in d["text"] and "1 window" in d["text"]
+    _json.dumps(s)

@@ -101,7 +101,7 @@ def test_trace_figures_of_a_real_summary(tmp_path):
     f = ab.trace_figures(s)
     assert f["lost_events"] == 0 and f["classes"]["file-dirty"] == {
         "pmd": {"decrements": 1, "paired": 1, "open": 1, "closed": 0, "hits": 1, "pages_hit": 1,
-                "gap_p50_ns": 140.0}}
+                "pages_bypassed": 0, "gap_p50_ns": 140.0}}
     assert f["classes"]["anon"] == {}
 
 
