@@ -9,7 +9,7 @@ bounded by a guest-side timeout; the guest itself panics on a soft lockup
 (vm/qemu.py KERNEL_CMDLINE), so a wedge ends the boot with the stacks in the
 console log instead of hanging:
 
-    .venv/bin/python bench/wedge.py --kernels 5.10,6.1,6.12,7.2 --cycles 50
+    .venv/bin/python bench/wedge.py --cycles 50      # the kernels `zaptrace vm build` fetches
     ZAPTRACE_VM_TCG=single .venv/bin/python bench/wedge.py --kernels 6.1 --cycles 10
 
 One row per kernel: cycles that ended normally, the first failure (its exit
@@ -29,6 +29,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mdtable  # noqa: E402
+from zaptrace.vm.labels import DEFAULT_KERNELS  # noqa: E402
 
 ZT = os.path.join(ROOT, ".venv", "bin", "zaptrace")
 
@@ -81,7 +82,8 @@ def guest_mode() -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--kernels", default="5.10,6.1,6.12,7.2")
+    ap.add_argument("--kernels", default=",".join(DEFAULT_KERNELS),
+                    help="comma-separated (default: %(default)s, what `zaptrace vm build` fetches)")
     ap.add_argument("--cycles", type=int, default=50)
     ap.add_argument("--smp", type=int, default=None, help="guest vCPUs (default: zaptrace vm run's)")
     ap.add_argument("--cycle-timeout", type=int, default=240, help="seconds one record cycle may take")

@@ -204,6 +204,20 @@ static __always_inline void fill(struct zt_event *e, __u8 kind, __u64 pid_tgid)
 	e->kind = kind;
 }
 
+/*
+ * An event of the current task if it is followed: e gets the kind, the time,
+ * the CPU and the task's ids.  0 for a task that is not followed.
+ */
+static __always_inline int task_event(struct zt_config *c, struct zt_event *e, __u8 kind)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+
+	if (!followed(c, id >> 32))
+		return 0;
+	fill(e, kind, id);
+	return 1;
+}
+
 /* current->mm, or current->active_mm while exit_mmap() runs with mm == NULL. */
 static __always_inline __u64 current_mm(void)
 {
@@ -214,6 +228,13 @@ static __always_inline __u64 current_mm(void)
 	if (!mm)
 		bpf_probe_read_kernel(&mm, sizeof(mm), &t->active_mm);
 	return mm;
+}
+
+/* No mm from the call's arguments: the current task's, flagged as a guess. */
+static __always_inline void guess_mm(struct zt_event *e)
+{
+	e->mm = current_mm();
+	e->flags |= ZT_F_MM_GUESS;
 }
 
 /* struct mmu_gather's first member has been "struct mm_struct *mm" since 2.6. */
@@ -283,26 +304,20 @@ static __always_inline void zt_folio_info(struct zt_event *e, __u64 folio, __u64
 	e->index = index + (page > folio ? (page - folio) / sizeof(struct page) : 0);
 }
 
-static __always_inline void flush_open(__u64 id, __u32 kind, __u64 mm)
+/*
+ * The page and folio of a page event from what the call gave (the folio of a
+ * page is its compound head; a folio alone stands for its first page), the
+ * PFN, and the folio's flags and file position: of the page, or of the folio
+ * when at_folio.
+ */
+static __always_inline void page_fields(struct zt_config *c, struct zt_event *e, int at_folio)
 {
-	__u64 key = (__u32)id | ((__u64)kind << 32);
-
-	flush_mm.update(&key, &mm);
-}
-
-/* The exit event carries the mm its entry saw (the argument is gone at return). */
-static __always_inline void flush_close(__u64 id, __u32 kind, struct zt_event *e)
-{
-	__u64 key = (__u32)id | ((__u64)kind << 32);
-	__u64 *mm = flush_mm.lookup(&key);
-
-	if (mm) {
-		e->mm = *mm;
-		flush_mm.delete(&key);
-	} else {
-		e->mm = current_mm();
-		e->flags |= ZT_F_MM_GUESS;
-	}
+	if (!e->folio && e->page)
+		e->folio = head_of(e->page);
+	if (!e->page)
+		e->page = e->folio;
+	e->pfn = pfn_of(c, e->page);
+	zt_folio_info(e, e->folio, at_folio ? 0 : e->page);
 }
 
 #ifdef ZT_SUMMARY
@@ -361,19 +376,67 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 }
 
 /*
- * An event of a followed task inside its zap (the task map holds only followed tasks):
- * e gets the kind, the zap's mm and ZT_F_IN_ZAP.  0 outside a zap: nothing to record.
+ * The brackets a task can be inside: its zap (zap = 1) and tlb_flush_rmaps()
+ * (zap = 0), nested or not.  The task map holds only followed tasks.  zap is
+ * a constant at every call: each helper compiles to one bracket's fields.
  */
-static __always_inline int zap_event(struct zt_event *e, __u8 kind)
+
+/* The task's state, created zeroed when absent (NULL when the map is full). */
+static __always_inline struct zt_task *task_state(__u32 tid)
+{
+	struct zt_task zero = {};
+
+	return tasks.lookup_or_try_init(&tid, &zero);
+}
+
+/* A bracket of the task opens (again, when nested) on mm. */
+static __always_inline void bracket_open(struct zt_task *t, __u64 mm, int zap)
+{
+	if (!t)
+		return;
+	if (zap) {
+		t->zap_mm = mm;
+		t->zap_depth++;
+	} else {
+		t->rmaps_mm = mm;
+		t->rmaps_depth++;
+	}
+}
+
+/*
+ * The state of the current task if it is inside the bracket, with e filled
+ * for an event of kind there and the bracket's mm; NULL outside it.
+ */
+static __always_inline struct zt_task *in_bracket(struct zt_event *e, __u8 kind, int zap)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = id;
 	struct zt_task *t = tasks.lookup(&tid);
 
-	if (!t || !t->zap_depth)
-		return 0;
+	if (!t || !(zap ? t->zap_depth : t->rmaps_depth))
+		return NULL;
 	fill(e, kind, id);
-	e->mm = t->zap_mm;
+	e->mm = zap ? t->zap_mm : t->rmaps_mm;
+	return t;
+}
+
+/* The innermost bracket closes; the task's state goes once it is inside neither. */
+static __always_inline void bracket_close(struct zt_task *t, __u32 tid, int zap)
+{
+	__u32 open = zap ? --t->zap_depth : --t->rmaps_depth;
+
+	if (open == 0 && !(zap ? t->rmaps_depth : t->zap_depth))
+		tasks.delete(&tid);
+}
+
+/*
+ * An event of a followed task inside its zap: e gets the kind, the zap's mm
+ * and ZT_F_IN_ZAP.  0 outside a zap: nothing to record.
+ */
+static __always_inline int zap_event(struct zt_event *e, __u8 kind)
+{
+	if (!in_bracket(e, kind, 1))
+		return 0;
 	e->flags = ZT_F_IN_ZAP;
 	return 1;
 }
@@ -381,30 +444,22 @@ static __always_inline int zap_event(struct zt_event *e, __u8 kind)
 #ifdef ZT_HAVE_ZAP
 static __always_inline int h_zap_enter(void *ctx)
 {
-	struct zt_config *c = cfg();
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tid = id;
 	struct zt_event e = {};
-	struct zt_task zero = {}, *t;
+	struct zt_task *t;
 
-	if (!followed(c, id >> 32))
+	if (!task_event(cfg(), &e, ZT_ZAP_ENTER))
 		return 0;
-	fill(&e, ZT_ZAP_ENTER, id);
 	if (ZT_ZAP_VMA)
 		e.mm = vma_mm(ZT_GET(ZAP, ctx, ZT_ZAP_VMA));
 	else if (ZT_ZAP_TLB)
 		e.mm = tlb_mm(ZT_GET(ZAP, ctx, ZT_ZAP_TLB));
-	if (!e.mm) {
-		e.mm = current_mm();
-		e.flags |= ZT_F_MM_GUESS;
-	}
-	if (ZT_ZAP_START)
-		e.page = ZT_GET(ZAP, ctx, ZT_ZAP_START);
-	if (ZT_ZAP_END)
-		e.folio = ZT_GET(ZAP, ctx, ZT_ZAP_END);
-	t = tasks.lookup_or_try_init(&tid, &zero);
+	if (!e.mm)
+		guess_mm(&e);
+	e.page = ZT_GET(ZAP, ctx, ZT_ZAP_START);
+	e.folio = ZT_GET(ZAP, ctx, ZT_ZAP_END);
+	t = task_state(e.tid);
 #ifdef ZT_SUMMARY
-	sum_zap_enter(tid, e.ts);
+	sum_zap_enter(e.tid, e.ts);
 #endif
 	/*
 	 * The outermost zap's ZAP_ENTER is held in the task's state and written
@@ -422,33 +477,51 @@ static __always_inline int h_zap_enter(void *ctx)
 		t->zap_ev = e;
 		return 0;
 	}
-	if (t) {
-		t->zap_mm = e.mm;
-		t->zap_depth++;
-	}
+	bracket_open(t, e.mm, 1);
 	emit(ctx, &e);
 	return 0;
 }
 
 static __always_inline int h_zap_exit(void *ctx)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tid = id;
 	struct zt_event e = {};
-	struct zt_task *t = tasks.lookup(&tid);
+	struct zt_task *t = in_bracket(&e, ZT_ZAP_EXIT, 1);
 	__u32 sent;
 
-	if (!t || !t->zap_depth)
+	if (!t)
 		return 0;
-	fill(&e, ZT_ZAP_EXIT, id);
-	e.mm = t->zap_mm;
 	sent = t->zap_sent;
-	if (--t->zap_depth == 0 && !t->rmaps_depth)
-		tasks.delete(&tid);
+	bracket_close(t, e.tid, 1);
 	if (sent)
 		emit(ctx, &e);
 	else
 		count_empty_zap();
+	return 0;
+}
+#endif
+
+#ifdef ZT_HAVE_RMAPS
+static __always_inline int h_rmaps_enter(void *ctx)
+{
+	struct zt_event e = {};
+
+	if (task_event(cfg(), &e, ZT_RMAPS_ENTER)) {
+		e.mm = tlb_mm(ZT_GET(RMAPS, ctx, ZT_RMAPS_TLB));
+		bracket_open(task_state(e.tid), e.mm, 0);
+		emit(ctx, &e);
+	}
+	return 0;
+}
+
+static __always_inline int h_rmaps_exit(void *ctx)
+{
+	struct zt_event e = {};
+	struct zt_task *t = in_bracket(&e, ZT_RMAPS_EXIT, 0);
+
+	if (t) {
+		bracket_close(t, e.tid, 0);
+		emit(ctx, &e);
+	}
 	return 0;
 }
 #endif
@@ -463,12 +536,7 @@ static __always_inline void rmap_common(void *ctx, struct zt_config *c, struct z
 	__u32 tid = e->tid;
 	struct zt_task *t;
 
-	if (!e->folio && e->page)
-		e->folio = head_of(e->page);
-	if (!e->page)
-		e->page = e->folio;
-	e->pfn = pfn_of(c, e->page);
-	zt_folio_info(e, e->folio, e->page);
+	page_fields(c, e, 0);
 	t = tasks.lookup(&tid);
 	if (t && t->rmaps_depth) {
 		e->flags |= ZT_F_IN_RMAPS;
@@ -481,10 +549,8 @@ static __always_inline void rmap_common(void *ctx, struct zt_config *c, struct z
 	}
 	if (vma && !e->mm)
 		e->mm = vma_mm(vma);
-	if (!e->mm) {
-		e->mm = current_mm();
-		e->flags |= ZT_F_MM_GUESS;
-	}
+	if (!e->mm)
+		guess_mm(e);
 #ifdef ZT_SUMMARY
 	if (c && !c->stopped)
 		sum_decrement(e);
@@ -496,44 +562,19 @@ static __always_inline void rmap_common(void *ctx, struct zt_config *c, struct z
 static __always_inline int h_rmap(void *ctx)
 {
 	struct zt_config *c = cfg();
-	__u64 id = bpf_get_current_pid_tgid();
 	struct zt_event e = {};
 
-	if (!followed(c, id >> 32))
+	if (!task_event(c, &e, ZT_RMAP))
 		return 0;
-	fill(&e, ZT_RMAP, id);
-	if (ZT_RMAP_PAGE)
-		e.page = ZT_GET(RMAP, ctx, ZT_RMAP_PAGE);
-	if (ZT_RMAP_FOLIO)
-		e.folio = ZT_GET(RMAP, ctx, ZT_RMAP_FOLIO);
-	e.nr = 1;
-	if (ZT_RMAP_NR)
-		e.nr = (int)ZT_GET(RMAP, ctx, ZT_RMAP_NR);
+	e.page = ZT_GET(RMAP, ctx, ZT_RMAP_PAGE);
+	e.folio = ZT_GET(RMAP, ctx, ZT_RMAP_FOLIO);
+	e.nr = ZT_RMAP_NR ? (int)ZT_GET(RMAP, ctx, ZT_RMAP_NR) : 1;
 	/* Before v6.8 a PMD mapping went through page_remove_rmap(page, [vma,] compound=true). */
 	if (ZT_RMAP_COMPOUND && (ZT_GET(RMAP, ctx, ZT_RMAP_COMPOUND) & 0xff)) {
 		e.flags |= ZT_F_COMPOUND;
 		e.nr = ZT_PMD_PAGES;
 	}
-	rmap_common(ctx, c, &e, ZT_RMAP_VMA ? ZT_GET(RMAP, ctx, ZT_RMAP_VMA) : 0);
-	return 0;
-}
-#endif
-
-#ifdef ZT_HAVE_ZAPPMD
-/*
- * zap_huge_pmd() entry inside a zap of a followed task: the PMD is cleared under
- * its lock after this, then its mapcount drops.  The pairing rule of the pmd path
- * takes the first flush after this event (analysis/gaps.py, PATH_RULES).
- */
-static __always_inline int h_zap_pmd(void *ctx)
-{
-	struct zt_event e = {};
-
-	if (!zap_event(&e, ZT_ZAP_PMD))
-		return 0;
-	if (ZT_ZAPPMD_ADDR)
-		e.page = ZT_GET(ZAPPMD, ctx, ZT_ZAPPMD_ADDR);
-	emit(ctx, &e);
+	rmap_common(ctx, c, &e, ZT_GET(RMAP, ctx, ZT_RMAP_VMA));
 	return 0;
 }
 #endif
@@ -542,17 +583,15 @@ static __always_inline int h_zap_pmd(void *ctx)
 static __always_inline int rmap_whole(void *ctx, __u64 folio, __u64 page, __u64 vma, int nr, __u8 flag)
 {
 	struct zt_config *c = cfg();
-	__u64 id = bpf_get_current_pid_tgid();
 	struct zt_event e = {};
 
-	if (!followed(c, id >> 32))
-		return 0;
-	fill(&e, ZT_RMAP, id);
-	e.folio = folio;
-	e.page = page;
-	e.nr = nr;
-	e.flags = flag;
-	rmap_common(ctx, c, &e, vma);
+	if (task_event(c, &e, ZT_RMAP)) {
+		e.folio = folio;
+		e.page = page;
+		e.nr = nr;
+		e.flags = flag;
+		rmap_common(ctx, c, &e, vma);
+	}
 	return 0;
 }
 
@@ -574,6 +613,24 @@ static __always_inline int h_rmap_pud(void *ctx)
 }
 #endif
 
+#ifdef ZT_HAVE_ZAPPMD
+/*
+ * zap_huge_pmd() entry inside a zap of a followed task: the PMD is cleared under
+ * its lock after this, then its mapcount drops.  The pairing rule of the pmd path
+ * takes the first flush after this event (analysis/gaps.py, PATH_RULES).
+ */
+static __always_inline int h_zap_pmd(void *ctx)
+{
+	struct zt_event e = {};
+
+	if (zap_event(&e, ZT_ZAP_PMD)) {
+		e.page = ZT_GET(ZAPPMD, ctx, ZT_ZAPPMD_ADDR);
+		emit(ctx, &e);
+	}
+	return 0;
+}
+#endif
+
 #ifdef ZT_HAVE_DIRTY
 /* Only the calls a zapping task makes inside its zap are markers. */
 static __always_inline int h_dirty(void *ctx)
@@ -582,17 +639,10 @@ static __always_inline int h_dirty(void *ctx)
 
 	if (!zap_event(&e, ZT_DIRTY))
 		return 0;
-	if (ZT_DIRTY_PAGE)
-		e.page = ZT_GET(DIRTY, ctx, ZT_DIRTY_PAGE);
-	if (ZT_DIRTY_FOLIO)
-		e.folio = ZT_GET(DIRTY, ctx, ZT_DIRTY_FOLIO);
-	else if (e.page)
-		e.folio = head_of(e.page);
-	if (!e.page)
-		e.page = e.folio;
+	e.page = ZT_GET(DIRTY, ctx, ZT_DIRTY_PAGE);
+	e.folio = ZT_GET(DIRTY, ctx, ZT_DIRTY_FOLIO);
 	e.nr = 1;
-	e.pfn = pfn_of(cfg(), e.page);
-	zt_folio_info(&e, e.folio, e.page);
+	page_fields(cfg(), &e, 0);
 #ifdef ZT_SUMMARY
 	sum_dirty(e.tid, e.folio);
 #endif
@@ -601,108 +651,89 @@ static __always_inline int h_dirty(void *ctx)
 }
 #endif
 
+/*
+ * A flush's entry (e, of a followed task, with the range where the call gives
+ * one): e is written with the flushed mm, which is kept for the return, since
+ * return probes lose the arguments.  Keyed by tid | kind << 32.
+ */
+static __always_inline void flush_open(void *ctx, struct zt_event *e, __u64 mm)
+{
+	__u64 key = e->tid | ((__u64)e->kind << 32);
+
+	e->mm = mm;
+	flush_mm.update(&key, &mm);
+	emit(ctx, e);
+}
+
+/*
+ * A flush's return (enter: the kind of its entry): the event of a followed
+ * task carries the mm its entry saw.  With --summary, done says that this
+ * return completes the covering flush of the task's pending decrements.
+ */
+static __always_inline int flush_close(void *ctx, __u8 kind, __u8 enter, int done)
+{
+	struct zt_event e = {};
+	__u64 key, *mm;
+
+	if (!task_event(cfg(), &e, kind))
+		return 0;
+	key = e.tid | ((__u64)enter << 32);
+	mm = flush_mm.lookup(&key);
+	if (mm) {
+		e.mm = *mm;
+		flush_mm.delete(&key);
+	} else {
+		guess_mm(&e);
+	}
+#ifdef ZT_SUMMARY
+	if (done)
+		sum_flush_done(e.tid, e.mm, e.ts);
+#else
+	(void)done;
+#endif
+	emit(ctx, &e);
+	return 0;
+}
+
 #ifdef ZT_HAVE_TLBFLUSH
+/* Its return completes the covering flush only where no arch flush is probed. */
+#ifdef ZT_HAVE_FLUSHRANGE
+#define ZT_TLBFLUSH_DONE 0
+#else
+#define ZT_TLBFLUSH_DONE 1
+#endif
+
 static __always_inline int h_tlb_flush_enter(void *ctx)
 {
-	__u64 id = bpf_get_current_pid_tgid();
 	struct zt_event e = {};
 
-	if (!followed(cfg(), id >> 32))
-		return 0;
-	fill(&e, ZT_TLB_FLUSH_ENTER, id);
-	e.mm = tlb_mm(ZT_GET(TLBFLUSH, ctx, ZT_TLBFLUSH_TLB));
-	flush_open(id, ZT_TLB_FLUSH_ENTER, e.mm);
-	emit(ctx, &e);
+	if (task_event(cfg(), &e, ZT_TLB_FLUSH_ENTER))
+		flush_open(ctx, &e, tlb_mm(ZT_GET(TLBFLUSH, ctx, ZT_TLBFLUSH_TLB)));
 	return 0;
 }
 
 static __always_inline int h_tlb_flush_exit(void *ctx)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct zt_event e = {};
-
-	if (!followed(cfg(), id >> 32))
-		return 0;
-	fill(&e, ZT_TLB_FLUSH_EXIT, id);
-	flush_close(id, ZT_TLB_FLUSH_ENTER, &e);
-#if defined(ZT_SUMMARY) && !defined(ZT_HAVE_FLUSHRANGE)
-	sum_flush_done((__u32)id, e.mm, e.ts);   /* no arch flush probe: tlb_flush_mmu completes it */
-#endif
-	emit(ctx, &e);
-	return 0;
+	return flush_close(ctx, ZT_TLB_FLUSH_EXIT, ZT_TLB_FLUSH_ENTER, ZT_TLBFLUSH_DONE);
 }
 #endif
 
 #ifdef ZT_HAVE_FLUSHRANGE
 static __always_inline int h_flush_range_enter(void *ctx)
 {
-	__u64 id = bpf_get_current_pid_tgid();
 	struct zt_event e = {};
 
-	if (!followed(cfg(), id >> 32))
+	if (!task_event(cfg(), &e, ZT_FLUSH_RANGE_ENTER))
 		return 0;
-	fill(&e, ZT_FLUSH_RANGE_ENTER, id);
-	e.mm = ZT_GET(FLUSHRANGE, ctx, ZT_FLUSHRANGE_MM);
 	e.page = ZT_GET(FLUSHRANGE, ctx, ZT_FLUSHRANGE_START);
 	e.folio = ZT_GET(FLUSHRANGE, ctx, ZT_FLUSHRANGE_END);
-	flush_open(id, ZT_FLUSH_RANGE_ENTER, e.mm);
-	emit(ctx, &e);
+	flush_open(ctx, &e, ZT_GET(FLUSHRANGE, ctx, ZT_FLUSHRANGE_MM));
 	return 0;
 }
 
 static __always_inline int h_flush_range_exit(void *ctx)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct zt_event e = {};
-
-	if (!followed(cfg(), id >> 32))
-		return 0;
-	fill(&e, ZT_FLUSH_RANGE_EXIT, id);
-	flush_close(id, ZT_FLUSH_RANGE_ENTER, &e);
-#ifdef ZT_SUMMARY
-	sum_flush_done((__u32)id, e.mm, e.ts);
-#endif
-	emit(ctx, &e);
-	return 0;
-}
-#endif
-
-#ifdef ZT_HAVE_RMAPS
-static __always_inline int h_rmaps_enter(void *ctx)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tid = id;
-	struct zt_event e = {};
-	struct zt_task zero = {}, *t;
-
-	if (!followed(cfg(), id >> 32))
-		return 0;
-	fill(&e, ZT_RMAPS_ENTER, id);
-	e.mm = tlb_mm(ZT_GET(RMAPS, ctx, ZT_RMAPS_TLB));
-	t = tasks.lookup_or_try_init(&tid, &zero);
-	if (t) {
-		t->rmaps_mm = e.mm;
-		t->rmaps_depth++;
-	}
-	emit(ctx, &e);
-	return 0;
-}
-
-static __always_inline int h_rmaps_exit(void *ctx)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tid = id;
-	struct zt_event e = {};
-	struct zt_task *t = tasks.lookup(&tid);
-
-	if (!t || !t->rmaps_depth)
-		return 0;
-	fill(&e, ZT_RMAPS_EXIT, id);
-	e.mm = t->rmaps_mm;
-	if (--t->rmaps_depth == 0 && !t->zap_depth)
-		tasks.delete(&tid);
-	emit(ctx, &e);
-	return 0;
+	return flush_close(ctx, ZT_FLUSH_RANGE_EXIT, ZT_FLUSH_RANGE_ENTER, 1);
 }
 #endif
 
@@ -717,18 +748,10 @@ static __always_inline int h_mkclean_enter(void *ctx)
 	if (!c || (!c->mkclean_all && !followed(c, id >> 32)))
 		return 0;
 	fill(&e, ZT_MKCLEAN_ENTER, id);
-	if (ZT_MKCLEAN_FOLIO)
-		e.folio = ZT_GET(MKCLEAN, ctx, ZT_MKCLEAN_FOLIO);
-	if (ZT_MKCLEAN_PAGE) {
-		e.page = ZT_GET(MKCLEAN, ctx, ZT_MKCLEAN_PAGE);
-		e.folio = head_of(e.page);
-	}
-	if (!e.page)
-		e.page = e.folio;
-	e.pfn = pfn_of(c, e.page);
-	zt_folio_info(&e, e.folio, 0);
-	e.mm = current_mm();
-	e.flags |= ZT_F_MM_GUESS;
+	e.folio = ZT_GET(MKCLEAN, ctx, ZT_MKCLEAN_FOLIO);
+	e.page = ZT_GET(MKCLEAN, ctx, ZT_MKCLEAN_PAGE);
+	page_fields(c, &e, 1);
+	guess_mm(&e);
 	mkclean_arg.update(&tid, &e.folio);
 #ifdef ZT_SUMMARY
 	sum_mkclean_enter(e.folio, e.ts);

@@ -1,5 +1,6 @@
 """Build a zaptrace wheel from the checkout, offline (tests/test_packaging.py, and the guest's wheel step)."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,13 +24,20 @@ def run(argv, cwd, env=None, timeout=300):
                           capture_output=True, text=True, timeout=timeout)
 
 
+#: The setuptools that builds this wheel by itself: bdist_wheel is built in from 70.1, and
+#: pyproject.toml's license, an SPDX expression, needs 77 (as its [build-system] says).
+SETUPTOOLS = (77,)
+
+
 def _can_build_wheels_offline():
-    """This venv's setuptools builds wheels by itself (bdist_wheel is built in from 70.1)."""
+    """This venv's setuptools builds the wheel by itself (SETUPTOOLS or later)."""
     try:
+        import setuptools
         import setuptools.command.bdist_wheel  # noqa: F401
-        return True
     except ImportError:
         return False
+    have = tuple(int(x) for x in re.findall(r"\d+", setuptools.__version__)[:2])
+    return have >= SETUPTOOLS
 
 
 def build_wheel(work: Path) -> Path:
@@ -37,7 +45,8 @@ def build_wheel(work: Path) -> Path:
     build/ and *.egg-info where it runs, and the checkout may be in use by a guest)."""
     need(_can_build_wheels_offline(),
          "this venv's setuptools cannot build a wheel without build isolation "
-         "(needs setuptools>=70.1: scripts/setup installs it with the test extra)")
+         "(needs setuptools>=%s: scripts/setup installs it with the test extra)"
+         % ".".join(map(str, SETUPTOOLS)))
     tree = work / "tree"
     tree.mkdir()
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")

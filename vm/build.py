@@ -18,9 +18,8 @@ from typing import Callable, List, Optional, Sequence
 from . import cache, debian, initramfs, qemu, rootfs, tools
 from .errors import VMError
 from .kernel import built, fetched, is_label, known_names, list_built, resolve
+from .labels import DEFAULT_KERNELS, listed  # DEFAULT_KERNELS: what `vm build` fetches without --kernel
 from .progress import Progress
-
-DEFAULT_KERNELS = ("5.10", "6.1", "6.12", "7.2")
 
 _NOT_BUILT = "guest image not built: run `zaptrace vm build`"
 
@@ -29,7 +28,7 @@ def _labels(requested: Sequence[str]) -> List[str]:
     labels: List[str] = []
     for label in requested:
         if label not in debian.SUITES:
-            raise VMError("unknown kernel %r: choose from %s" % (label, ", ".join(debian.SUITES)))
+            raise VMError("unknown kernel %r: choose from %s" % (label, listed(debian.SUITES)))
         if label not in labels:
             labels.append(label)
     if not labels:

@@ -13,6 +13,7 @@ from zaptrace.errors import clean_errors
 from . import build as vm_build
 from . import kbuild, qemu, runner
 from .errors import VMError
+from .labels import DEFAULT_KERNELS, LABELS, SOURCE_LABELS, listed, with_suites
 
 app = typer.Typer(
     help="QEMU guests booting Debian kernels, for real kprobe recordings.",
@@ -28,19 +29,21 @@ kernel_app = typer.Typer(
 )
 app.add_typer(kernel_app, name="kernel")
 
+# The kernel lists in the help texts are formatted from the table in vm/labels.py.
 KERNEL_BUILD_HELP = """Build a guest kernel from source, with patches; cached and incremental.
 
 \b
 SOURCE is a kernel label whose Debian suite serves linux-source-<label>
-(7.2: sid, 6.12: trixie, 6.1: bookworm), downloaded and unpacked once into
-the cache, or the path of your own kernel tree (never written to: built with
-make O=<cache>).  The config is `make defconfig kvm_guest.config` plus the
-repository's fragment vm/guest.config (and --config FILE); a fragment line
-that does not hold after olddefconfig is an error.  Patches are applied in
-order to the unpacked package (only there); another patch set of the same
-source reverts them first, and make rebuilds only what changed.  The kernel
-is everything built in, with its own headers (CONFIG_IKHEADERS), and boots by
-name: `zaptrace vm run --kernel NAME`.  Its release is <version>-zt<key>.
+(%s),
+downloaded and unpacked once into the cache, or the path of your own kernel
+tree (never written to: built with make O=<cache>).  The config is `make
+defconfig kvm_guest.config` plus the repository's fragment vm/guest.config
+(and --config FILE); a fragment line that does not hold after olddefconfig
+is an error.  Patches are applied in order to the unpacked package (only
+there); another patch set of the same source reverts them first, and make
+rebuilds only what changed.  The kernel is everything built in, with its own
+headers (CONFIG_IKHEADERS), and boots by name: `zaptrace vm run --kernel
+NAME`.  Its release is <version>-zt<key>.
 
 \b
 Examples:
@@ -49,13 +52,14 @@ Examples:
   zaptrace vm kernel build ~/src/linux --name mine                # your tree
   zaptrace vm run --kernel 7.2-src -- zaptrace doctor
   zaptrace vm ab --a 7.2-src --b 7.2-src+0001-... -- zaptrace workload run race
-"""
+""" % with_suites(SOURCE_LABELS)
 
 
 @kernel_app.command("build", help=KERNEL_BUILD_HELP)
 @clean_errors
 def kernel_build_cmd(
-    source: str = typer.Argument(..., help="A label (7.2, 6.12, 6.1: Debian's linux-source) or a kernel tree's path."),
+    source: str = typer.Argument(..., help="A label (%s: Debian's linux-source) or a kernel tree's path."
+                                    % listed(SOURCE_LABELS)),
     patch: Optional[List[str]] = typer.Option(None, "--patch", "-p", help="A patch to apply (repeatable, in order)."),
     name: Optional[str] = typer.Option(None, "--name", "-n",
                                        help="Name to boot it by (default: <label>-src[+<patch>...], tree-<dir>)."),
@@ -72,7 +76,7 @@ def kernel_build_cmd(
 def kernel_list_cmd() -> None:
     """List the kernels built from source: name, release, source, patches, build time."""
     lines = kbuild.describe()
-    for line in lines or ["no kernel built yet: zaptrace vm kernel build 7.2"]:
+    for line in lines or ["no kernel built yet: zaptrace vm kernel build %s" % SOURCE_LABELS[-1]]:
         typer.echo(line)
 
 
@@ -80,8 +84,8 @@ def kernel_list_cmd() -> None:
 @clean_errors
 def build_cmd(
     kernel: List[str] = typer.Option(
-        list(vm_build.DEFAULT_KERNELS), "--kernel", "-k",
-        help="Kernel to fetch (5.10, 6.1, 6.12, 7.2, 7.3); repeat for several. Default: 5.10, 6.1, 6.12, 7.2.",
+        list(DEFAULT_KERNELS), "--kernel", "-k",
+        help="Kernel to fetch (%s); repeat for several. Default: %s." % (listed(LABELS), listed(DEFAULT_KERNELS)),
     ),
     force: bool = typer.Option(False, "--force", "-f", help="Fetch and rebuild even what is cached."),
 ) -> None:
@@ -107,8 +111,8 @@ def _parse_env(pairs: List[str]) -> Dict[str, str]:
 def run_cmd(
     command: List[str] = typer.Argument(..., metavar="[--] CMD [ARGS]...", help="The command to run in the guest."),
     kernel: str = typer.Option("6.1", "--kernel", "-k",
-                               help="5.10, 6.1, 6.12, 7.2, 7.3 (Debian's), a name from `vm kernel list`, a kernel "
-                                    "build tree, or the path of a bzImage (or .../lib/modules/R/vmlinuz)."),
+                               help="%s (Debian's), a name from `vm kernel list`, a kernel build tree, or the "
+                                    "path of a bzImage (or .../lib/modules/R/vmlinuz)." % listed(LABELS)),
     timeout: Optional[float] = typer.Option(None, "--timeout", "-t", help="Kill the guest after this many seconds (exit 124)."),
     accel: str = typer.Option("auto", "--accel", help="auto, kvm or tcg."),
     memory: int = typer.Option(2048, "--memory", "-m", help="Guest memory in MiB."),

@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from . import cache, tools
+from . import cache, labels, tools
 from .errors import VMError
 
 MIRROR = "http://deb.debian.org/debian"
@@ -27,16 +27,12 @@ MIRROR = "http://deb.debian.org/debian"
 SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
-#: Kernel label -> the Debian suite whose ``linux-image-amd64`` provides it.
-#: sid and experimental move on: the resolved ABI is checked against the label
-#: (see :func:`resolve`), so "7.2" never silently becomes 7.3.
-SUITES: Dict[str, str] = {
-    "5.10": "bullseye", "6.1": "bookworm", "6.12": "trixie",
-    "7.2": "sid", "7.3": "experimental",
-}
-
-#: Suites that have a -security companion (sid and experimental do not).
-SECURITY_SUITES = ("bullseye", "bookworm", "trixie")
+#: Kernel label -> the Debian suite whose ``linux-image-amd64`` provides it, and
+#: the suites that have a -security companion: views of the table in
+#: vm/labels.py.  sid and experimental move on: the resolved ABI is checked
+#: against the label (see :func:`resolve`), so "7.2" never silently becomes 7.3.
+SUITES: Dict[str, str] = labels.SUITES
+SECURITY_SUITES: Tuple[str, ...] = labels.SECURITY_SUITES
 
 #: The userspace suite of the guest image.
 USERSPACE_SUITE = "bookworm"
@@ -210,7 +206,8 @@ def resolve(label: str) -> KernelPackages:
     pkgs = kernel_packages(apt.show("linux-image-amd64"))
     if not pkgs.matches(label):
         raise VMError("Debian %s now ships kernel %s, not %s: give that kernel as a path "
-                      "(--kernel .../vmlinuz --modules ... --headers ...) or update zaptrace's SUITES"
+                      "(--kernel .../vmlinuz --modules ... --headers ...) "
+                      "or update the kernel table (zaptrace.vm.labels)"
                       % (SUITES[label], pkgs.kver, label))
     return split_packages(pkgs, apt.show(pkgs.image))
 

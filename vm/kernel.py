@@ -21,7 +21,7 @@ class GuestKernel(NamedTuple):
 
 
 def is_label(kernel: str) -> bool:
-    """True for "5.10", "6.1", "6.12" (as opposed to a path to a bzImage)."""
+    """True for a Debian kernel label of vm/labels.py, "6.1" (as opposed to a name or a path)."""
     return kernel in debian.SUITES
 
 

@@ -1,9 +1,9 @@
 """Kernel sources for ``zaptrace vm kernel build``, and the patches applied to them.
 
 A source is either Debian's ``linux-source-<series>`` package of a kernel label
-(the suite comes from :data:`zaptrace.vm.debian.SUITES`: 7.2 from sid, 6.12 from
-trixie, 6.1 from bookworm), unpacked into the cache, or a kernel tree on disk
-(a developer's own git tree).
+(the labels whose suite serves one, and the suites, come from the table in
+vm/labels.py), unpacked into the cache, or a kernel tree on disk (a developer's
+own git tree).
 
 Patches are applied only to a tree the cache owns (an unpacked package): the
 tree remembers which patches it holds (``.zaptrace-patches.json`` and a copy of
@@ -22,7 +22,7 @@ import subprocess
 from pathlib import Path
 from typing import Callable, List, NamedTuple, Sequence
 
-from . import cache, debian, tools
+from . import cache, debian, labels, tools
 from .errors import VMError
 
 #: The patch state a cache-owned tree keeps at its top.
@@ -78,12 +78,12 @@ def kernelversion(tree: Path) -> str:
 
 def package_labels() -> List[str]:
     """The labels whose Debian suite serves a ``linux-source-<label>`` package."""
-    return list(debian.SUITES)
+    return list(labels.SOURCE_LABELS)
 
 
 def resolve(spec: str, log: Callable[[str], None]) -> Source:
     """A label ("7.2": Debian's linux-source-7.2, fetched and unpacked once) or a tree's path."""
-    if spec in debian.SUITES:
+    if spec in labels.SOURCE_LABELS:
         return from_package(spec, log)
     path = Path(spec).expanduser()
     if path.is_dir():
@@ -91,8 +91,11 @@ def resolve(spec: str, log: Callable[[str], None]) -> Source:
         if not is_tree(path):
             raise VMError("%s is not a Linux source tree (no Makefile, Kconfig, mm/ and arch/x86/ at its top)" % spec)
         return Source(path, str(path), kernelversion(path))
+    if spec in labels.BY_LABEL:
+        raise VMError("Debian's %s serves no linux-source-%s that zaptrace knows of: give the path of a "
+                      "kernel tree, or one of %s" % (labels.SUITES[spec], spec, labels.listed(package_labels())))
     raise VMError("unknown kernel source %r: give the path of a kernel tree, or one of %s "
-                  "(Debian's linux-source-<series> packages)" % (spec, ", ".join(package_labels())))
+                  "(Debian's linux-source-<series> packages)" % (spec, labels.listed(package_labels())))
 
 
 def source_root() -> Path:

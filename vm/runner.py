@@ -133,9 +133,10 @@ def run(
 ) -> int:
     """Run ``argv`` as root in a fresh guest booted from ``kernel``; return its exit status.
 
-    ``kernel`` is "5.10", "6.1", "6.12" or the path of a bzImage (then
-    ``modules`` is its ``lib/modules/<kver>`` directory and ``headers`` a
-    kernel build/headers tree for BCC).  ``stdout``/``stderr`` are where the
+    ``kernel`` is a label of vm/labels.py ("6.1"), a name of ``vm kernel
+    build``, a kernel build tree or the path of a bzImage (then ``modules`` is
+    its ``lib/modules/<kver>`` directory and ``headers`` a kernel build/headers
+    tree for BCC).  ``stdout``/``stderr`` are where the
     command's output goes (default: this process's fd 1 and 2); any binary or
     text file object works.  Raises VMError (GuestTimeout after ``timeout``
     seconds, BootError if the guest never reported a status).

