@@ -47,11 +47,11 @@ NAME`.  Its release is <version>-zt<key>.
 
 \b
 Examples:
-  zaptrace vm kernel build 7.2                                    # about 25 min on 2 cores, first time
-  zaptrace vm kernel build 7.2 --patch patches/7.2/0001-mm-huge_memory-flush-dirty-file-pmd.patch
-  zaptrace vm kernel build ~/src/linux --name mine                # your tree
-  zaptrace vm run --kernel 7.2-src -- zaptrace doctor
-  zaptrace vm ab --a 7.2-src --b 7.2-src+0001-... -- zaptrace workload run race
+  zaptrace vm kernel build 7.2                                # 7.2-src: about 26 min on 2 cores, first time
+  zaptrace vm kernel build 7.2 --patch patches/7.2/pmd-flush.patch   # 7.2-src+pmd-flush: about 3 min
+  zaptrace vm kernel build ~/src/linux --name mine            # your tree, built with make O=<cache>
+  zaptrace vm run --kernel 7.2-src+pmd-flush -- zaptrace doctor
+  zaptrace ab 7.2-src 7.2-src+pmd-flush --rounds 3 -- zaptrace workload run race --mapping pmd
 """ % with_suites(SOURCE_LABELS)
 
 
