@@ -30,9 +30,7 @@ from zaptrace.vm import cache
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = {"6.1": "race-6.1.zt", "6.12": "race-6.12.zt"}
-HANDLERS = ("zt_zap_enter", "zt_zap_exit", "zt_rmap", "zt_dirty", "zt_tlb_flush_enter", "zt_tlb_flush_exit",
-            "zt_flush_range_enter", "zt_flush_range_exit", "zt_rmaps_enter", "zt_rmaps_exit",
-            "zt_mkclean_enter", "zt_mkclean_exit", "zt_fork_standin", "zt_exit_standin")
+STANDINS = ("zt_fork_standin", "zt_exit_standin")
 
 
 def merged_headers(label: str, into: Path) -> Path:
@@ -54,13 +52,31 @@ def merged_headers(label: str, into: Path) -> Path:
     return into
 
 
-def cflags(label: str, extra) -> list:
+def attached(label: str) -> list:
+    """(catalog event, its probe entry) for every event the fixture trace of ``label`` attached."""
     head = analysis.load(str(ROOT / "tests" / "fixtures" / FIXTURE[label])).head
-    flags = ["-w", "-I" + str(PROBES_DIR)]
+    out = []
     for ev in catalog.CATALOG:
         p = next((p for p in head.get("probes") or [] if p["event"] == ev.name), None)
-        if not p or not p.get("attach"):
-            continue
+        if p and p.get("attach"):
+            out.append((ev, p))
+    return out
+
+
+def wrappers(label: str) -> list:
+    """The kprobe entry points zaptrace/plan.py would generate for those events: (name, C line)."""
+    out = []
+    for ev, p in attached(label):
+        entry, ret = ev.handlers
+        for h in (entry, ret if p.get("ret", ev.ret) else None):
+            if h:
+                out.append(("zt_" + h, f"int zt_{h}(struct pt_regs *ctx) {{ return h_{h}(ctx); }}"))
+    return out
+
+
+def cflags(label: str, extra) -> list:
+    flags = ["-w", "-I" + str(PROBES_DIR)]
+    for ev, p in attached(label):
         pos = p.get("positions") or {}
         flags += [f"-DZT_HAVE_{ev.macro}=1", f"-DZT_{ev.macro}_TRAMP=0",
                   f"-DZT_{ev.macro}_NARGS={max(list(pos.values()) + [1])}"]
@@ -87,9 +103,11 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="zt-kheaders-"))
     try:
         os.environ["BCC_KERNEL_SOURCE"] = str(merged_headers(a.kernel, tmp))
-        b = bcc.BPF(text=standins(SOURCE.read_text()), cflags=cflags(a.kernel, extra))
+        stubs = wrappers(a.kernel)
+        text = standins(SOURCE.read_text()) + "\n" + "\n".join(line for _, line in stubs) + "\n"
+        b = bcc.BPF(text=text, cflags=cflags(a.kernel, extra))
         bad = 0
-        for fn in HANDLERS:
+        for fn in [name for name, _ in stubs] + list(STANDINS):
             try:
                 b.load_func(fn, bcc.BPF.KPROBE)
                 print(f"verified {fn}")
