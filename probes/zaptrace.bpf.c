@@ -631,6 +631,24 @@ static __always_inline int h_zap_pmd(void *ctx)
 }
 #endif
 
+#ifdef ZT_HAVE_PTFREE
+/*
+ * A PTE table freed through the mmu_gather inside a zap of a followed task: since
+ * PT_RECLAIM (v6.14) MADV_DONTNEED frees the tables it empties; the direct path
+ * detaches the table (clears its PMD) before the zap's flush and frees it here, after.
+ */
+static __always_inline int h_pt_free(void *ctx)
+{
+	struct zt_event e = {};
+
+	if (zap_event(&e, ZT_PT_FREE)) {
+		e.page = ZT_GET(PTFREE, ctx, ZT_PTFREE_PTE);
+		emit(ctx, &e);
+	}
+	return 0;
+}
+#endif
+
 #ifdef ZT_HAVE_DIRTY
 /* Only the calls a zapping task makes inside its zap are markers. */
 static __always_inline int h_dirty(void *ctx)

@@ -26,7 +26,8 @@ enum zt_kind {
 	ZT_MKCLEAN_ENTER = 11,   /* folio_mkclean()/page_mkclean() entry: page = folio = argument */
 	ZT_MKCLEAN_EXIT = 12,    /* its return: nr = return value (PTEs cleaned) */
 	ZT_ZAP_PMD = 13,         /* zap_huge_pmd() entry inside a zap: page = address; the PMD is cleared after it */
-	ZT_NKINDS = 14,
+	ZT_PT_FREE = 14,         /* a PTE table freed through the zap's mmu_gather: page = the table's struct page */
+	ZT_NKINDS = 15,
 };
 
 /* Event flag bits (zt_event.flags). */

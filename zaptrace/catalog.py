@@ -148,6 +148,21 @@ CATALOG: Tuple[LogicalEvent, ...] = (
         handlers=("rmap_pud", None),
     ),
     LogicalEvent(
+        "pt_free", "PTFREE", "a PTE table freed by the zap (PT_RECLAIM: MADV_DONTNEED frees the tables it empties)",
+        (
+            # x86's free of a page-table page through the mmu_gather (arch/x86/mm/pgtable.c):
+            # every PTE table a zap frees goes through it.  Since v6.14, 6375e95f381e "mm:
+            # pgtable: reclaim empty PTE page in madvise(MADV_DONTNEED)" (CONFIG_PT_RECLAIM),
+            # MADV_DONTNEED frees the tables it empties, and its direct path clears the PMD
+            # before the zap's TLB flush: folio_mkclean()'s page-table walk then skips the
+            # table without taking its lock (see analysis/gaps.py, PathRule.bypass).
+            _alt("___pte_free_tlb", ("tlb", "pte"), {"tlb": "tlb", "pte": "pte"},
+                 "x86 (arch/x86/mm/pgtable.c); freed by MADV_DONTNEED since v6.14: 6375e95f381e"),
+        ),
+        required=False, roles=("tlb", "pte"),
+        handlers=("pt_free", None),
+    ),
+    LogicalEvent(
         "dirty", "DIRTY", "PTE-dirty marker: the zap marks a file page dirty because its PTE was dirty",
         (
             # v5.16, b5e84594caa0 "mm/writeback: Add folio_mark_dirty()"; zap_pte_range
