@@ -25,6 +25,9 @@ clock of zaptrace's traces), so that `zaptrace report --findings` can join
 them with a recording.  Exit status: 0 no lost write, 1 lost writes found, 2
 error.  Ctrl-C ends the run early and still writes the findings.
 
+The options are declared below (`option`, zaptrace/workload_base.py): the
+command line and its help come from them.
+
 History: the first engine was Python (numpy stores, GIL-paced zapper
 threads).  It made about 800 page visits per second in a 6.1 TCG guest and
 found no lost write in 300 s (6.1, untraced and traced) or 600 s (7.2 PMD),
@@ -42,9 +45,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from . import cbuild
-from . import workloads as W
+from .workload_base import (PAGE, Outcome, Params, WorkloadError, check_params, option, region_pages,
+                            scratch_file)
 
+NAME = "lostwrite"
 SCHEMA = "zaptrace.lostwrite/1"
 #: The workload's exit status when it found lost writes (0: none, 2: an error).
 LOST_STATUS = 1
@@ -56,6 +60,54 @@ CFLAGS = ("-O2", "-pthread", "-Wall")
 ENGINE_ENV = "ZAPTRACE_LOSTWRITE_ENGINE"
 
 
+def parse_inject(spec: Optional[str]) -> Optional[Tuple[int, int]]:
+    """--inject-loss PAGE@PASS -> (page, pass)."""
+    if not spec:
+        return None
+    try:
+        page, _, npass = spec.partition("@")
+        out = (int(page), int(npass))
+    except ValueError:
+        raise WorkloadError(f"--inject-loss expects PAGE@PASS (e.g. 3@10), not {spec!r}") from None
+    if out[0] < 0 or out[1] < 2:
+        raise WorkloadError("--inject-loss: PAGE must be >= 0 and PASS >= 2")
+    return out
+
+
+def _inject_problem(spec: str) -> Optional[str]:
+    try:
+        parse_inject(spec)
+    except WorkloadError as e:
+        return str(e)
+    return None
+
+
+# -- the options (zaptrace/workload_base.py: the CLI and the findings' "settings" read them) --
+
+MINE = (NAME,)
+option("zappers", int, 1, "Threads zapping the range.", workloads=MINE,
+       check=lambda v: None if v >= 0 else "--zappers must not be negative")
+option("evict", bool, True, "Also evict clean pages after writeback.", workloads=MINE)
+option("burst", int, 16, "Checked stores per page visit before the next page (1: one store per visit).",
+       workloads=MINE, check=lambda v: None if v > 0 else "--burst must be positive")
+option("findings", str, None, "Write the lost writes as JSON here.", workloads=MINE)
+option("inject", str, None, "Put back an old copy of PAGE before pass PASS (to test the detector).",
+       flags=("--inject-loss",), workloads=MINE, metavar="PAGE@PASS", check=_inject_problem)
+
+CLI_HELP = """lostwrite: does this kernel lose writes?  The only writer of every page of a
+shared file checks each page's last value before each store (--burst stores
+per page visit), while --zappers threads MADV_DONTNEED the range in a loop
+and a child process writes back (fsync) and evicts clean pages (off with
+--no-evict).  Each lost write is printed (page, expected and found
+values, CLOCK_MONOTONIC times); exit status 1 when any write was lost, 0 when
+none, 2 on errors.  Needs no BPF; its engine is a small C program
+(zaptrace/lostwrite.c) built with the system's cc on first use:
+  zaptrace workload run lostwrite --duration 300 --pages 1024 --findings lost.json
+  sudo zaptrace record -o lw.zt -- zaptrace workload run lostwrite -d 300 --findings lw.json
+  zaptrace report --findings lw.json lw.zt
+"""
+
+
 @dataclass
 class Lost:
     page: int
@@ -65,7 +117,7 @@ class Lost:
     found_ns: int
 
     def to_json(self) -> dict:
-        return {"page": self.page, "offset": self.page * W.PAGE, "expected": self.expected,
+        return {"page": self.page, "offset": self.page * PAGE, "expected": self.expected,
                 "found": self.found, "written_ns": list(self.written_ns), "found_ns": self.found_ns}
 
 
@@ -79,34 +131,22 @@ class Counters:
     ended: bool = False          # the engine's "end" line came (kept here: a signal can cut _read short)
 
 
-def parse_inject(spec: Optional[str]) -> Optional[Tuple[int, int]]:
-    """--inject-loss PAGE@PASS -> (page, pass)."""
-    if not spec:
-        return None
-    try:
-        page, _, npass = spec.partition("@")
-        out = (int(page), int(npass))
-    except ValueError:
-        raise W.WorkloadError(f"--inject-loss expects PAGE@PASS (e.g. 3@10), not {spec!r}") from None
-    if out[0] < 0 or out[1] < 2:
-        raise W.WorkloadError("--inject-loss: PAGE must be >= 0 and PASS >= 2")
-    return out
-
-
 # -- the engine -------------------------------------------------------------
 
 def engine_dirs() -> List[Path]:
     """Where an engine is looked for and built (zaptrace/cbuild.py: the source tree's build/,
     shared with the QEMU guests, which have no compiler, then the user's cache)."""
+    from . import cbuild
     return cbuild.build_dirs(SOURCE)
 
 
 def engine(build: bool = True) -> str:
     """The path of the engine built from this lostwrite.c; built on first use."""
+    from . import cbuild          # here, not at import: every start of the CLI reads this module's options
     env = os.environ.get(ENGINE_ENV)
     if env:
         if not os.access(env, os.X_OK):
-            raise W.WorkloadError(f"${ENGINE_ENV}={env} is not an executable file")
+            raise WorkloadError(f"${ENGINE_ENV}={env} is not an executable file")
         return env
     name = f"lostwrite-{cbuild.digest(SOURCE, CFLAGS)}"
     dirs = engine_dirs()
@@ -114,19 +154,26 @@ def engine(build: bool = True) -> str:
     if found and os.access(found, os.X_OK):
         return found
     if not build or cbuild.compiler() is None:
-        raise W.WorkloadError(f"lostwrite needs its engine built from {SOURCE} and there is no C compiler "
-                              f"here: apt-get install gcc, or build it elsewhere and set ${ENGINE_ENV}")
+        raise WorkloadError(f"lostwrite needs its engine built from {SOURCE} and there is no C compiler "
+                            f"here: apt-get install gcc, or build it elsewhere and set ${ENGINE_ENV}")
     try:
         # -static where the C library allows it (Debian: libc6-dev has libc.a).
         return cbuild.build(SOURCE, name, CFLAGS, variants=(("-static",), ()), dirs=dirs)
     except cbuild.BuildError as e:
-        raise W.WorkloadError(f"the lostwrite engine: {e}") from None
+        raise WorkloadError(f"the lostwrite engine: {e}") from None
+
+
+def engine_argv(exe: str, path: str, npages: int, p: Params, inject: Optional[Tuple[int, int]]) -> List[str]:
+    """The engine's command line (zaptrace/lostwrite.c)."""
+    return [exe, path, str(npages), p.mapping, str(p.zappers), str(int(p.evict)), str(p.burst),
+            str(p.duration if p.duration is not None else 0), str(p.iterations),
+            str(inject[0] if inject else 0), str(inject[1] if inject else 0)]
 
 
 # -- the run ----------------------------------------------------------------
 
 def _report_line(path: str, lost: Lost) -> str:
-    return (f"lostwrite: LOST WRITE in {path} page {lost.page} (offset {lost.page * W.PAGE:#x}): "
+    return (f"lostwrite: LOST WRITE in {path} page {lost.page} (offset {lost.page * PAGE:#x}): "
             f"expected {lost.expected}, found {lost.found}; written at {lost.written_ns[0] / 1e9:.6f}-"
             f"{lost.written_ns[1] / 1e9:.6f} s, found at {lost.found_ns / 1e9:.6f} s (CLOCK_MONOTONIC)")
 
@@ -149,30 +196,25 @@ def _read(proc: subprocess.Popen, c: Counters, path: str) -> bool:
     return c.ended
 
 
-def run(p: W.Params) -> W.Outcome:
+def run(p: Params) -> Outcome:
     """The detector; its Outcome.status is LOST_STATUS when anything was lost."""
+    check_params(NAME, p)
     inject = parse_inject(p.inject)
-    if p.zappers < 0:
-        raise W.WorkloadError("--zappers must not be negative")
-    if p.burst <= 0:
-        raise W.WorkloadError("--burst must be positive")
-    npages = W.region_pages(p)
+    npages = region_pages(p)
     if inject and inject[0] >= npages:
-        raise W.WorkloadError(f"--inject-loss: page {inject[0]} is beyond the file's {npages} pages")
+        raise WorkloadError(f"--inject-loss: page {inject[0]} is beyond the file's {npages} pages")
     exe = engine()
-    path, fd = W.scratch_file(p, "lostwrite", npages * W.PAGE)
+    path, fd = scratch_file(p, NAME, npages * PAGE)
     c = Counters()
     interrupted: Optional[BaseException] = None
     try:
         st = os.fstat(fd)
-        argv = [exe, path, str(npages), p.mapping, str(p.zappers), str(int(p.evict)), str(p.burst),
-                str(p.duration if p.duration is not None else 0), str(p.iterations),
-                str(inject[0] if inject else 0), str(inject[1] if inject else 0)]
+        argv = engine_argv(exe, path, npages, p, inject)
         start_ns = time.monotonic_ns()        # CLOCK_MONOTONIC on Linux: the clock of the findings and the trace
         try:
             proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
         except OSError as e:
-            raise W.WorkloadError(f"cannot run the lostwrite engine {exe}: {e.strerror}") from None
+            raise WorkloadError(f"cannot run the lostwrite engine {exe}: {e.strerror}") from None
         try:
             ended = _read(proc, c, path)
         except (KeyboardInterrupt, SystemExit) as e:
@@ -183,8 +225,8 @@ def run(p: W.Params) -> W.Outcome:
             ended = _read(proc, c, path)
         rc = proc.wait()
         if rc != 0 or not ended:
-            raise W.WorkloadError(f"the lostwrite engine {exe} failed (exit status {rc})"
-                                  + ("" if ended else ", without its totals"))
+            raise WorkloadError(f"the lostwrite engine {exe} failed (exit status {rc})"
+                                + ("" if ended else ", without its totals"))
     finally:
         os.close(fd)
         try:
@@ -195,7 +237,7 @@ def run(p: W.Params) -> W.Outcome:
     msg = (f"{len(c.lost)} lost writes in {c.passes} passes over {npages} shared file pages "
            f"({p.mapping} mapping, {c.visits} page visits, burst {p.burst}), {c.zaps} zaps by "
            f"{p.zappers} zapper(s), writeback {'with' if p.evict else 'without'} eviction, {elapsed:.1f} s")
-    doc = {"schema": SCHEMA, "file": path, "dev": st.st_dev, "ino": st.st_ino, "page_size": W.PAGE,
+    doc = {"schema": SCHEMA, "file": path, "dev": st.st_dev, "ino": st.st_ino, "page_size": PAGE,
            "pages": npages, "mapping": p.mapping, "clock": "CLOCK_MONOTONIC", "passes": c.passes,
            "visits": c.visits, "burst": p.burst, "zaps": c.zaps, "zappers": p.zappers, "evict": p.evict,
            "start_ns": start_ns, "duration_s": elapsed, "interrupted": interrupted is not None,
@@ -208,4 +250,4 @@ def run(p: W.Params) -> W.Outcome:
     if interrupted is not None:
         print(f"lostwrite: interrupted: {msg}", file=sys.stderr)
         raise interrupted
-    return W.Outcome(msg, c.zaps, elapsed, status=LOST_STATUS if c.lost else 0, extra=doc)
+    return Outcome(msg, c.zaps, elapsed, status=LOST_STATUS if c.lost else 0, extra=doc)
