@@ -287,7 +287,11 @@ def run_ab(kernel_a: str, kernel_b: str, command: Sequence[str], *, rounds: int 
         if os.path.exists(report):
             try:
                 with open(report) as f:
-                    run.workload = json.load(f)
+                    # ab.json keeps the figures, not lostwrite's control sample (10,000 rows a run,
+                    # rewritten after every run): the report file keeps it, and is the findings
+                    # the trace is analysed with
+                    wl = json.load(f)
+                run.workload = {k: v for k, v in wl.items() if k != "control"} if isinstance(wl, dict) else wl
             except ValueError as e:
                 run.error = run.error or f"unreadable workload report {report}: {e}"
         if mode == "traced" and run.error is None:

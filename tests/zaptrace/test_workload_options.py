@@ -13,8 +13,8 @@ BEFORE = {
     "zappers": (("--zappers",), 1), "evict": (("--evict/--no-evict",), True), "burst": (("--burst",), 16),
     "findings": (("--findings",), None), "inject": (("--inject-loss",), None),
 }
-#: Added since (lostwrite only).
-ADDED = {}
+#: Added for issue 24 (lostwrite only).
+ADDED = {"writeback": "fsync", "fault_first": True, "time_stores": True, "control_sample": 10_000, "pin": False}
 
 
 def test_every_existing_option_keeps_its_flags_and_default():
@@ -31,7 +31,7 @@ def test_every_existing_option_keeps_its_flags_and_default():
 
 def test_params_hold_every_option_and_reject_unknown_names():
     p = Params(burst=1, mapping="pte")
-    assert (p.burst, p.mapping, p.pages, p.findings) == (1, "pte", 256, None)
+    assert (p.burst, p.mapping, p.pages, p.writeback, p.findings) == (1, "pte", 256, "fsync", None)
     assert p.values("race") == {"pages": 256, "iterations": 200, "duration": None, "directory": None,
                                 "quiet": False, "report": None, "mapping": "pte"}
     with pytest.raises(TypeError, match="unknown workload option"):
@@ -95,8 +95,8 @@ def test_bad_values_and_foreign_options_are_one_line_errors(probe, args, message
 
 
 def test_checks_apply_to_callers_without_the_command_line():
-    with pytest.raises(WorkloadError, match="--burst must be positive"):
-        workloads.run("lostwrite", Params(burst=0))
+    with pytest.raises(WorkloadError, match="--writeback 'sync': choose from fsync, fdatasync, msync"):
+        workloads.run("lostwrite", Params(writeback="sync"))
     with pytest.raises(WorkloadError, match="--burst is an option of lostwrite, not of race"):
         workloads.run("race", Params(), given=["burst"])
     with pytest.raises(WorkloadError, match="--pages must be positive"):
