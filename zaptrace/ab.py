@@ -89,7 +89,8 @@ def trace_figures(summary: Dict[str, Any]) -> Dict[str, Any]:
            "lost_events": summary["lost_events"], "classes": classes}
     lw = summary.get("lost_writes")
     if lw:
-        out["lost_writes"] = {k: lw[k] for k in ("lost_writes", "explained", "unexplained", "windows", "by_path")}
+        out["lost_writes"] = {k: lw.get(k) for k in ("lost_writes", "explained", "unexplained", "windows", "by_path",
+                                                     "span", "chance")}
     return out
 
 
