@@ -149,16 +149,32 @@ static void *zapper(void *arg)
  * mapping inherited from the parent stays, as with the other calls. */
 static pid_t start_writeback(int fd, int evict, enum writeback how, long cpu)
 {
-	pid_t pid = fork();
+	sigset_t block, old;
+	pid_t pid;
 	char *second = NULL;
 
+	/*
+	 * SIGTERM and SIGINT stay blocked across fork until the child has its own
+	 * dispositions: a short run (tests, a loaded machine) can end and send the
+	 * child its SIGTERM before the child has run at all, and the parent's
+	 * handler, inherited through fork, would take it and leave the child
+	 * writing back forever, with the parent waiting for it.
+	 */
+	sigemptyset(&block);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGINT);
+	sigprocmask(SIG_BLOCK, &block, &old);
+	pid = fork();
 	if (pid < 0)
 		die("fork");
-	if (pid)
+	if (pid) {
+		sigprocmask(SIG_SETMASK, &old, NULL);
 		return pid;
+	}
 	signal(SIGINT, SIG_IGN);           /* the parent ends the run on Ctrl-C */
 	signal(SIGTERM, SIG_DFL);          /* the parent's handler came through fork */
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	sigprocmask(SIG_SETMASK, &old, NULL);   /* a SIGTERM already sent ends the child here */
 	if (getppid() == 1)
 		_exit(0);
 	pin_to(cpu);
