@@ -310,13 +310,14 @@ def render_html(a: Analysis, max_hits: Optional[int] = 100) -> str:
     parts.append(f"<h3>Unpaired decrements: {sum(reasons.values()):,}</h3>")
     parts.append(_table(["count", "reason"], _reason_rows(reasons)))
     if a.lost is not None:
+        from .lostwrites import chance_line
         from .report import lost_rows
         ls = s["lost_writes"]
         parts.append(f"<h2>Lost writes: {ls['lost_writes']:,} (explained: {ls['explained']:,}, "
                      f"unexplained: {ls['unexplained']:,})</h2><p>Found by content in "
                      f"{html.escape(str(ls['findings']['file']))} (inode {ls['findings']['ino']}); each tied to "
                      "an open window of that page with a folio_mkclean inside it while the lost value was "
-                     "written.</p>")
+                     f"written.</p><p>{html.escape(chance_line(ls))}</p>")
         if len(a.lost):
             parts.append(_table(*lost_rows(a.lost, t0_of(a.trace)), left=0))
         ex = a.lost[a.lost["explained"].to_numpy()]

@@ -116,7 +116,7 @@ def analyse(path: str, progress: Optional[Callable[[str], None]] = None, with_hi
         from . import lostwrites
         stage("lost writes")
         lost = lostwrites.join(trace, gaps, doc)
-        summary["lost_writes"] = lostwrites.summarize(lost, doc, trace)
+        summary["lost_writes"] = lostwrites.summarize(lost, doc, trace, lostwrites.chance(trace, gaps, doc))
     del mk
     stage("done")
     return Analysis(trace=trace, gaps=gaps, hits=hits, summary=summary, lost=lost)
@@ -130,32 +130,37 @@ def _slim_events(trace: Trace) -> None:
                                  "kind": np.ascontiguousarray(ev["kind"].to_numpy())}, copy=False)
 
 
-LOST_HEADER = ["page", "written ms", "found ms", "expected/found", "explained by", "decrement ms", "gap us",
-               "mkclean ms", "flush done ms"]
+LOST_HEADER = ["page", "written ms", "store ms", "found ms", "expected/found", "explained by", "decrement ms",
+               "gap us", "mkclean ms", "flush done ms"]
 
 
 def lost_rows(lost: pd.DataFrame, t0: int) -> Table:
-    """One row per lost write: when it was written and found, and the window that explains it."""
+    """One row per lost write: when it was written (the visit; the store alone where the detector
+    timed it) and found, and the window that explains it."""
     def ms(v) -> str:        # v: int ns (exact difference with t0), or missing
         return "-" if v is None or pd.isna(v) else f"{(v - t0) / 1e6:.3f}"
     rows = []
     for r in lost.to_dict("records"):
-        rows.append([str(r["page"]), ms(r["written_ns"]), ms(r["found_ns"]), f"{r['expected']}/{r['found']}",
+        rows.append([str(r["page"]), ms(r["written_ns"]), ms(r.get("store_ns")), ms(r["found_ns"]),
+                     f"{r['expected']}/{r['found']}",
                      f"{r['path']} {r['class']}" if r["explained"] else "UNEXPLAINED",
                      ms(r["dec_ts"]), fmt_us(r["gap_ns"]), ms(r["mkclean_enter_ts"]), ms(r["flush_done_ts"])])
     return LOST_HEADER, rows
 
 
 def lost_lines(a: "Analysis") -> List[str]:
+    from .lostwrites import chance_line
     s = a.summary["lost_writes"]
     f = s["findings"]
     head = f"lost writes (found by content in {f['file']}, inode {f['ino']}): "
     if not s["lost_writes"]:
         visits = f.get("visits")
-        return ["", head + "none" + (f" in {visits:,} page visits" if visits is not None else "")]
+        return ["", head + "none" + (f" in {visits:,} page visits" if visits is not None else ""),
+                "  " + chance_line(s)]
     lines = ["", head + f"{s['lost_writes']:,}; explained by a recorded open window of that page with "
              f"writeback inside: {s['explained']:,}"
-             + (f", in {s['windows']:,} window{'s' if s['windows'] != 1 else ''}" if s["explained"] else "")]
+             + (f", in {s['windows']:,} window{'s' if s['windows'] != 1 else ''}" if s["explained"] else ""),
+             "  " + chance_line(s)]
     lines += format_table(*lost_rows(a.lost, t0_of(a.trace)), left=0)
     if s["unexplained"]:
         lines.append(f"  {s['unexplained']:,} UNEXPLAINED: no recorded decrement of that page had an open window "

@@ -103,7 +103,7 @@ def _build_guest_programs() -> None:
     compiler is not an error here: the guest command that needs the engine says so.
     """
     from zaptrace import lostwrite
-    from zaptrace.workloads import WorkloadError
+    from zaptrace.workload_base import WorkloadError
     try:
         lostwrite.engine()
     except WorkloadError as e:

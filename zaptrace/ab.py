@@ -91,7 +91,8 @@ def trace_figures(summary: Dict[str, Any]) -> Dict[str, Any]:
            "lost_events": summary["lost_events"], "classes": classes}
     lw = summary.get("lost_writes")
     if lw:
-        out["lost_writes"] = {k: lw[k] for k in ("lost_writes", "explained", "unexplained", "windows", "by_path")}
+        out["lost_writes"] = {k: lw.get(k) for k in ("lost_writes", "explained", "unexplained", "windows", "by_path",
+                                                     "span", "chance")}
     return out
 
 
@@ -299,7 +300,11 @@ def run_ab(kernel_a: str, kernel_b: str, command: Sequence[str], *, rounds: int 
         if os.path.exists(report):
             try:
                 with open(report) as f:
-                    run.workload = json.load(f)
+                    # ab.json keeps the figures, not lostwrite's control sample (10,000 rows a run,
+                    # rewritten after every run): the report file keeps it, and is the findings
+                    # the trace is analysed with
+                    wl = json.load(f)
+                run.workload = {k: v for k, v in wl.items() if k != "control"} if isinstance(wl, dict) else wl
             except ValueError as e:
                 run.error = run.error or f"unreadable workload report {report}: {e}"
         if mode == "traced" and run.error is None:

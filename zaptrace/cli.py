@@ -23,9 +23,6 @@ CMD_CTX = dict(CTX, allow_interspersed_args=False, ignore_unknown_options=True)
 app = typer.Typer(add_completion=False, no_args_is_help=True, context_settings=CTX,
                   help="zaptrace: measure, per page, how long a page's mapcount is already dropped "
                        "while a stale TLB entry for it may still exist.")
-workload_app = typer.Typer(add_completion=False, no_args_is_help=True, context_settings=CTX,
-                           help="Bundled workloads that zap pages (run them under `zaptrace record`).")
-app.add_typer(workload_app, name="workload")
 
 
 # The error policy (one line, exit codes) lives in zaptrace/errors.py.
@@ -189,14 +186,6 @@ def doctor():
 
 # ---------------------------------------------------------------- workload --
 
-@workload_app.command("list", context_settings=CTX)
-def workload_list():
-    """List the bundled workloads."""
-    from .workloads import describe
-    for name, doc in describe().items():
-        print(f"{name:16} {doc}")
-
-
 WORKLOAD_HELP = """Run a bundled workload (usually under `zaptrace record`).
 
 \b
@@ -204,7 +193,6 @@ Files go to --dir, else $ZAPTRACE_SCRATCH (the guest's block-backed scratch
 disk), else the current directory; writeback (and so folio_mkclean) only
 happens on a block-backed filesystem, not on tmpfs or 9p.
 
-\b
 \b
 --mapping chooses how the memory is mapped: `default` (the kernel's choice),
 `pte` (MADV_NOHUGEPAGE: PTE mappings only) or `pmd` (a 2 MiB-aligned mapping
@@ -216,52 +204,83 @@ a size enabled by root first, e.g.
 `echo always > /sys/kernel/mm/transparent_hugepage/hugepages-64kB/enabled`.
 
 \b
+Options named after a workload ("lostwrite: ...") are that workload's own;
+giving them to another workload is an error.
+
+\b
 Examples:
   zaptrace workload run dontneed-shared --pages 256 --iterations 200
   zaptrace workload run race --duration 5
   zaptrace workload run race --mapping pmd --pages 1024 --iterations 100
   sudo zaptrace record -- zaptrace workload run munmap-anon --pages 1024
-
-\b
-lostwrite: does this kernel lose writes?  The only writer of every page of a
-shared file checks each page's last value before each store (--burst stores
-per page visit), while --zappers threads MADV_DONTNEED the range in a loop
-and a child process writes back (fsync) and evicts clean pages (off with
---no-evict).  Each lost write is printed (page, expected and found
-values, CLOCK_MONOTONIC times); exit status 1 when any write was lost, 0 when
-none, 2 on errors.  Needs no BPF; its engine is a small C program
-(zaptrace/lostwrite.c) built with the system's cc on first use:
-  zaptrace workload run lostwrite --duration 300 --pages 1024 --findings lost.json
-  sudo zaptrace record -o lw.zt -- zaptrace workload run lostwrite -d 300 --findings lw.json
-  zaptrace report --findings lw.json lw.zt
 """
 
 
-@workload_app.command("run", context_settings=CTX, help=WORKLOAD_HELP)
-@clean_errors
-def workload_run(
-    name: str = typer.Argument(..., help="dontneed-shared, munmap-anon, race or lostwrite."),
-    pages: int = typer.Option(256, "--pages", "-n", help="Pages per zap."),
-    iterations: int = typer.Option(200, "--iterations", "-i", help="Zaps to do (lostwrite: writer passes)."),
-    duration: Optional[float] = typer.Option(None, "--duration", "-d", help="Run for this long instead."),
-    directory: Optional[str] = typer.Option(None, "--dir", help="Where the workload's file lives."),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
-    report: Optional[str] = typer.Option(None, "--report", help="Also write elapsed time and zap count as JSON here."),
-    mapping: str = typer.Option("default", "--mapping", "-m",
-                                help="default, pte (MADV_NOHUGEPAGE) or pmd (2 MiB-aligned, MADV_HUGEPAGE)."),
-    zappers: int = typer.Option(1, "--zappers", help="lostwrite: threads zapping the range."),
-    evict: bool = typer.Option(True, "--evict/--no-evict", help="lostwrite: also evict clean pages after writeback."),
-    burst: int = typer.Option(16, "--burst", help="lostwrite: checked stores per page visit before the next page."),
-    findings: Optional[str] = typer.Option(None, "--findings", help="lostwrite: write the lost writes as JSON here."),
-    inject: Optional[str] = typer.Option(None, "--inject-loss", metavar="PAGE@PASS",
-                                         help="lostwrite: put back an old copy of PAGE before pass PASS (to test the detector)."),
-):
+def make_workload_app() -> typer.Typer:
+    """`zaptrace workload list|run`, with run's options built from the workloads' option
+    registry (zaptrace/workload_base.py OPTIONS): a workload's new option appears here, with
+    its help and checks, without a change to this file."""
+    import inspect
     from . import workloads
-    out = workloads.run(name, workloads.Params(pages=pages, iterations=iterations, duration=duration,
-                                               directory=directory, quiet=quiet, report=report, mapping=mapping,
-                                               zappers=zappers, burst=burst, evict=evict, findings=findings, inject=inject))
-    if out.status:
-        raise typer.Exit(out.status)
+    from .workload_base import OPTIONS, Params
+
+    wapp = typer.Typer(add_completion=False, no_args_is_help=True, context_settings=CTX,
+                       help="Bundled workloads that zap pages (run them under `zaptrace record`).")
+
+    @wapp.command("list", context_settings=CTX)
+    def workload_list():
+        """List the bundled workloads."""
+        for name, doc in workloads.describe().items():
+            print(f"{name:16} {doc}")
+
+    opts = list(OPTIONS.values())
+
+    @clean_errors
+    def workload_run(**kw):
+        ctx = kw.pop("ctx")
+        name = kw.pop("name")
+        # The options set on the command line (click 8: parameter sources; an older
+        # click cannot tell them from defaults, and then none counts as given).
+        source = getattr(ctx, "get_parameter_source", None)
+        given = [o.name for o in opts
+                 if source is not None and getattr(source(o.name), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")]
+        out = workloads.run(name, Params(**{o.name: _typed(o, kw[o.name]) for o in opts}), given=given)
+        if out.status:
+            raise typer.Exit(out.status)
+
+    params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
+              inspect.Parameter("name", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
+                                default=typer.Argument(..., help=", ".join(workloads.WORKLOADS) + "."))]
+    for o in opts:
+        # Numbers come in as text and are converted by _typed: a bad one is then a one-line
+        # error like any other bad value, not click's usage box.
+        cli_type = bool if o.type is bool else str
+        annotation = cli_type if o.default is not None else Optional[cli_type]
+        metavar = o.metavar or {int: "INTEGER", float: "FLOAT"}.get(o.type)
+        extra = {"metavar": metavar} if metavar else {}
+        params.append(inspect.Parameter(o.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=annotation,
+                                        default=typer.Option(o.default, *o.cli_flags(), help=o.cli_help(), **extra)))
+    workload_run.__signature__ = inspect.Signature(params)
+    workload_run.__annotations__ = {}
+    help_text = WORKLOAD_HELP + "".join("\n\b\n" + text for text in workloads.HELP.values())
+    wapp.command("run", context_settings=CTX, help=help_text)(workload_run)
+    return wapp
+
+
+def _typed(o, value):
+    """A workload option's value as its type (int and float come from the command line as text)."""
+    from .workload_base import WorkloadError
+    if value is None or o.type in (str, bool) or isinstance(value, o.type):
+        return value
+    try:
+        return o.type(value)
+    except ValueError:
+        raise WorkloadError(f"{o.flag} expects {'an integer' if o.type is int else 'a number'}, "
+                            f"not {value!r}") from None
+
+
+workload_app = make_workload_app()
+app.add_typer(workload_app, name="workload")
 
 
 AB_HELP = """Run one command on kernel A and kernel B, boots interleaved, untraced and traced.

@@ -31,7 +31,9 @@ where present) the decrement counts, how many windows were open (gap > 0)
 or closed, gap percentiles in signed microseconds, and the window hits
 (folio_mkclean of the page while its window was open).  With --findings,
 each lost write found by `zaptrace workload run lostwrite` is tied to the
-recorded window that explains it (or counted as unexplained).
+recorded window that explains it (or counted as unexplained), and the same
+join on the findings' random sample of visits that lost nothing is printed
+beside it: how often it explains a visit by chance.
 
 \b
 Examples:

@@ -9,11 +9,16 @@ Files go to ``--dir``, else ``$ZAPTRACE_SCRATCH`` (the guest's block-backed
 scratch filesystem), else the current directory.  Writeback, and so
 folio_mkclean(), happens only on a block-backed filesystem: not on tmpfs
 or 9p.
+
+``WORKLOADS`` names every workload; lostwrite lives in zaptrace/lostwrite.py.
+The options, ``Params``, the scratch files and ``Outcome`` are in
+zaptrace/workload_base.py (re-exported here): a workload declares its own
+options in its own module, and `zaptrace workload run` builds its command line
+from them.
 """
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import json
 import mmap
 import os
@@ -21,92 +26,49 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Iterable
 
-from .errors import ZaptraceError
+from . import lostwrite as _lostwrite
+# The shared pieces, kept importable from here as before (Params, WorkloadError, ...).
+from .workload_base import (MAPPINGS, OPTIONS, PAGE, PMD_SIZE, REPORT_ENV, Outcome, Params,  # noqa: F401
+                            WorkloadError, check_params, option, options_of, region_pages, scratch_dir,
+                            scratch_file)
 
-PAGE = mmap.PAGESIZE
 MADV_DONTNEED = 4
 MADV_HUGEPAGE = 14
 MADV_NOHUGEPAGE = 15
-PMD_SIZE = 2 << 20          # x86-64: one PMD maps 2 MiB
 MAP_FIXED = 0x10
-
-#: --mapping: how the workload asks the kernel to map its memory.
-#:   default  whatever the kernel does (THP "always" may give PMD mappings on 7.x)
-#:   pte      MADV_NOHUGEPAGE: PTE mappings only (large folios may still be PTE-mapped)
-#:   pmd      a 2 MiB-aligned mapping with MADV_HUGEPAGE: PMD-sized folios, PMD-mapped
-#:            where the kernel and filesystem can (ext4 file folios: 6.16+; anon THP)
-MAPPINGS = ("default", "pte", "pmd")
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-_libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-_libc.madvise.restype = ctypes.c_int
-_libc.memset.argtypes = (ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t)
-_libc.memset.restype = ctypes.c_void_p
-_libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
-_libc.mmap.restype = ctypes.c_void_p
-_libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
-_libc.munmap.restype = ctypes.c_int
-_libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
-_libc.prctl.restype = ctypes.c_int
-
 PROT_RW = mmap.PROT_READ | mmap.PROT_WRITE
 MAP_FAILED = ctypes.c_void_p(-1).value
+_LIBC = None
 
 
-class WorkloadError(ZaptraceError):
-    pass
-
-
-@dataclass
-class Params:
-    pages: int = 256
-    iterations: int = 200
-    duration: Optional[float] = None
-    directory: Optional[str] = None
-    quiet: bool = False
-    report: Optional[str] = None      # write {"workload", "elapsed_s", "zaps", "pages"} as JSON here
-    mapping: str = "default"          # one of MAPPINGS
-    # lostwrite only (zaptrace/lostwrite.py)
-    zappers: int = 1                  # threads zapping the range
-    burst: int = 16                   # stores per page visit (zaptrace/lostwrite.c)
-    evict: bool = True                # the writeback process also evicts clean pages
-    findings: Optional[str] = None    # write the lost writes found as JSON here
-    inject: Optional[str] = None      # PAGE@PASS: put back an old copy of PAGE before PASS (tests)
+def libc() -> ctypes.CDLL:
+    """The C library, loaded on first use (ctypes.util.find_library runs ldconfig: not at
+    import, which every start of the CLI pays)."""
+    global _LIBC
+    if _LIBC is None:
+        import ctypes.util
+        lib = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        lib.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+        lib.madvise.restype = ctypes.c_int
+        lib.memset.argtypes = (ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t)
+        lib.memset.restype = ctypes.c_void_p
+        lib.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                             ctypes.c_long)
+        lib.mmap.restype = ctypes.c_void_p
+        lib.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+        lib.munmap.restype = ctypes.c_int
+        lib.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
+        lib.prctl.restype = ctypes.c_int
+        _LIBC = lib
+    return _LIBC
 
 
 def _check(ret: int, what: str) -> None:
     if ret != 0:
         e = ctypes.get_errno()
         raise WorkloadError(f"{what} failed: {os.strerror(e)}")
-
-
-def scratch_dir(p: Params) -> str:
-    d = p.directory or os.environ.get("ZAPTRACE_SCRATCH") or os.getcwd()
-    if not os.path.isdir(d):
-        raise WorkloadError(f"scratch directory {d} does not exist")
-    if not os.access(d, os.W_OK):
-        raise WorkloadError(f"scratch directory {d} is not writable")
-    return d
-
-
-def scratch_file(p: Params, tag: str, size: int) -> Tuple[str, int]:
-    """Create the workload's file of ``size`` bytes in its scratch directory: (path, fd)."""
-    d = scratch_dir(p)
-    path = os.path.join(d, f".zaptrace-{tag}-{os.getpid()}")
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-    except OSError as e:
-        raise WorkloadError(f"cannot create the workload's file in {d}: {e.strerror}") from None
-    try:
-        os.ftruncate(fd, size)
-    except OSError as e:
-        os.close(fd)
-        os.unlink(path)
-        raise WorkloadError(f"cannot size the workload's file {path} to {size} bytes: {e.strerror}") from None
-    return path, fd
 
 
 def map_region(size: int, mapping: str, fd: int = -1) -> int:
@@ -118,31 +80,23 @@ def map_region(size: int, mapping: str, fd: int = -1) -> int:
     hint = None
     if mapping == "pmd":
         # Reserve size + 2 MiB, then map at the first 2 MiB boundary inside it.
-        res = _libc.mmap(None, size + PMD_SIZE, 0,    # PROT_NONE
+        res = libc().mmap(None, size + PMD_SIZE, 0,    # PROT_NONE
                          mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
         if res in (None, MAP_FAILED):
             raise WorkloadError(f"mmap (reservation) failed: {os.strerror(ctypes.get_errno())}")
         hint = (res + PMD_SIZE - 1) & ~(PMD_SIZE - 1)
-        _libc.munmap(res, size + PMD_SIZE)
+        libc().munmap(res, size + PMD_SIZE)
         flags |= MAP_FIXED
-    addr = _libc.mmap(hint, size, PROT_RW, flags, fd, 0)
+    addr = libc().mmap(hint, size, PROT_RW, flags, fd, 0)
     if addr in (None, MAP_FAILED):
         raise WorkloadError(f"mmap failed: {os.strerror(ctypes.get_errno())}")
     advice = {"pmd": MADV_HUGEPAGE, "pte": MADV_NOHUGEPAGE}.get(mapping)
-    if advice is not None and _libc.madvise(addr, size, advice) != 0:
+    if advice is not None and libc().madvise(addr, size, advice) != 0:
         e = ctypes.get_errno()
-        _libc.munmap(addr, size)
+        libc().munmap(addr, size)
         raise WorkloadError(f"madvise({'MADV_HUGEPAGE' if advice == MADV_HUGEPAGE else 'MADV_NOHUGEPAGE'}) "
                             f"failed: {os.strerror(e)} (a kernel without transparent huge pages?)")
     return addr
-
-
-def region_pages(p: Params) -> int:
-    """--pages, rounded up to whole PMDs for --mapping pmd."""
-    if p.mapping == "pmd":
-        per = PMD_SIZE // PAGE
-        return -(-p.pages // per) * per
-    return p.pages
 
 
 class SharedFile:
@@ -159,14 +113,14 @@ class SharedFile:
             raise
 
     def dirty(self, value: int) -> None:
-        _libc.memset(self.addr, value & 0xFF, self.size)
+        libc().memset(self.addr, value & 0xFF, self.size)
 
     def zap(self) -> None:
-        _check(_libc.madvise(self.addr, self.size, MADV_DONTNEED), "madvise(MADV_DONTNEED)")
+        _check(libc().madvise(self.addr, self.size, MADV_DONTNEED), "madvise(MADV_DONTNEED)")
 
     def close(self) -> None:
         if self.addr:
-            _libc.munmap(self.addr, self.size)
+            libc().munmap(self.addr, self.size)
             self.addr = 0
         os.close(self.fd)
         try:
@@ -191,7 +145,7 @@ class Writer:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 # Never outlive the workload, however it ends.
-                _libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+                libc().prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
                 signal.pthread_sigmask(signal.SIG_SETMASK, old)
                 if os.getppid() != 1:
                     while True:
@@ -249,8 +203,8 @@ def munmap_anon(p: Params) -> str:
     c = Clock(p)
     while c.more():
         addr = map_region(size, p.mapping)
-        _libc.memset(addr, (c.n + 1) & 0xFF, size)
-        _check(_libc.munmap(addr, size), "munmap")
+        libc().memset(addr, (c.n + 1) & 0xFF, size)
+        _check(libc().munmap(addr, size), "munmap")
         c.n += 1
     return Outcome(f"{c.n} munmaps of {size // PAGE} anonymous pages ({p.mapping} mapping) "
                    f"in {c.elapsed:.2f} s", c.n, c.elapsed)
@@ -289,28 +243,11 @@ def race(p: Params) -> str:
                    f"({p.mapping} mapping) in {c.elapsed:.2f} s", c.n, c.elapsed)
 
 
-@dataclass
-class Outcome:
-    message: str
-    zaps: int
-    elapsed_s: float
-    status: int = 0           # the workload's exit status (lostwrite: 1 when writes were lost)
-    #: further figures for the --report file (lostwrite: its whole findings document)
-    extra: Dict[str, object] = field(default_factory=dict)
-
-
-#: When set and --report is not given, the workload writes its --report JSON there: how
-#: `zaptrace ab` collects a workload's own figures (zaps/s, visits/s, lost writes) from
-#: inside a guest without changing the command it was given.
-REPORT_ENV = "ZAPTRACE_WORKLOAD_REPORT"
-
-
 def lostwrite(p: Params) -> Outcome:
     """The page's only writer checks each page's last value before writing it again, while
     zapper threads MADV_DONTNEED the range and a child writes back and evicts: a value that
     goes back is a lost write. Exit status 1 when any was lost (zaptrace/lostwrite.py)."""
-    from .lostwrite import run as run_lostwrite
-    return run_lostwrite(p)
+    return _lostwrite.run(p)
 
 
 WORKLOADS: Dict[str, Callable[[Params], Outcome]] = {
@@ -319,6 +256,8 @@ WORKLOADS: Dict[str, Callable[[Params], Outcome]] = {
     "race": race,
     "lostwrite": lostwrite,
 }
+#: A workload's paragraph (and examples) in `zaptrace workload run --help`, where it has one.
+HELP: Dict[str, str] = {_lostwrite.NAME: _lostwrite.CLI_HELP}
 
 
 def _terminate(signum, frame):
@@ -329,17 +268,12 @@ def describe() -> Dict[str, str]:
     return {k: " ".join((v.__doc__ or "").split()) for k, v in WORKLOADS.items()}
 
 
-def run(name: str, p: Params) -> Outcome:
+def run(name: str, p: Params, given: Iterable[str] = ()) -> Outcome:
+    """Run workload ``name`` with settings ``p``; ``given``: the options set on the command line
+    (an option that ``name`` does not take is an error there)."""
     if name not in WORKLOADS:
         raise WorkloadError(f"unknown workload {name!r}; try: {', '.join(WORKLOADS)}")
-    if p.pages <= 0:
-        raise WorkloadError("--pages must be positive")
-    if p.iterations < 0:
-        raise WorkloadError("--iterations must not be negative")
-    if p.duration is not None and not p.duration > 0:     # also NaN
-        raise WorkloadError(f"--duration must be a positive number of seconds, not {p.duration}")
-    if p.mapping not in MAPPINGS:
-        raise WorkloadError(f"unknown mapping {p.mapping!r}: choose from {', '.join(MAPPINGS)}")
+    check_params(name, p, given)
     # SIGTERM unwinds like Ctrl-C, so the writer process and the file are cleaned up.
     signal.signal(signal.SIGTERM, _terminate)
     out = WORKLOADS[name](p)

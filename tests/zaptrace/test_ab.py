@@ -115,3 +115,12 @@ def test_argument_errors(kw, needle, tmp_path):
     args.update(kw)
     with pytest.raises(ab.ABError, match=needle):
         ab.run_ab(args.pop("kernel_a"), args.pop("kernel_b"), args.pop("command"), **args)
+
+
+def test_trace_figures_keep_the_lost_writes_and_their_chance(tmp_path):
+    from tests.analysis.test_lostwrites import LOST_V2, findings_v2, trace
+    from zaptrace.analysis.report import analyse
+    s = analyse(trace(tmp_path), None, with_hits=False, findings=findings_v2(tmp_path, LOST_V2)).summary
+    lw = ab.trace_figures(s)["lost_writes"]
+    assert (lw["lost_writes"], lw["explained"], lw["span"]) == (2, 1, "store")
+    assert (lw["chance"]["sample"], lw["chance"]["explained"]) == (20, 3)

@@ -150,3 +150,125 @@ def test_an_engine_that_cannot_run_is_a_one_line_error(tmp_path):
                        env=dict(os.environ, ZAPTRACE_LOSTWRITE_ENGINE=str(bad)))
     assert p.returncode == 2 and "cannot run the lostwrite engine" in p.stderr and "Traceback" not in p.stderr
     assert [f.name for f in tmp_path.iterdir()] == ["engine"]     # the scratch file is removed
+
+
+# -- issue 24: the independent detector's design, the store's own span, the control sample --
+
+def test_the_store_is_timed_alone_and_the_settings_are_recorded(tmp_path):
+    out = tmp_path / "lost.json"
+    r = run(tmp_path, "--pages", "8", "--iterations", "20", "--burst", "4", "--inject-loss", "3@5",
+            "--findings", str(out))
+    assert r.returncode == 1, r.stderr
+    assert "(the store: " in r.stderr and "writeback with eviction (fsync)" in r.stderr
+    doc = json.loads(out.read_text())
+    (lost,) = doc["lost"]
+    (w0, w1), (s0, s1) = lost["written_ns"], lost["store_ns"]
+    assert w0 <= s0 <= s1 == w1 < lost["found_ns"]         # the last store of the visit, inside it
+    assert (doc["writeback"], doc["fault_first"], doc["time_stores"], doc["pin"]) == ("fsync", True, True, False)
+    s = doc["settings"]
+    assert (s["burst"], s["pages"], s["writeback"], s["control_sample"], s["inject"]) == (4, 8, "fsync", 10_000, "3@5")
+    assert "quiet" not in s and "findings" not in s
+
+
+def test_the_control_sample_is_the_visits_that_lost_nothing(tmp_path):
+    out = tmp_path / "lost.json"
+    r = run(tmp_path, "--pages", "8", "--iterations", "20", "--burst", "1", "--inject-loss", "3@5",
+            "--findings", str(out), "--control-sample", "50")
+    assert r.returncode == 1, r.stderr
+    doc = json.loads(out.read_text())
+    # every visit after a page's first is checked by the next one (the last pass's are not): 19 * 8,
+    # less the one whose store was put back
+    assert (doc["control_sample"], doc["control_seen"]) == (50, 19 * 8 - 1)
+    assert doc["control_columns"] == ["page", "visit_from_ns", "visit_to_ns", "store_from_ns", "store_to_ns"]
+    rows = doc["control"]
+    assert len(rows) == 50 and len({tuple(x) for x in rows}) == 50
+    for page, v0, v1, s0, s1 in rows:
+        assert 0 <= page < 8 and doc["start_ns"] < v0 <= s0 <= s1 == v1
+    w0, w1 = doc["lost"][0]["written_ns"]
+    assert [3, w0, w1] not in [x[:3] for x in rows]     # the visit whose store was lost is not in the sample
+    # the findings file: the control rows one per line, at its end
+    lines = out.read_text().splitlines()
+    i = lines.index(' "control": [')
+    assert all(ln.startswith("  [") for ln in lines[i + 1:i + 51]) and lines[i + 51:] == [" ]", "}"]
+
+
+def test_the_independent_detectors_design_runs(tmp_path):
+    """--burst 1 --writeback msync --no-fault-first --no-time-stores --mapping pte: no store span,
+    control rows without it; msync and fdatasync write back (the injected loss is found)."""
+    out = tmp_path / "lost.json"
+    for wb in ("msync", "fdatasync"):
+        r = run(tmp_path, "--pages", "8", "--iterations", "20", "--burst", "1", "--mapping", "pte",
+                "--writeback", wb, "--no-fault-first", "--no-time-stores", "--pin", "--inject-loss", "2@6",
+                "--findings", str(out))
+        assert r.returncode == 1, r.stderr
+        assert f"writeback with eviction ({wb})" in r.stderr and "(the store: " not in r.stderr
+        doc = json.loads(out.read_text())
+        (lost,) = doc["lost"]
+        assert "store_ns" not in lost and (lost["expected"], lost["found"]) == (5, 4)
+        assert (doc["writeback"], doc["fault_first"], doc["time_stores"], doc["pin"]) == (wb, False, False, True)
+        assert doc["control_columns"] == ["page", "visit_from_ns", "visit_to_ns"]
+        assert all(len(x) == 3 for x in doc["control"]) and doc["control_seen"] == 19 * 8 - 1
+    r = run(tmp_path, "--pages", "4", "--iterations", "5", "--control-sample", "0", "--findings", str(out))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    assert "control" not in doc and "control_seen" not in doc
+
+
+def test_the_report_holds_the_whole_findings(tmp_path):
+    rep = tmp_path / "report.json"
+    r = run(tmp_path, "--pages", "4", "--iterations", "6", "--control-sample", "5", "--report", str(rep))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(rep.read_text())
+    assert doc["workload"] == "lostwrite" and doc["schema"] == "zaptrace.lostwrite/1"
+    assert {"lost", "visits", "zaps", "elapsed_s", "control", "control_seen", "settings"} <= set(doc)
+    assert len(doc["control"]) == 5 and doc["visits"] == 24
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--writeback", "sync"], "--writeback 'sync': choose from fsync, fdatasync, msync"),
+    (["--control-sample", "-1"], "--control-sample must not be negative"),
+    (["--burst", "0"], "--burst must be positive"),
+])
+def test_bad_new_settings_are_one_line_errors(tmp_path, args, message):
+    r = run(tmp_path, "--iterations", "1", *args)
+    assert r.returncode == 2 and r.stderr.strip() == f"zaptrace: error: {message}"
+
+
+def test_the_engine_reads_old_and_new_command_lines(tmp_path):
+    """Ten positions as before (its old protocol lines), then KEY=VALUE; an unknown key is an error."""
+    from zaptrace import lostwrite
+    exe = lostwrite.engine()
+    f = tmp_path / "f"
+    f.write_bytes(b"\0" * 4 * 4096)
+    old = subprocess.run([exe, str(f), "4", "default", "1", "1", "2", "0", "3", "0", "0"],
+                         capture_output=True, text=True, timeout=60)
+    assert old.returncode == 0 and old.stdout.split()[:2] == ["end", "3"] and len(old.stdout.split()) == 5
+    new = subprocess.run([exe, str(f), "4", "default", "1", "1", "2", "0", "3", "0", "0", "control=2", "seed=5",
+                          "time_stores=1"], capture_output=True, text=True, timeout=60)
+    lines = new.stdout.splitlines()
+    assert new.returncode == 0 and [ln.split()[0] for ln in lines] == ["lost"] * 4 + ["ctl", "ctl", "end"]
+    assert lines[-1].split()[-1] == "8"            # passes 2 and 3 check 4 pages each; pass 1 found the old file's
+    bad = subprocess.run([exe, str(f), "4", "default", "1", "1", "2", "0", "3", "0", "0", "colour=1"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "unknown option" in bad.stderr
+
+
+def test_short_runs_never_leave_the_writeback_child_behind(tmp_path):
+    """A run can end, and send the child its SIGTERM, before the child has run at all; the
+    child must still end (signals blocked across fork).  Without that, 4 to 14 of 300 one-pass
+    runs hung on a loaded 2-core host (2026-12-06); here 60 runs, each given 20 s."""
+    import os
+    import signal
+    from zaptrace import lostwrite
+    exe = lostwrite.engine()
+    f = tmp_path / "f"
+    f.write_bytes(b"\0" * 4096)
+    for _ in range(60):
+        p = subprocess.Popen([exe, str(f), "1", "default", "1", "1", "1", "0", "1", "0", "0"],
+                             stdout=subprocess.DEVNULL, start_new_session=True)
+        try:
+            assert p.wait(timeout=20) == 0
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+            raise AssertionError("the engine did not end: its writeback child outlived the run")
