@@ -4,7 +4,10 @@ For each lost write (file, page offset, the pass that wrote the lost value,
 the time it was found) this finds the recorded window that explains it: a
 decrement of that file page (any zap path) whose open window
 [decrement, covering flush completed] overlaps the span of the store that
-wrote the lost value, with a folio_mkclean of the folio inside the window.
+wrote the lost value, with a folio_mkclean of the folio inside the window;
+or whose closed window was bypassed (gaps.PathRule.bypass: a folio_mkclean
+ran between the entry's clear and the flush without waiting for the
+page-table lock), with the window [clear, covering flush completed].
 Pages are matched by file position (inode number + page offset, recorded on
 every decrement and mkclean), not by PFN: the page is evicted and read back.
 
@@ -37,11 +40,12 @@ from zaptrace.lostwrite import SCHEMA
 from zaptrace.vocab import OTHER_PATH
 
 from .errors import AnalysisError
-from .gaps import paths_where, window_hits
+from .gaps import NEVER, mkclean_spans, paths_where, window_hits
 from .load import Trace
 
 COLUMNS = ["page", "offset", "expected", "found", "written_ns", "written_end_ns", "store_ns", "store_end_ns",
-           "found_ns", "span", "explained", "explained_visit", "dec_ts", "path", "class", "gap_ns", "flush_done_ts",
+           "found_ns", "span", "explained", "explained_visit", "dec_ts", "path", "window", "class", "gap_ns",
+           "flush_done_ts",
            "mkclean_enter_ts", "mkclean_exit_ts", "windows_of_page", "tid", "zap_ts"]
 #: Times of the explaining window: int64 ns, nullable (NA when the lost write is unexplained).
 WINDOW_COLUMNS = ("dec_ts", "gap_ns", "flush_done_ts", "mkclean_enter_ts", "mkclean_exit_ts", "zap_ts")
@@ -90,17 +94,30 @@ class Windows:
         lo = mine["index"].to_numpy().astype(np.int64)
         hi = lo + np.where(whole, mine["nr_in_call"].to_numpy().astype(np.int64) - 1, 0)
         self.mine, self.all_lo, self.all_hi = mine, lo, hi
-        keep = mine["open"].to_numpy() & (mine["hits"].to_numpy() > 0)
+        is_open = mine["open"].to_numpy() & (mine["hits"].to_numpy() > 0)
+        # a closed window that writeback bypassed (gaps.PathRule.bypass): from the entry's clear
+        bypassed = mine["bypass"].to_numpy() > 0 if "bypass" in mine else np.zeros(len(mine), dtype=bool)
+        keep = is_open | bypassed
         self.rows = np.flatnonzero(keep)                 # positions in ``mine``
         self.lo, self.hi = lo[keep], hi[keep]
-        self.ts = mine["ts"].to_numpy(dtype=np.int64)[keep]
-        self.done = mine["flush_done_ts"].to_numpy(dtype=np.int64)[keep]      # open rows: never missing
+        start = mine["ts"].to_numpy(dtype=np.int64)
+        if bypassed.any():
+            clear = mine["clear_ts"].to_numpy(dtype=np.int64, na_value=0)
+            start = np.where(bypassed & ~is_open, clear, start)
+        self.ts = start[keep]
+        self.done = mine["flush_done_ts"].to_numpy(dtype=np.int64, na_value=0)[keep]   # paired rows: never missing
+        self.kind = np.where(is_open[keep], "open", "bypass")
 
     def first(self, page: int, w0: int, w1: int) -> Optional[int]:
         """The position in ``mine`` of the first window that explains a store to ``page`` in
         [w0, w1], or None."""
         hit = np.flatnonzero(self._overlap(page, w0, w1))
         return int(self.rows[hit[0]]) if len(hit) else None
+
+    def kind_of(self, pos: int) -> str:
+        """"open" (the mapcount dropped before the flush) or "bypass" (a closed window that
+        writeback did not wait for) of the window at position ``pos`` of ``mine``."""
+        return str(self.kind[int(np.searchsorted(self.rows, pos))])
 
     def _overlap(self, page, w0, w1):
         return overlap(self.lo, self.hi, self.ts, self.done, page, w0, w1)
@@ -155,7 +172,8 @@ def join(trace: Trace, gaps: pd.DataFrame, findings: Dict[str, Any]) -> pd.DataF
         row = {"page": page, "offset": int(item["offset"]), "expected": int(item["expected"]),
                "found": int(item["found"]), "written_ns": w0, "written_end_ns": w1, "store_ns": s0,
                "store_end_ns": s1, "found_ns": int(item["found_ns"]), "span": span, "explained": False,
-               "explained_visit": False, "path": "", "class": "", "tid": -1, **{c: None for c in WINDOW_COLUMNS}}
+               "explained_visit": False, "path": "", "window": "", "class": "", "tid": -1,
+               **{c: None for c in WINDOW_COLUMNS}}
         row["windows_of_page"] = int(((win.all_lo <= page) & (page <= win.all_hi)).sum())
         by_visit = win.first(page, w0, w1)
         best = win.first(page, s0, s1) if span == "store" else by_visit
@@ -163,10 +181,12 @@ def join(trace: Trace, gaps: pd.DataFrame, findings: Dict[str, Any]) -> pd.DataF
         if best is not None:
             b = mine.iloc[best]
             h = hits[(hits["dec_ts"].to_numpy() == b["ts"]) & (hits["folio"].to_numpy() == b["folio"])]
-            row.update(explained=True, dec_ts=int(b["ts"]), path=str(b["path"]),
+            row.update(explained=True, dec_ts=int(b["ts"]), path=str(b["path"]), window=win.kind_of(best),
                        gap_ns=int(b["gap_ns"]), flush_done_ts=int(b["flush_done_ts"]),
                        tid=int(b["tid"]), zap_ts=_int_or_none(b["zap_ts"]))
             row["class"] = str(b["class"])
+            if row["window"] == "bypass":        # the mkclean that did not wait: inside (clear, flush done)
+                h = _bypass_mkclean(trace, b)
             if len(h):
                 row["mkclean_enter_ts"] = int(h["mkclean_enter_ts"].iloc[0])
                 row["mkclean_exit_ts"] = _int_or_none(h["mkclean_exit_ts"].iloc[0])
@@ -177,6 +197,18 @@ def join(trace: Trace, gaps: pd.DataFrame, findings: Dict[str, Any]) -> pd.DataF
     out["explained"] = out["explained"].astype(bool)
     out["explained_visit"] = out["explained_visit"].astype(bool)
     return out
+
+
+def _bypass_mkclean(trace: Trace, b: pd.Series) -> pd.DataFrame:
+    """The mkclean calls of the row's folio inside (clear, flush done), as the hit list's columns."""
+    mk = mkclean_spans(trace)
+    if mk.empty:
+        return pd.DataFrame(columns=["mkclean_enter_ts", "mkclean_exit_ts"])
+    sel = mk[(mk["folio"].to_numpy() == b["folio"]) & (mk["ts"].to_numpy(dtype=np.int64) > int(b["clear_ts"]))
+             & (mk["end"].to_numpy(dtype=np.int64) < int(b["flush_done_ts"]))]
+    end = sel["end"].to_numpy(dtype=np.int64)
+    return pd.DataFrame({"mkclean_enter_ts": sel["ts"].to_numpy(dtype=np.int64),
+                         "mkclean_exit_ts": pd.array(np.where(end == NEVER, 0, end), dtype="Int64")})
 
 
 def control_rows(findings: Dict[str, Any]) -> Optional[Dict[str, np.ndarray]]:
@@ -237,6 +269,9 @@ def summarize(table: pd.DataFrame, findings: Dict[str, Any], trace: Trace,
         "span": span,
         "explained_by_span": by_span,
         "by_path": {str(k): int(v) for k, v in table.loc[table["explained"], "path"].value_counts().items()},
+        # "open": the mapcount dropped before the flush; "bypass": a closed window that writeback
+        # did not wait for (gaps.PathRule.bypass)
+        "by_window": {str(k): int(v) for k, v in table.loc[table["explained"], "window"].value_counts().items()},
         # One window can lose many pages at once (a PMD window: up to 512), so the count of
         # lost writes says little about how often a window lost data; this does.
         "windows": windows(table),

@@ -143,7 +143,8 @@ def lost_rows(lost: pd.DataFrame, t0: int) -> Table:
     for r in lost.to_dict("records"):
         rows.append([str(r["page"]), ms(r["written_ns"]), ms(r.get("store_ns")), ms(r["found_ns"]),
                      f"{r['expected']}/{r['found']}",
-                     f"{r['path']} {r['class']}" if r["explained"] else "UNEXPLAINED",
+                     (f"{r['path']} {r['class']}" + (" (bypass)" if r.get("window") == "bypass" else ""))
+                     if r["explained"] else "UNEXPLAINED",
                      ms(r["dec_ts"]), fmt_us(r["gap_ns"]), ms(r["mkclean_enter_ts"]), ms(r["flush_done_ts"])])
     return LOST_HEADER, rows
 

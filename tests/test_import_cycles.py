@@ -17,10 +17,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: source folder -> the package it installs as (pyproject.toml's package-dir)
 PACKAGES = {"zaptrace": "zaptrace", "analysis": "zaptrace.analysis", "probes": "zaptrace.probes",
             "vm": "zaptrace.vm"}
-#: Circles known and being removed elsewhere, each as the set of its modules.
-KNOWN = [
-    {"zaptrace.analysis.report", "zaptrace.analysis.stream"},   # removed on branch h-analysis
-]
+#: Circles known and being removed elsewhere, each as the set of its modules (none now).
+KNOWN: list = []
 
 
 def modules(root: str = ROOT) -> Dict[str, str]:

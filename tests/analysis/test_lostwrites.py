@@ -251,3 +251,29 @@ def test_the_control_join_is_the_lost_write_join_on_random_inputs():
         want = [w.first(int(p), int(x), int(y)) is not None for p, x, y in zip(pages, a, b)]
         for chunk in (1, 7, 1 << 22):
             assert w.explains(pages, a, b, chunk_pairs=chunk).tolist() == want
+
+
+def test_a_lost_write_explained_by_a_bypassed_window(tmp_path):
+    # 7.2, PTE mappings, PT_RECLAIM: the delayed rmap closes the window (gap < 0), but a mkclean
+    # ran between the PTE's clear (the dirty marker) and the flush: a store in [clear, flush
+    # done] is explained by that bypass; the same store outside it is not.
+    from tests.synth import TraceBuilder, page
+    P0 = page(0)
+    ino = 77
+    tb = (TraceBuilder().zap(1000).dirty(1100, P0).flush(1300, 1400).rmaps(1410, 1500)
+          .rmap(1420, P0, delayed=True, ino=ino, index=5).zap_exit(1600)
+          .mkclean(1200, 1250, P0, ino=ino, index=5))
+    t = analysis.load(tb.write(tmp_path / "t.zt"))
+    g = analysis.gap_table(t)
+    doc = {"schema": "zaptrace.lostwrite/1", "ino": ino, "page_size": 4096, "time_stores": True, "lost": [
+        {"page": 5, "offset": 5 * 4096, "expected": 9, "found": 8, "written_ns": [900, 1350],
+         "store_ns": [1320, 1330], "found_ns": 5000},
+        {"page": 5, "offset": 5 * 4096, "expected": 12, "found": 11, "written_ns": [1500, 1700],
+         "store_ns": [1600, 1610], "found_ns": 6000}]}
+    table = LW.join(t, g, doc)
+    assert table["explained"].tolist() == [True, False]
+    r = table.iloc[0]
+    assert (r["path"], r["window"], r["class"], r["gap_ns"], r["mkclean_enter_ts"]) == \
+        ("delayed", "bypass", "file-dirty", -20, 1200)
+    s = LW.summarize(table, doc, t)
+    assert s["by_window"] == {"bypass": 1} and s["by_path"] == {"delayed": 1}
