@@ -46,10 +46,12 @@ def class_figures(block: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def window_state(block: Dict[str, Any]) -> str:
-    """'open' if any paired decrement preceded its flush, 'closed' if none did, '-' without pairs."""
+    """'open' if any paired decrement preceded its flush, 'bypassed' if none did but writeback
+    did not wait for the zap in some window (gaps.PathRule.bypass), 'closed' otherwise, '-'
+    without pairs."""
     if not block["paired"]:
         return "-"
-    return "open" if block["open"] else "closed"
+    return "open" if block["open"] else ("bypassed" if block.get("pages_bypassed") else "closed")
 
 
 def path_states(block: Dict[str, Any]) -> Dict[str, str]:

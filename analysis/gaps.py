@@ -95,10 +95,11 @@ class PathRule:
     expand: one row per page of a multi-page call (PTE batches), or one row for the
             whole mapping (a PMD/PUD maps one folio at once).
     clear:  the event kind that bounds the clear from below ("after_clear" only).
-    bypass: what bounds the entry's clear from below for the *bypass* search of a closed
-            window (``_bypass_counts``): "marker" (the zap marks the folio dirty right
-            after clearing a dirty PTE: the row's dirty marker), "clear" (the ``clear``
-            event), or None (the path has no closed windows to check).  A window closed by
+    bypass: where the *bypass* search of a closed window starts (``_bypass_counts``): at a
+            time no earlier than the entry's clear: "marker" (the zap marks the folio dirty
+            right after clearing a dirty PTE: the row's dirty marker, a bound from above,
+            so the count is conservative), "clear" (the ``clear`` event, just before the
+            clear), or None (the path has no closed windows to check).  A window closed by
             the mapcount measure (the mapcount drops after the flush) is safe only while
             writeback serializes with the zap through the page-table lock; a
             ``folio_mkclean`` that starts after the clear and returns before the covering

@@ -158,8 +158,8 @@ def lost_lines(a: "Analysis") -> List[str]:
         visits = f.get("visits")
         return ["", head + "none" + (f" in {visits:,} page visits" if visits is not None else ""),
                 "  " + chance_line(s)]
-    lines = ["", head + f"{s['lost_writes']:,}; explained by a recorded open window of that page with "
-             f"writeback inside: {s['explained']:,}"
+    lines = ["", head + f"{s['lost_writes']:,}; explained by a recorded window of that page with "
+             f"writeback inside (open, or bypassed): {s['explained']:,}"
              + (f", in {s['windows']:,} window{'s' if s['windows'] != 1 else ''}" if s["explained"] else ""),
              "  " + chance_line(s)]
     lines += format_table(*lost_rows(a.lost, t0_of(a.trace)), left=0)

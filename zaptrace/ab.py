@@ -201,7 +201,8 @@ def render(doc: Dict[str, Any]) -> str:
             continue
         for c in CLASSES:
             for p, w in a["windows"].get(c, {}).items():
-                state = "-" if not w["paired"] else ("open" if w["open"] else "closed")
+                state = "-" if not w["paired"] else \
+                    ("open" if w["open"] else ("bypassed" if w.get("pages_bypassed") else "closed"))
                 trows.append([f"{side}: {a['kernel']}", c, p, f"{w['decrements']:,}",
                               f"{w['open']:,} of {w['paired']:,}", state, f"{w['hits']:,}",
                               ", ".join(f"{h:,}" for h in w["hits_each"]), _us(w["gap_p50_ns"])])
