@@ -49,7 +49,7 @@ class Source(NamedTuple):
 
 class Patch(NamedTuple):
     path: Path
-    sha: str            # sha256 of the patch text
+    sha: str            # sha256 of the patch's diff (its message left out: rewording it rebuilds nothing)
     name: str           # file name without .patch/.diff
     subject: str        # the Subject: of a git format-patch file, else the file name
     text: bytes
@@ -176,7 +176,13 @@ def read_patch(path: str) -> Patch:
     subject = next((ln[len("Subject:"):].strip() for ln in lines if ln.startswith("Subject:")), p.name)
     subject = re.sub(r"^\[PATCH[^\]]*\]\s*", "", subject)
     name = re.sub(r"\.(patch|diff)$", "", p.name)
-    return Patch(p.resolve(), hashlib.sha256(text).hexdigest(), name, subject, text)
+    return Patch(p.resolve(), hashlib.sha256(diff_part(text)).hexdigest(), name, subject, text)
+
+
+def diff_part(text: bytes) -> bytes:
+    """The patch from its first ``diff ``/``--- `` line on: what it changes, without its message."""
+    m = re.search(rb"^(diff |--- )", text, re.M)
+    return text[m.start():] if m else text
 
 
 def applied(tree: Path) -> List[dict]:
