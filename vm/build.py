@@ -11,6 +11,7 @@ Steps (each skipped when its result is already in the cache):
 6. once per host: the KVM probe (only if /dev/kvm is usable).
 """
 
+import concurrent.futures
 import os
 import shutil
 from typing import Callable, List, Optional, Sequence
@@ -48,18 +49,16 @@ def build(kernels: Sequence[str] = DEFAULT_KERNELS, force: bool = False, log: Ca
     tools.require("apt-get", "apt-cache", "dpkg-deb", "depmod", "debootstrap", "mkfs.ext4", qemu.QEMU)
     initramfs.find_busybox()
     with cache.build_lock():
-        for label in labels:
-            if not force and fetched(label) is not None:
-                continue
-            with progress.step("kernel %s: resolve the %s ABI" % (label, debian.SUITES[label])):
-                pkgs = debian.resolve(label)
-                progress.say("kernel %s is %s (%s)" % (label, pkgs.kver, pkgs.version))
-            with progress.step("kernel %s: download and unpack" % label):
-                debian.fetch_kernel(label, pkgs, progress.say)
-
-        if force or not rootfs.tree_ready():
-            with progress.step("debootstrap %s userspace" % debian.USERSPACE_SUITE):
-                rootfs.debootstrap(progress.say)
+        # The kernels download and unpack while debootstrap runs: each is mostly waiting for
+        # the network or the disk, and neither needs the other until the image is made.
+        todo = [label for label in labels if force or fetched(label) is None]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
+            fetches = [pool.submit(_fetch, label, progress) for label in todo]
+            if force or not rootfs.tree_ready():
+                with progress.step("debootstrap %s userspace" % debian.USERSPACE_SUITE):
+                    rootfs.debootstrap(progress.say)
+            for f in fetches:
+                f.result()              # the first failure, as its one-line VMError
 
         infos = {label: fetched(label) for label in debian.SUITES}
         present = {label: info for label, info in infos.items() if info is not None}
@@ -89,6 +88,15 @@ def build(kernels: Sequence[str] = DEFAULT_KERNELS, force: bool = False, log: Ca
         progress.say("guest ready: %s" % summary)
     else:
         progress.say("everything already built: %s" % summary)
+
+
+def _fetch(label: str, progress: Progress) -> None:
+    """Resolve and fetch one Debian kernel (run beside debootstrap, in a thread of its own)."""
+    with progress.step("kernel %s: resolve the %s ABI" % (label, debian.SUITES[label])):
+        pkgs = debian.resolve(label)
+        progress.say("kernel %s is %s (%s)" % (label, pkgs.kver, pkgs.version))
+    with progress.step("kernel %s: download and unpack" % label):
+        debian.fetch_kernel(label, pkgs, progress.say)
 
 
 def ready(kernel: str) -> Optional[str]:
