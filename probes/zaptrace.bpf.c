@@ -356,12 +356,22 @@ static __always_inline struct zt_sumtask *zs_task_init(__u32 tid)
 	return z ? sumtask.lookup_or_try_init(&tid, z) : NULL;
 }
 
+#endif /* ZT_SUMMARY */
+
+/*
+ * A task's state goes with the task: it stays in "tasks" between its zaps, so that a zap
+ * of an empty range (nearly all of a lostwrite zapper's) costs no map insert and delete.
+ */
 TRACEPOINT_PROBE(sched, sched_process_exit)
 {
-	sum_task_exit((__u32)bpf_get_current_pid_tgid());
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+
+	tasks.delete(&tid);
+#ifdef ZT_SUMMARY
+	sum_task_exit(tid);
+#endif
 	return 0;
 }
-#endif /* ZT_SUMMARY */
 
 /* Follow the process tree: children of followed processes are followed. */
 TRACEPOINT_PROBE(sched, sched_process_fork)
@@ -420,13 +430,13 @@ static __always_inline struct zt_task *in_bracket(struct zt_event *e, __u8 kind,
 	return t;
 }
 
-/* The innermost bracket closes; the task's state goes once it is inside neither. */
-static __always_inline void bracket_close(struct zt_task *t, __u32 tid, int zap)
+/* The innermost bracket closes (the task's state stays until the task exits). */
+static __always_inline void bracket_close(struct zt_task *t, int zap)
 {
-	__u32 open = zap ? --t->zap_depth : --t->rmaps_depth;
-
-	if (open == 0 && !(zap ? t->rmaps_depth : t->zap_depth))
-		tasks.delete(&tid);
+	if (zap)
+		t->zap_depth--;
+	else
+		t->rmaps_depth--;
 }
 
 /*
@@ -484,18 +494,21 @@ static __always_inline int h_zap_enter(void *ctx)
 
 static __always_inline int h_zap_exit(void *ctx)
 {
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct zt_task *t = tasks.lookup(&tid);
 	struct zt_event e = {};
-	struct zt_task *t = in_bracket(&e, ZT_ZAP_EXIT, 1);
-	__u32 sent;
 
-	if (!t)
+	if (!t || !t->zap_depth)
 		return 0;
-	sent = t->zap_sent;
-	bracket_close(t, e.tid, 1);
-	if (sent)
-		emit(ctx, &e);
-	else
+	if (!t->zap_sent && t->zap_depth == 1) {
+		/* nothing fired inside: counted, nothing to fill or send (the common case) */
+		t->zap_depth = 0;
 		count_empty_zap();
+		return 0;
+	}
+	in_bracket(&e, ZT_ZAP_EXIT, 1);
+	bracket_close(t, 1);
+	emit(ctx, &e);
 	return 0;
 }
 #endif
@@ -519,7 +532,7 @@ static __always_inline int h_rmaps_exit(void *ctx)
 	struct zt_task *t = in_bracket(&e, ZT_RMAPS_EXIT, 0);
 
 	if (t) {
-		bracket_close(t, e.tid, 0);
+		bracket_close(t, 0);
 		emit(ctx, &e);
 	}
 	return 0;
