@@ -451,6 +451,18 @@ static __always_inline int zap_event(struct zt_event *e, __u8 kind)
 	return 1;
 }
 
+/* A mark of a zapping task inside its zap: one argument of its function, as e.page. */
+static __always_inline int zap_mark(void *ctx, __u8 kind, __u64 arg)
+{
+	struct zt_event e = {};
+
+	if (zap_event(&e, kind)) {
+		e.page = arg;
+		emit(ctx, &e);
+	}
+	return 0;
+}
+
 #ifdef ZT_HAVE_ZAP
 static __always_inline int h_zap_enter(void *ctx)
 {
@@ -634,13 +646,7 @@ static __always_inline int h_rmap_pud(void *ctx)
  */
 static __always_inline int h_zap_pmd(void *ctx)
 {
-	struct zt_event e = {};
-
-	if (zap_event(&e, ZT_ZAP_PMD)) {
-		e.page = ZT_GET(ZAPPMD, ctx, ZT_ZAPPMD_ADDR);
-		emit(ctx, &e);
-	}
-	return 0;
+	return zap_mark(ctx, ZT_ZAP_PMD, ZT_GET(ZAPPMD, ctx, ZT_ZAPPMD_ADDR));
 }
 #endif
 
@@ -652,13 +658,7 @@ static __always_inline int h_zap_pmd(void *ctx)
  */
 static __always_inline int h_pt_free(void *ctx)
 {
-	struct zt_event e = {};
-
-	if (zap_event(&e, ZT_PT_FREE)) {
-		e.page = ZT_GET(PTFREE, ctx, ZT_PTFREE_PTE);
-		emit(ctx, &e);
-	}
-	return 0;
+	return zap_mark(ctx, ZT_PT_FREE, ZT_GET(PTFREE, ctx, ZT_PTFREE_PTE));
 }
 #endif
 
