@@ -103,8 +103,9 @@ def generate(path: str, n_events: int = 10_000_000, seed: int = 1, style: str = 
     dirty = ~anon[zap_of] & (rng.random(P) < 0.5)
     late = dirty & delayed                                  # decremented in tlb_flush_rmaps
     n_late = np.bincount(zap_of, weights=late, minlength=zaps).astype(np.int64)
-    # each process has its own page pools, one for anon and one for file pages
-    pfn = (0x40000 + (tgid[zap_of].astype(np.int64) - 1000) * 100_000 + anon[zap_of] * 1_000_000
+    # each task has its own page pools, one for anon and one for file pages: two tasks never
+    # zap the same page at once (a page's PTE is cleared once until it faults in again)
+    pfn = (0x40000 + task[zap_of].astype(np.int64) * 100_000 + anon[zap_of] * 100_000_000
            + (zap_of * 37 + j) % 50_000).astype(np.uint64)
 
     # per-zap timeline (offsets from zap entry, ns)
@@ -152,8 +153,9 @@ def generate(path: str, n_events: int = 10_000_000, seed: int = 1, style: str = 
     zd = {k: v[dirty] for k, v in zp.items()}
     add(pg_ts[dirty], "dirty", pg=page[dirty], pf=pfn[dirty], flags=F["in_zap"] | F["pgdirty"], **zd)
 
-    # kworkers clean ~1/4 of the dirty pages, around the time they are zapped
-    cand = np.flatnonzero(dirty)
+    # kworkers clean ~1/4 of the dirty pages and a few clean file pages (dirtied by write(),
+    # not through the mapping), around the time they are zapped
+    cand = np.flatnonzero(dirty | (~anon[zap_of] & ~dirty & (rng.random(P) < 0.1)))
     mk = rng.choice(cand, size=len(cand) // 4, replace=False) if len(cand) else cand
     gap = (start + t_fr_exit)[zap_of[mk]] - rmap_ts[mk]
     mk_ts = rmap_ts[mk] + (rng.random(len(mk)) * (np.abs(gap) + 6000) - 3000).astype(np.int64)
@@ -162,6 +164,11 @@ def generate(path: str, n_events: int = 10_000_000, seed: int = 1, style: str = 
     mk_tid = (50 + np.arange(len(mk)) % 64).astype(np.uint32)     # kworkers take turns: none overlaps itself
     mk_cpu = rng.integers(0, cpus, len(mk)).astype(np.uint16)
     mk_end = mk_ts + rng.integers(1000, 5000, len(mk))
+    # a call that begins while the zap holds the page's PTE lock (from the clear to its
+    # tlb_flush_rmaps) waits for that lock, as on the kernel: it returns after the zap's flush
+    zm = zap_of[mk]
+    held = late[mk] & (mk_ts >= pg_ts[mk]) & (mk_ts < (start + t_tlb_exit)[zm])
+    mk_end = np.where(held, np.maximum(mk_end, (start + t_tlb_exit)[zm] + 100), mk_end)
     # folio_mkclean runs under the folio lock: drop a call that would begin before an
     # earlier call on the same page returned (the analysis relies on it, as on the kernel)
     by_page = np.lexsort((mk_ts, page[mk]))

@@ -147,7 +147,9 @@ def test_72_report_and_compare_say_pte_closed_and_pmd_open(guest_kernel, guest_t
     assert fd["by_path"]["pmd"]["open"] == fd["by_path"]["pmd"]["decrements"] > 0
     assert fd["by_path"]["pmd"]["pages_per_call"] == {"min": 512, "p50": 512, "max": 512}
     text = zt("report", d72 / "pmd.zt").stdout
-    assert "file-dirty (pmd):" in text or "file-dirty, pmd:" in text
+    verdict = text.split("Verdict: ", 1)[1].split("\n\n", 1)[0]
+    assert "open on the PMD path" in verdict.splitlines()[0]
+    assert any(l.strip().startswith("PMD path: mapcount dropped before the flush") for l in verdict.splitlines())
     cmp = zt("compare", d72 / "race.zt", d72 / "pmd.zt").stdout
     last = cmp.strip().splitlines()[-1]
     assert last.startswith("dirty file pages, window: ") and ": closed;" in last and "pmd open" in last
