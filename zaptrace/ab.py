@@ -231,7 +231,8 @@ def verdict_lines(doc: Dict[str, Any]) -> List[str]:
             if a and a["runs_counted"]:
                 parts.append(f"{mode}: lost writes in {a['runs_with_loss']} of {a['runs_counted']} runs "
                              f"({sum(a['lost_writes_each']):,} in all)")
-        out.append(f"{side} ({doc['kernels'][side]}): " + ("; ".join(parts) if parts else "no figures"))
+        out.append(f"{side} ({doc['kernels'][side]}): " + ("; ".join(parts) if parts
+                                                             else "lost writes: none counted (the workload reports none)"))
         a = agg.get(f"{side}/traced")
         if a and "windows" in a:
             for p, w in a["windows"].get(FILE_DIRTY, {}).items():
