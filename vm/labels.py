@@ -54,7 +54,8 @@ KERNELS: Tuple[DebianKernel, ...] = (
     DebianKernel(
         "7.2", "sid", default=True, security=False, source=True,
         note="Today's kernel: split packages (6.19+), the zap is __zap_vma_range (7.1+), ext4 "
-             "large folios PMD-mapped (6.16+); loses writes. The patches in patches/7.2 apply to it."),
+             "large folios PMD-mapped (6.16+), PT_RECLAIM (6.14+); loses writes on both paths. The "
+             "patches in patches/7.2 apply to it."),
     DebianKernel(
         "7.3", "experimental", default=False, security=False, source=False,
         note="Release candidates, with headers; fetched on request (--kernel 7.3). Whether "
