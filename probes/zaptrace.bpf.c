@@ -506,9 +506,9 @@ static __always_inline int h_zap_enter(void *ctx)
 
 static __always_inline int h_zap_exit(void *ctx)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = id;
 	struct zt_task *t = tasks.lookup(&tid);
-	struct zt_event e = {};
 
 	if (!t || !t->zap_depth)
 		return 0;
@@ -518,9 +518,15 @@ static __always_inline int h_zap_exit(void *ctx)
 		count_empty_zap();
 		return 0;
 	}
-	in_bracket(&e, ZT_ZAP_EXIT, 1);
-	bracket_close(t, 1);
-	emit(ctx, &e);
+	{
+		/* in_bracket()'s fill, with the state already looked up */
+		struct zt_event e = {};
+
+		fill(&e, ZT_ZAP_EXIT, id);
+		e.mm = t->zap_mm;
+		bracket_close(t, 1);
+		emit(ctx, &e);
+	}
 	return 0;
 }
 #endif

@@ -163,3 +163,21 @@ def describe() -> List[str]:
             timing.read_text().strip() if timing.is_file() else "no timing",
         ))
     return lines
+
+
+def main(argv: Sequence[str]) -> int:
+    """``python3 -m vm.build LABEL...`` from the checkout: the guest built with the standard
+    library alone, before any venv exists (``scripts/setup --guest``); progress on stderr,
+    a failure as one line."""
+    import sys
+    try:
+        build(list(argv), log=lambda line: print(line, file=sys.stderr, flush=True))
+    except VMError as e:
+        print("vm build: %s" % e, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main(sys.argv[1:]))
