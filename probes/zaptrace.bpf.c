@@ -52,6 +52,8 @@ struct zt_task {
 	__u32 zap_sent;              /* the outermost zap's ZAP_ENTER has been written */
 	__u32 pad;
 	struct zt_event zap_ev;      /* that ZAP_ENTER, held until an event of the task needs it */
+	__u64 zap_slot;              /* ZT_ZAP_INFER: where the zap's return address is on the task's stack */
+	__u64 zap_ret;               /* and that return address (zap_running()) */
 };
 
 BPF_ARRAY(config, struct zt_config, 1);
@@ -150,6 +152,163 @@ static __always_inline void send(void *ctx, struct zt_event *e)
 		count(ZT_COUNT_LOST + e->kind);
 }
 
+#ifdef ZT_ZAP_INFER
+/*
+ * record --zap-return inferred (ZT_ZAP_INFER 1) attaches the zap bracket at its entry only:
+ * a zap of an empty range, nearly all of a lostwrite zapper's, then costs one probe hit
+ * instead of two.  h_zap_enter keeps where the zap's return address lies on the task's
+ * kernel stack (x86-64: pushed by the call, zap_return_slot()) and its value.  While the
+ * zap runs, every probe of the task inside it runs deeper on the same stack, and the slot
+ * still holds that address.  Once the zap has returned, a probe of the task runs either
+ * above the slot, or in a call chain that crossed it again and wrote another return
+ * address, a saved register or a local there.  What this cannot see: a frame that leaves
+ * its slot unwritten (a local not yet stored): the zap then reads as running until the
+ * task's next event above it.  --zap-return checked (ZT_ZAP_INFER 2) keeps the return
+ * probe, makes the same inference at every event of a task that has zapped and counts
+ * where the two disagree (ZT_COUNT_ZAP_WRONG of ZT_COUNT_ZAP_CHECKS).
+ * A probe on another stack (an interrupt's) decides nothing: the zap reads as running.
+ */
+#ifndef THREAD_SIZE
+#define THREAD_SIZE 16384
+#endif
+/* An address on the current stack, as a number (the verifier allows no arithmetic on a stack pointer). */
+/*
+ * Where the probe runs on the task's stack, as a number: its ctx (a trampoline's saved
+ * arguments, a kprobe's pt_regs) lies on that stack, below the probed function's frame.
+ * (Not a BPF local: since v6.13 a tracing program may run on a private per-CPU stack.)
+ */
+static __always_inline __u64 stack_here(void *ctx)
+{
+	__u64 here = 0;
+
+	bpf_probe_read_kernel(&here, sizeof(here), &ctx);
+	return here;
+}
+
+static __always_inline int zap_running(void *ctx, struct zt_task *t)
+{
+	__u64 v = 0;
+	__u64 here = stack_here(ctx);
+
+	if (!t->zap_slot)
+		return 0;
+	if ((here & ~((__u64)THREAD_SIZE - 1)) != (t->zap_slot & ~((__u64)THREAD_SIZE - 1)))
+		return 1;
+	if (here >= t->zap_slot)
+		return 0;
+	if (bpf_probe_read_kernel(&v, sizeof(v), (void *)t->zap_slot))
+		return 0;
+	return v == t->zap_ret;
+}
+
+/*
+ * Before an event of task t at time ts: with --zap-return inferred, a zap bracket whose zap
+ * has returned (known to have: returned = 1, at the task's next zap or its exit) closes, its return written (ZT_F_INFERRED, 1 ns before the event: no
+ * event of the task lies between the true return and this one) if its entry was, else
+ * counted as empty.  With --zap-return checked, the inference is only compared.
+ */
+static __always_inline void zap_infer(void *ctx, struct zt_task *t, __u64 ts, int returned)
+{
+	int running;
+
+	if (!t->zap_slot)
+		return;
+#if ZT_ZAP_INFER == 2
+	if (returned)
+		return;
+	count(ZT_COUNT_ZAP_CHECKS);
+	running = zap_running(ctx, t);
+	if (running != (t->zap_depth != 0))
+		count(ZT_COUNT_ZAP_WRONG);
+#else
+	running = !returned && zap_running(ctx, t);
+	if (!returned)
+		count(ZT_COUNT_ZAP_CHECKS);
+	if (!t->zap_depth || running)
+		return;
+	if (t->zap_sent) {
+		struct zt_event x = {};
+
+		x.ts = ts - 1;
+		x.tid = t->zap_ev.tid;
+		x.tgid = t->zap_ev.tgid;
+		x.cpu = bpf_get_smp_processor_id();
+		x.kind = ZT_ZAP_EXIT;
+		x.flags = ZT_F_INFERRED;
+		x.mm = t->zap_mm;
+		send(ctx, &x);
+	} else {
+		count(ZT_COUNT_EMPTY_ZAPS);
+	}
+	t->zap_depth = 0;
+	t->zap_slot = 0;
+#endif
+}
+
+/* zap_infer() outside emit(): under emit()'s stop protocol. */
+static __always_inline void zap_infer_now(void *ctx, struct zt_task *t, __u64 ts, int returned)
+{
+	struct zt_config *c = cfg();
+	__u32 zero = 0;
+	__s64 *b = busy.lookup(&zero);
+
+	if (!b)
+		return;
+	__sync_fetch_and_add(b, 1);
+	if (c && !c->stopped)
+		zap_infer(ctx, t, ts, returned);
+	__sync_fetch_and_add(b, -1);
+}
+
+/*
+ * At the zap's entry: where its return address is.  A trampoline's ctx holds the
+ * arguments; above them (after the return value's slot when there is one, and the saved
+ * frame pointer) the first kernel text address is the one the function returns to, unless
+ * it points into the function itself (a trampoline called from the function's first
+ * instruction; not so on Debian's 7.2, measured).  A kprobe at a function's first
+ * instruction: at regs->sp.
+ */
+#define ZT_KERNEL_TEXT 0xffffffff80000000ULL   /* x86-64: __START_KERNEL_map */
+static __always_inline void zap_return_slot(void *ctx, __u64 *slot, __u64 *ret)
+{
+	__u64 w = 0, base = 0;
+
+	*slot = 0;
+#if ZT_ZAP_TRAMP
+	{
+		__u64 ip = bpf_get_func_ip(ctx);
+		void *c = ctx;
+		int k;
+
+		bpf_probe_read_kernel(&base, sizeof(base), &c);
+#pragma unroll
+		for (k = ZT_ZAP_NARGS; k < ZT_ZAP_NARGS + 4; k++) {
+			if (bpf_probe_read_kernel(&w, sizeof(w), (void *)(base + 8 * k)))
+				return;
+			if (w >= ZT_KERNEL_TEXT && w - ip >= 32) {
+				base += 8 * k;
+				break;
+			}
+		}
+		if (w < ZT_KERNEL_TEXT || w - ip < 32)
+			return;
+	}
+#else
+	base = PT_REGS_SP((struct pt_regs *)ctx);
+	if (bpf_probe_read_kernel(&w, sizeof(w), (void *)base) || w < ZT_KERNEL_TEXT)
+		return;
+#endif
+	*slot = base;
+	*ret = w;
+}
+#endif
+
+#if defined(ZT_ZAP_INFER) && ZT_ZAP_INFER == 1
+#define ZAP_OPEN(ctx, t) ((t)->zap_depth && zap_running(ctx, t))
+#else
+#define ZAP_OPEN(ctx, t) ((t)->zap_depth)
+#endif
+
 /*
  * Count and send one event.  Any event of a task inside its zap (except the
  * zap's own return) first sends the zap's held ZAP_ENTER, with its own
@@ -170,6 +329,10 @@ static __always_inline void emit(void *ctx, struct zt_event *e)
 		goto out;
 	if (e->kind != ZT_ZAP_EXIT) {
 		t = tasks.lookup(&tid);
+#ifdef ZT_ZAP_INFER
+		if (t)
+			zap_infer(ctx, t, e->ts, 0);
+#endif
 		if (t && t->zap_depth && !t->zap_sent) {
 			t->zap_sent = 1;
 			send(ctx, &t->zap_ev);
@@ -365,6 +528,12 @@ static __always_inline struct zt_sumtask *zs_task_init(__u32 tid)
 TRACEPOINT_PROBE(sched, sched_process_exit)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+#if defined(ZT_ZAP_INFER) && ZT_ZAP_INFER == 1
+	struct zt_task *t = tasks.lookup(&tid);
+
+	if (t && t->zap_depth)
+		zap_infer_now(args, t, bpf_ktime_get_ns(), 1);   /* the task's last zap returned */
+#endif
 
 	tasks.delete(&tid);
 #ifdef ZT_SUMMARY
@@ -417,13 +586,13 @@ static __always_inline void bracket_open(struct zt_task *t, __u64 mm, int zap)
  * The state of the current task if it is inside the bracket, with e filled
  * for an event of kind there and the bracket's mm; NULL outside it.
  */
-static __always_inline struct zt_task *in_bracket(struct zt_event *e, __u8 kind, int zap)
+static __always_inline struct zt_task *in_bracket(void *ctx, struct zt_event *e, __u8 kind, int zap)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = id;
 	struct zt_task *t = tasks.lookup(&tid);
 
-	if (!t || !(zap ? t->zap_depth : t->rmaps_depth))
+	if (!t || !(zap ? ZAP_OPEN(ctx, t) : t->rmaps_depth))
 		return NULL;
 	fill(e, kind, id);
 	e->mm = zap ? t->zap_mm : t->rmaps_mm;
@@ -443,9 +612,9 @@ static __always_inline void bracket_close(struct zt_task *t, int zap)
  * An event of a followed task inside its zap: e gets the kind, the zap's mm
  * and ZT_F_IN_ZAP.  0 outside a zap: nothing to record.
  */
-static __always_inline int zap_event(struct zt_event *e, __u8 kind)
+static __always_inline int zap_event(void *ctx, struct zt_event *e, __u8 kind)
 {
-	if (!in_bracket(e, kind, 1))
+	if (!in_bracket(ctx, e, kind, 1))
 		return 0;
 	e->flags = ZT_F_IN_ZAP;
 	return 1;
@@ -456,7 +625,7 @@ static __always_inline int zap_mark(void *ctx, __u8 kind, __u64 arg)
 {
 	struct zt_event e = {};
 
-	if (zap_event(&e, kind)) {
+	if (zap_event(ctx, &e, kind)) {
 		e.page = arg;
 		emit(ctx, &e);
 	}
@@ -480,6 +649,23 @@ static __always_inline int h_zap_enter(void *ctx)
 	e.page = ZT_GET(ZAP, ctx, ZT_ZAP_START);
 	e.folio = ZT_GET(ZAP, ctx, ZT_ZAP_END);
 	t = task_state(e.tid);
+#ifdef ZT_ZAP_INFER
+	__u64 slot = 0, ret = 0;
+
+	zap_return_slot(ctx, &slot, &ret);
+#if ZT_ZAP_INFER == 1
+	if (t && t->zap_depth) {
+		/*
+		 * A zap called from inside the open one has its return address deeper; the
+		 * next zap from the same caller has it at the same place, the open one's
+		 * having returned (its slot then holds the same address again).
+		 */
+		if (slot && t->zap_slot && slot < t->zap_slot && zap_running(ctx, t))
+			return 0;        /* nested: inside its outer zap's bracket, not written */
+		zap_infer_now(ctx, t, e.ts, 1);
+	}
+#endif
+#endif
 #ifdef ZT_SUMMARY
 	sum_zap_enter(e.tid, e.ts);
 #endif
@@ -497,6 +683,10 @@ static __always_inline int h_zap_enter(void *ctx)
 		t->zap_depth = 1;
 		t->zap_sent = 0;
 		t->zap_ev = e;
+#ifdef ZT_ZAP_INFER
+		t->zap_slot = slot;
+		t->zap_ret = ret;
+#endif
 		return 0;
 	}
 	bracket_open(t, e.mm, 1);
@@ -547,7 +737,7 @@ static __always_inline int h_rmaps_enter(void *ctx)
 static __always_inline int h_rmaps_exit(void *ctx)
 {
 	struct zt_event e = {};
-	struct zt_task *t = in_bracket(&e, ZT_RMAPS_EXIT, 0);
+	struct zt_task *t = in_bracket(ctx, &e, ZT_RMAPS_EXIT, 0);
 
 	if (t) {
 		bracket_close(t, 0);
@@ -573,7 +763,7 @@ static __always_inline void rmap_common(void *ctx, struct zt_config *c, struct z
 		e->flags |= ZT_F_IN_RMAPS;
 		e->mm = t->rmaps_mm;
 	}
-	if (t && t->zap_depth) {
+	if (t && ZAP_OPEN(ctx, t)) {
 		e->flags |= ZT_F_IN_ZAP;
 		if (!e->mm)
 			e->mm = t->zap_mm;
@@ -674,7 +864,7 @@ static __always_inline int h_dirty(void *ctx)
 {
 	struct zt_event e = {};
 
-	if (!zap_event(&e, ZT_DIRTY))
+	if (!zap_event(ctx, &e, ZT_DIRTY))
 		return 0;
 	e.page = ZT_GET(DIRTY, ctx, ZT_DIRTY_PAGE);
 	e.folio = ZT_GET(DIRTY, ctx, ZT_DIRTY_FOLIO);

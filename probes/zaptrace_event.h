@@ -38,6 +38,7 @@ enum zt_kind {
 #define ZT_F_MM_GUESS 0x10  /* mm taken from current->active_mm, not from the call's arguments */
 #define ZT_F_COMPOUND 0x20  /* rmap of a whole PMD mapping (folio_remove_rmap_pmd; compound page_remove_rmap) */
 #define ZT_F_PUD      0x40  /* rmap of a whole PUD mapping (folio_remove_rmap_pud) */
+#define ZT_F_INFERRED 0x80  /* ZAP_EXIT inferred at the task's next event (record --zap-return inferred): ts is an upper bound */
 
 struct zt_event {
 	__u64 ts;     /* bpf_ktime_get_ns(): CLOCK_MONOTONIC, nanoseconds */
@@ -59,12 +60,16 @@ struct zt_event {
  * Counter slots of the per-CPU "counts" array: [ZT_COUNT_GENERATED + kind] events generated,
  * [ZT_COUNT_LOST + kind] events lost (ring buffer full), [ZT_COUNT_EMPTY_ZAPS] zap brackets
  * not written because no event of their task fired inside them (a zap of an empty range: see
- * h_zap_enter).  zaptrace/layout.py reads these defines too: keep each one of the form
+ * h_zap_enter); with --zap-return inferred or --zap-return checked, [ZT_COUNT_ZAP_CHECKS] the
+ * times the inference was made and [ZT_COUNT_ZAP_WRONG] those where it disagreed with the
+ * zap's probed return (--zap-return checked only; see zap_running()).  zaptrace/layout.py reads these defines too: keep each one of the form
  * (A * ZT_NKINDS) or (A * ZT_NKINDS + B).
  */
 #define ZT_COUNT_GENERATED (0 * ZT_NKINDS)
 #define ZT_COUNT_LOST (1 * ZT_NKINDS)
 #define ZT_COUNT_EMPTY_ZAPS (2 * ZT_NKINDS)
-#define ZT_COUNT_SLOTS (2 * ZT_NKINDS + 1)
+#define ZT_COUNT_ZAP_CHECKS (2 * ZT_NKINDS + 1)
+#define ZT_COUNT_ZAP_WRONG (2 * ZT_NKINDS + 2)
+#define ZT_COUNT_SLOTS (2 * ZT_NKINDS + 3)
 
 #endif /* ZAPTRACE_EVENT_H */

@@ -69,6 +69,9 @@ step pmd      zaptrace record -q --buffer-pages 16384 -o pmd.zt -- sh -c 'zaptra
 step lostwrite zaptrace record -q -o lostwrite.zt -- zaptrace workload run lostwrite --pages 256 --duration 30 --findings lostwrite.json
 step binary   zaptrace record -q -o binary.zt -- sh -c 'head -c 4000000 /dev/urandom > $ZAPTRACE_SCRATCH/f; cat $ZAPTRACE_SCRATCH/f > /dev/null; exit 3'
 step doctor   zaptrace doctor
+# --zap-return: checked (the inference of each zap's return counted against its probe), inferred
+step zapcheck zaptrace record -q --zap-return checked -o zapcheck.zt -- zaptrace workload run race --pages 256 --iterations 100
+step zapinfer zaptrace record -q --zap-return inferred -o zapinfer.zt -- zaptrace workload run race --pages 256 --iterations 100
 # A wheel built on the host (only where the fixture put one): unpacked as pip would install
 # it, it records without the checkout, and `import analysis` fails beside it.
 if [ -f zaptrace.whl ]; then

@@ -46,6 +46,7 @@ Examples:
   sudo zaptrace record -p 4242 -d 10               # a running process, 10 s
   sudo zaptrace record -a -d 5                     # every process, 5 s
   sudo zaptrace record --summary -a -d 3600        # in-kernel histograms only, for hours
+  sudo zaptrace record --zap-return inferred -- ./zapper   # one probe hit per zap, not two
   zaptrace record --ebpf                           # print the BPF program only
   zaptrace vm run --kernel 6.1 -- zaptrace record -o t.zt -- zaptrace workload run race
   sudo $(command -v zaptrace) record -- ./workload # from a venv: sudo needs the full path
@@ -82,6 +83,12 @@ def record(
     keep_events: bool = typer.Option(False, "--keep-events",
                                      help="With --summary: record the events too (to check the in-kernel "
                                           "pairing against `zaptrace report`)."),
+    zap_return: str = typer.Option("probed", "--zap-return",
+                                   help="How a zap bracket ends: probed (fentry/fexit), inferred (entry only; "
+                                        "the return is inferred at the task's next event from the zap's return "
+                                        "address on its stack: one probe hit per zap, for hunting lost writes "
+                                        "under a zapper of empty ranges), checked (both, counting where the "
+                                        "inference disagrees)."),
     ebpf: bool = typer.Option(False, "--ebpf", help="Print the BPF program for this kernel and exit."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors and the summary."),
 ):
@@ -90,9 +97,11 @@ def record(
 
     if keep_events and not summary:
         raise RecordError("--keep-events only makes sense with --summary")
+    if zap_return not in planmod.ZAP_RETURNS:
+        raise RecordError(f"--zap-return is one of {', '.join(planmod.ZAP_RETURNS)}, not {zap_return!r}")
     if ebpf:
         p = planmod.build(ringbuf_pages=buffer_pages, force_perfbuf=perf_buffer, summary=summary,
-                          kprobes_only=kprobes)
+                          kprobes_only=kprobes, zap_return=zap_return)
         sys.stdout.write(p.annotated_source())
         return
     command = list(command or [])
@@ -109,7 +118,7 @@ def record(
     opts = RecordOptions(output=output, command=command, pid=pid, all_processes=all_processes,
                          duration=duration, ringbuf_pages=buffer_pages, perfbuf=perf_buffer,
                          mkclean_all=mkclean_all, quiet=quiet, summary=summary, keep_events=keep_events,
-                         kprobes_only=kprobes)
+                         kprobes_only=kprobes, zap_return=zap_return)
     try:
         res = Recorder(opts, info).run()
     except WriteFailed as e:

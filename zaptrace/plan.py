@@ -105,8 +105,39 @@ def missing_event_message(ch: catalog.Choice) -> str:
     return f"no probe-able symbol for logical event '{ch.event}' (tried {tried})"
 
 
+#: How the zap bracket ends (record --zap-return): its return probed (fexit/kretprobe), or
+#: inferred at the task's next event from the zap's return address on its stack (one probe
+#: hit per zap instead of two; probes/zaptrace.bpf.c, zap_running()), or both with the
+#: inference counted against the probe.
+ZAP_RETURNS = {"probed": 0, "inferred": 1, "checked": 2}
+
+
+def zap_return_flags(choices: List[catalog.Choice], syms: kernel.Symbols, zap_return: str,
+                     summary: bool) -> List[str]:
+    """The -D flags of --zap-return; with "inferred", the zap's return probe is dropped."""
+    if zap_return not in ZAP_RETURNS:
+        raise PlanError(f"--zap-return is one of {', '.join(ZAP_RETURNS)}, not {zap_return!r}")
+    if zap_return == "probed":
+        return []
+    if summary:
+        raise PlanError(f"--zap-return {zap_return} does not work with --summary (its pairing needs the probed return)")
+    if os.uname().machine != "x86_64":
+        raise PlanError(f"--zap-return {zap_return} reads the zap's return address on the stack as x86-64 "
+                        f"pushes it; this machine is {os.uname().machine}")
+    zap = next((c for c in choices if c.event == "zap" and c.ok), None)
+    if zap is None:
+        return []
+    if zap.trampoline and not syms.has("bpf_get_func_ip_tracing"):
+        raise PlanError(f"--zap-return {zap_return} with BPF trampolines needs bpf_get_func_ip() "
+                        f"(v5.15: 9b99edcadbb8); add --kprobes")
+    if zap_return == "inferred":
+        zap.ret = False
+    return [f"-DZT_ZAP_INFER={ZAP_RETURNS[zap_return]}"]
+
+
 def build(ringbuf_pages: int = 4096, force_perfbuf: bool = False,
-          summary: bool = False, keep_events: bool = False, kprobes_only: bool = False) -> Plan:
+          summary: bool = False, keep_events: bool = False, kprobes_only: bool = False,
+          zap_return: str = "probed") -> Plan:
     syms = kernel.read_kallsyms()
     checks = kernel.feature_checks(syms)
     scan = kernel.btf_scan(catalog.symbols_of_interest(),
@@ -117,6 +148,7 @@ def build(ringbuf_pages: int = 4096, force_perfbuf: bool = False,
     # BPF trampolines: x86-64 kernels with BTF and bpf_trampoline_link_prog (5.5+).
     if not kprobes_only and syms.has("bpf_trampoline_link_prog") and os.uname().machine == "x86_64":
         catalog.use_trampolines(choices, btf)
+    zap_flags = zap_return_flags(choices, syms, zap_return, summary)
     ringbuf = syms.has("bpf_ringbuf_output") and not force_perfbuf
     if ringbuf_pages <= 0 or ringbuf_pages & (ringbuf_pages - 1):
         raise PlanError(f"ring buffer size must be a power of two pages, not {ringbuf_pages}")
@@ -124,7 +156,7 @@ def build(ringbuf_pages: int = 4096, force_perfbuf: bool = False,
                 ringbuf=ringbuf, ringbuf_pages=ringbuf_pages, btf=btf is not None,
                 fields=catalog.field_flags(fields), offsets=catalog.offset_flags(fields),
                 extra_cflags=(["-DZT_SUMMARY=1"] if summary else [])
-                + (["-DZT_KEEP_EVENTS=1"] if summary and keep_events else []))
+                + (["-DZT_KEEP_EVENTS=1"] if summary and keep_events else []) + zap_flags)
 
 
 def require_recordable(plan: Plan) -> None:

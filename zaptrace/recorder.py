@@ -59,6 +59,7 @@ class RecordOptions:
     summary: bool = False         # pair and histogram in the kernel; no events transferred
     keep_events: bool = False     # with summary: transfer the events as well
     kprobes_only: bool = False    # never BPF trampolines
+    zap_return: str = "probed"    # plan.ZAP_RETURNS: how the zap bracket ends
 
 
 #: Seconds the stop waits for BPF programs already past the stop check.
@@ -82,6 +83,7 @@ class Result:
     command_status: Optional[int] = None
     ring_corrupt: int = 0               # ring records dropped as not zaptrace records (ringbuf.py)
     zaps_not_written: int = 0           # zap brackets with nothing inside: counted, not written
+    zap_return: Optional[dict] = None   # --zap-return inferred/checked: mode, inferences, disagreed
 
 
 class Recorder:
@@ -290,7 +292,11 @@ class Recorder:
         deliv = {name.lower(): int(self.delivered[k]) for k, name in self.L.kind_names.items()}
         # zap brackets with no event of their task inside, counted and not written (h_zap_enter)
         empty = total(slot["EMPTY_ZAPS"])
-        return {"generated": gen, "lost": lost, "delivered": deliv, "zaps_not_written": empty}
+        out = {"generated": gen, "lost": lost, "delivered": deliv, "zaps_not_written": empty}
+        if self.opts.zap_return != "probed":       # the inferences of the zap's return (zap_running())
+            out["zap_return"] = {"mode": self.opts.zap_return, "inferences": total(slot["ZAP_CHECKS"]),
+                                 "disagreed": total(slot["ZAP_WRONG"])}
+        return out
 
     def _stat(self) -> dict:
         c = self.counters()
@@ -317,7 +323,7 @@ class Recorder:
         try:
             plan = planmod.build(ringbuf_pages=opts.ringbuf_pages, force_perfbuf=opts.perfbuf,
                                  summary=opts.summary, keep_events=opts.keep_events,
-                                 kprobes_only=opts.kprobes_only)
+                                 kprobes_only=opts.kprobes_only, zap_return=opts.zap_return)
             planmod.require_recordable(plan)
         except planmod.PlanError as e:
             raise RecordError(str(e)) from None
@@ -417,7 +423,7 @@ class Recorder:
         res = Result(opts.output, status, duration, counters["generated"], counters["delivered"],
                      counters["lost"], nbytes, stop_reason, self.attached, self.missing, kernel_summary,
                      orphans, self.child.status if self.child else None, self._corrupt(),
-                     counters["zaps_not_written"])
+                     counters["zaps_not_written"], counters.get("zap_return"))
         if self.write_error:
             raise WriteFailed(res, f"writing {opts.output} failed: {self.write_error}; recording stopped, "
                                    f"the file keeps the {int(self.delivered.sum())} events written before"
@@ -577,6 +583,7 @@ class Recorder:
             "btf": plan.btf,
             "mkclean_all": self.opts.mkclean_all,
             "mode": ("summary+events" if self.opts.keep_events else "summary") if self.opts.summary else "events",
+            "zap_return": self.opts.zap_return,
             "cpus": os.cpu_count(),
             "machine": machine.describe_here(),
         }
@@ -609,6 +616,13 @@ def summary_lines(res: Result) -> List[str]:
     lines.append(f"  {'total':<20} {td:>10} {tl:>8}")
     if res.zaps_not_written:
         lines.append(f"  ({res.zaps_not_written} zaps with nothing inside them were counted, not written)")
+    zr = res.zap_return
+    if zr and zr["mode"] == "inferred":
+        lines.append(f"  (zap returns inferred, not probed: {zr['inferences']} inferences; "
+                     f"check them with --zap-return checked)")
+    elif zr:
+        lines.append(f"  (zap returns probed and inferred: {zr['disagreed']} of {zr['inferences']} "
+                     f"inferences disagreed with the probe)")
     if tl:
         lines.append(f"zaptrace: WARNING: {tl} events lost (ring buffer full): enlarge it with --buffer-pages")
     if res.ring_corrupt:

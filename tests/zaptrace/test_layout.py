@@ -46,7 +46,8 @@ def test_counter_slots_are_what_the_c_compiler_computes(tmp_path):
     from zaptrace.probes import EVENT_HEADER
     L = layout()
     assert L.count_slots["GENERATED"] == 0 and L.count_slots["LOST"] == L.nkinds
-    assert L.count_slots["EMPTY_ZAPS"] == 2 * L.nkinds and L.count_slots["SLOTS"] == 2 * L.nkinds + 1
+    assert L.count_slots["EMPTY_ZAPS"] == 2 * L.nkinds and L.count_slots["SLOTS"] == 2 * L.nkinds + 3
+    assert (L.count_slots["ZAP_CHECKS"], L.count_slots["ZAP_WRONG"]) == (2 * L.nkinds + 1, 2 * L.nkinds + 2)
     gcc = shutil.which("gcc")
     need(bool(gcc), "gcc is missing (scripts/setup installs it)")
     src = tmp_path / "slots.c"

@@ -1,5 +1,6 @@
 """Real recordings in the QEMU guest (BCC kprobes on a Debian kernel)."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -112,3 +113,26 @@ def test_a_wheel_built_from_the_tree_records_in_the_guest(guest_kernel, guest_tr
     t = analysis.load(str(d / "wheel.zt"))
     assert t.finished and t.lost_events == 0
     assert t.event_counts()["rmap"] >= 64 * 10
+
+
+@pytest.mark.parametrize("guest_kernel", KERNELS, indirect=True)
+def test_an_inferred_zap_return_agrees_with_the_probed_one(guest_kernel, guest_traces):
+    """record --zap-return checked: the zap's return inferred from its return address on the
+    stack (probes/zaptrace.bpf.c, zap_running()) against its probe, at every event of a task
+    that zapped; --zap-return inferred: one exit per written zap, flagged as inferred."""
+    d = guest_traces(guest_kernel)
+    if guest_kernel == "5.10":        # BPF trampolines without bpf_get_func_ip (v5.15)
+        assert status(d, "zapcheck") != 0 and "add --kprobes" in out(d, "zapcheck"), out(d, "zapcheck")
+        return
+    assert status(d, "zapcheck") == 0, out(d, "zapcheck")
+    m = re.search(r"zap returns probed and inferred: (\d+) of (\d+) inferences disagreed", out(d, "zapcheck"))
+    assert m and int(m.group(1)) == 0 and int(m.group(2)) >= 1000, out(d, "zapcheck")
+    assert status(d, "zapinfer") == 0, out(d, "zapinfer")
+    t = analysis.load(str(d / "zapinfer.zt"))
+    assert t.finished and t.lost_events == 0 and t.head["zap_return"] == "inferred"
+    ev = t.events
+    enter, exit_ = ev[ev.kind == t.code("zap_enter")], ev[ev.kind == t.code("zap_exit")]
+    assert len(enter) >= 50 and len(exit_) == len(enter)
+    assert ((exit_.flags & t.flag("inferred")) != 0).all()
+    g = analysis.gap_table(t)
+    assert g["zap_ts"].notna().sum() >= 1000
