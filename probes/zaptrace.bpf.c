@@ -54,6 +54,9 @@ struct zt_task {
 	struct zt_event zap_ev;      /* that ZAP_ENTER, held until an event of the task needs it */
 	__u64 zap_slot;              /* ZT_ZAP_INFER: where the zap's return address is on the task's stack */
 	__u64 zap_ret;               /* and that return address (zap_running()) */
+	__u32 zap_k;                 /* its position in the trampoline's frame, in words from ctx */
+	__u32 zap_lazy;              /* zap_ev is filled by the first event inside (zap_enter_fast()) */
+	__u64 zap_vma;               /* then: the zap's vma (or tlb) argument; zap_mm is found from it */
 };
 
 BPF_ARRAY(config, struct zt_config, 1);
@@ -309,6 +312,8 @@ static __always_inline void zap_return_slot(void *ctx, __u64 *slot, __u64 *ret)
 #define ZAP_OPEN(ctx, t) ((t)->zap_depth)
 #endif
 
+static __always_inline __u64 zap_mm_of(struct zt_task *t);
+
 /*
  * Count and send one event.  Any event of a task inside its zap (except the
  * zap's own return) first sends the zap's held ZAP_ENTER, with its own
@@ -335,6 +340,17 @@ static __always_inline void emit(void *ctx, struct zt_event *e)
 #endif
 		if (t && t->zap_depth && !t->zap_sent) {
 			t->zap_sent = 1;
+			if (t->zap_lazy) {
+				/* no event of the task lies between the zap's entry and this one */
+				t->zap_ev.ts = e->ts - 1;
+				t->zap_ev.tid = e->tid;
+				t->zap_ev.tgid = e->tgid;
+				t->zap_ev.cpu = e->cpu;
+				t->zap_ev.kind = ZT_ZAP_ENTER;
+				t->zap_ev.flags = ZT_F_INFERRED;
+				t->zap_ev.mm = zap_mm_of(t);
+				t->zap_lazy = 0;
+			}
 			send(ctx, &t->zap_ev);
 		}
 	}
@@ -415,6 +431,18 @@ static __always_inline __u64 vma_mm(__u64 vma)
 
 	bpf_probe_read_kernel(&mm, sizeof(mm), &((struct vm_area_struct *)vma)->vm_mm);
 	return mm;
+}
+
+/* The mm of the task's open zap (found from its argument when zap_enter_fast() left it). */
+static __always_inline __u64 zap_mm_of(struct zt_task *t)
+{
+	if (!t->zap_mm && t->zap_vma) {
+		t->zap_mm = ZT_ZAP_VMA ? vma_mm(t->zap_vma) : tlb_mm(t->zap_vma);
+		if (!t->zap_mm)
+			t->zap_mm = current_mm();
+		t->zap_vma = 0;
+	}
+	return t->zap_mm;
 }
 
 static __always_inline __u64 pfn_of(struct zt_config *c, __u64 page)
@@ -595,7 +623,7 @@ static __always_inline struct zt_task *in_bracket(void *ctx, struct zt_event *e,
 	if (!t || !(zap ? ZAP_OPEN(ctx, t) : t->rmaps_depth))
 		return NULL;
 	fill(e, kind, id);
-	e->mm = zap ? t->zap_mm : t->rmaps_mm;
+	e->mm = zap ? zap_mm_of(t) : t->rmaps_mm;
 	return t;
 }
 
@@ -633,10 +661,82 @@ static __always_inline int zap_mark(void *ctx, __u8 kind, __u64 arg)
 }
 
 #ifdef ZT_HAVE_ZAP
+#if defined(ZT_ZAP_INFER) && ZT_ZAP_INFER == 1
+/*
+ * --zap-return inferred: the zap's entry is the one probe hit of an empty
+ * zap, so it does the least it can: look up the task's state (it exists for every followed
+ * task that zapped before: the first zap of a task takes the full path below), read the
+ * zap's return address (a kprobe: at regs->sp; a trampoline: with the arguments, in one
+ * read, at the position zap_return_slot() found), and keep it with the arguments.  Its ZAP_ENTER is filled by the first
+ * event of the task inside the zap (emit()), with that event's time less 1 ns: no event of
+ * the task lies between the zap's entry and that one, so every rule that compares a zap's
+ * entry with the task's events decides as with the entry's own time.  A zap in which
+ * nothing fires is neither written nor counted.  1: fall back to the full path.
+ */
+#define ZT_ZAP_WORDS (ZT_ZAP_NARGS + 4)
+static __always_inline int zap_enter_fast(void *ctx, struct zt_task *t, __u64 id)
+{
+	__u64 slot = 0, ret = 0, arg = 0, start = 0, end = 0;
+#if ZT_ZAP_TRAMP
+	__u64 w[ZT_ZAP_NARGS] = {}, base = 0;
+	void *c = ctx;
+	__u32 k = t->zap_k;
+
+	if (k < ZT_ZAP_NARGS || k >= ZT_ZAP_WORDS)
+		return 1;
+	if (bpf_probe_read_kernel(&base, sizeof(base), &c) ||
+	    bpf_probe_read_kernel(w, sizeof(w), ctx))
+		return 1;
+	slot = base + 8 * k;
+	if (bpf_probe_read_kernel(&ret, sizeof(ret), (void *)slot))
+		return 1;
+	arg = ZT_ZAP_VMA ? w[(ZT_ZAP_VMA - 1) % ZT_ZAP_NARGS] : w[(ZT_ZAP_TLB - 1) % ZT_ZAP_NARGS];
+	start = ZT_ZAP_START ? w[(ZT_ZAP_START - 1) % ZT_ZAP_NARGS] : 0;
+	end = ZT_ZAP_END ? w[(ZT_ZAP_END - 1) % ZT_ZAP_NARGS] : 0;
+#else
+	slot = PT_REGS_SP((struct pt_regs *)ctx);
+	if (bpf_probe_read_kernel(&ret, sizeof(ret), (void *)slot))
+		return 1;
+	arg = ZT_ZAP_VMA ? ZT_REGARG(ctx, ZT_ZAP_VMA) : ZT_REGARG(ctx, ZT_ZAP_TLB);
+	start = ZT_REGARG(ctx, ZT_ZAP_START);
+	end = ZT_REGARG(ctx, ZT_ZAP_END);
+#endif
+	if (ret < ZT_KERNEL_TEXT)
+		return 1;
+	if (t->zap_depth && (t->zap_sent || slot < t->zap_slot)) {
+		/* the open zap was written, or this one may be nested in it */
+		if (slot < t->zap_slot && zap_running(ctx, t))
+			return 0;
+		zap_infer_now(ctx, t, bpf_ktime_get_ns(), 1);
+	}
+	/* else the task's previous zap, if any, returned with nothing inside: not counted */
+	t->zap_depth = 1;
+	t->zap_sent = 0;
+	t->zap_lazy = 1;
+	t->zap_slot = slot;
+	t->zap_ret = ret;
+	t->zap_mm = 0;
+	t->zap_vma = arg;
+	t->zap_ev.page = start;
+	t->zap_ev.folio = end;
+	return 0;
+}
+#endif
+
 static __always_inline int h_zap_enter(void *ctx)
 {
 	struct zt_event e = {};
 	struct zt_task *t;
+#if defined(ZT_ZAP_INFER) && ZT_ZAP_INFER == 1
+	{
+		__u64 id = bpf_get_current_pid_tgid();
+		__u32 tid = id;
+
+		t = tasks.lookup(&tid);
+		if (t && !zap_enter_fast(ctx, t, id))
+			return 0;
+	}
+#endif
 
 	if (!task_event(cfg(), &e, ZT_ZAP_ENTER))
 		return 0;
@@ -686,6 +786,15 @@ static __always_inline int h_zap_enter(void *ctx)
 #ifdef ZT_ZAP_INFER
 		t->zap_slot = slot;
 		t->zap_ret = ret;
+		t->zap_lazy = 0;
+		t->zap_vma = 0;
+		if (slot) {
+			void *c = ctx;
+			__u64 base = 0;
+
+			bpf_probe_read_kernel(&base, sizeof(base), &c);
+			t->zap_k = (slot - base) / 8;
+		}
 #endif
 		return 0;
 	}
@@ -766,7 +875,7 @@ static __always_inline void rmap_common(void *ctx, struct zt_config *c, struct z
 	if (t && ZAP_OPEN(ctx, t)) {
 		e->flags |= ZT_F_IN_ZAP;
 		if (!e->mm)
-			e->mm = t->zap_mm;
+			e->mm = zap_mm_of(t);
 	}
 	if (vma && !e->mm)
 		e->mm = vma_mm(vma);

@@ -38,7 +38,7 @@ enum zt_kind {
 #define ZT_F_MM_GUESS 0x10  /* mm taken from current->active_mm, not from the call's arguments */
 #define ZT_F_COMPOUND 0x20  /* rmap of a whole PMD mapping (folio_remove_rmap_pmd; compound page_remove_rmap) */
 #define ZT_F_PUD      0x40  /* rmap of a whole PUD mapping (folio_remove_rmap_pud) */
-#define ZT_F_INFERRED 0x80  /* ZAP_EXIT inferred at the task's next event (record --zap-return inferred): ts is an upper bound */
+#define ZT_F_INFERRED 0x80  /* record --zap-return inferred: ZAP_EXIT at the task's next event, ZAP_ENTER at its first event inside (ts 1 ns off) */
 
 struct zt_event {
 	__u64 ts;     /* bpf_ktime_get_ns(): CLOCK_MONOTONIC, nanoseconds */

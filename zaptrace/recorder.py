@@ -618,8 +618,9 @@ def summary_lines(res: Result) -> List[str]:
         lines.append(f"  ({res.zaps_not_written} zaps with nothing inside them were counted, not written)")
     zr = res.zap_return
     if zr and zr["mode"] == "inferred":
-        lines.append(f"  (zap returns inferred, not probed: {zr['inferences']} inferences; "
-                     f"check them with --zap-return checked)")
+        lines.append(f"  (zap returns inferred, not probed: {zr['inferences']} inferences, check them with "
+                     f"--zap-return checked; a zap's entry time is its first event's, and zaps with "
+                     f"nothing inside are not counted)")
     elif zr:
         lines.append(f"  (zap returns probed and inferred: {zr['disagreed']} of {zr['inferences']} "
                      f"inferences disagreed with the probe)")
