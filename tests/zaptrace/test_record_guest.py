@@ -136,3 +136,7 @@ def test_an_inferred_zap_return_agrees_with_the_probed_one(guest_kernel, guest_t
     assert ((exit_.flags & t.flag("inferred")) != 0).all()
     g = analysis.gap_table(t)
     assert g["zap_ts"].notna().sum() >= 1000
+    # attached as a plain recording attaches it (a refused trampoline falls back to kprobes)
+    mech = {f: [p["trampoline"] for p in analysis.load(str(d / f)).head["probes"] if p["event"] == "zap"]
+            for f in ("race.zt", "zapcheck.zt")}
+    assert [p["trampoline"] for p in t.head["probes"] if p["event"] == "zap"] == mech["race.zt"] == mech["zapcheck.zt"]
