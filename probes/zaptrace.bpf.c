@@ -155,6 +155,29 @@ static __always_inline void send(void *ctx, struct zt_event *e)
 		count(ZT_COUNT_LOST + e->kind);
 }
 
+/*
+ * The stop protocol of what counts or sends (emit(), and outside it): busy_enter() raises
+ * this CPU's "busy" and sets *live while the recording runs; busy_leave() lowers it.
+ */
+static __always_inline __s64 *busy_enter(int *live)
+{
+	struct zt_config *c = cfg();
+	__u32 zero = 0;
+	__s64 *b = busy.lookup(&zero);
+
+	*live = 0;
+	if (!b)
+		return NULL;
+	__sync_fetch_and_add(b, 1);
+	*live = c && !c->stopped;
+	return b;
+}
+
+static __always_inline void busy_leave(__s64 *b)
+{
+	__sync_fetch_and_add(b, -1);
+}
+
 #ifdef ZT_ZAP_INFER
 /*
  * record --zap-return inferred (ZT_ZAP_INFER 1) attaches the zap bracket at its entry only:
@@ -174,7 +197,6 @@ static __always_inline void send(void *ctx, struct zt_event *e)
 #ifndef THREAD_SIZE
 #define THREAD_SIZE 16384
 #endif
-/* An address on the current stack, as a number (the verifier allows no arithmetic on a stack pointer). */
 /*
  * Where the probe runs on the task's stack, as a number: its ctx (a trampoline's saved
  * arguments, a kprobe's pt_regs) lies on that stack, below the probed function's frame.
@@ -206,9 +228,9 @@ static __always_inline int zap_running(void *ctx, struct zt_task *t)
 
 /*
  * Before an event of task t at time ts: with --zap-return inferred, a zap bracket whose zap
- * has returned (known to have: returned = 1, at the task's next zap or its exit) closes, its return written (ZT_F_INFERRED, 1 ns before the event: no
- * event of the task lies between the true return and this one) if its entry was, else
- * counted as empty.  With --zap-return checked, the inference is only compared.
+ * has returned (known to have: returned = 1, at the task's next zap or its exit) closes,
+ * its return written (ZT_F_INFERRED, 1 ns before the event: no event of the task lies
+ * between the true return and this one) if its entry was, else counted as empty.  With --zap-return checked, the inference is only compared.
  */
 static __always_inline void zap_infer(void *ctx, struct zt_task *t, __u64 ts, int returned)
 {
@@ -248,19 +270,17 @@ static __always_inline void zap_infer(void *ctx, struct zt_task *t, __u64 ts, in
 #endif
 }
 
-/* zap_infer() outside emit(): under emit()'s stop protocol. */
+/* zap_infer() outside emit(): under the stop protocol. */
 static __always_inline void zap_infer_now(void *ctx, struct zt_task *t, __u64 ts, int returned)
 {
-	struct zt_config *c = cfg();
-	__u32 zero = 0;
-	__s64 *b = busy.lookup(&zero);
+	int live;
+	__s64 *b = busy_enter(&live);
 
 	if (!b)
 		return;
-	__sync_fetch_and_add(b, 1);
-	if (c && !c->stopped)
+	if (live)
 		zap_infer(ctx, t, ts, returned);
-	__sync_fetch_and_add(b, -1);
+	busy_leave(b);
 }
 
 /*
@@ -322,15 +342,14 @@ static __always_inline __u64 zap_mm_of(struct zt_task *t);
  */
 static __always_inline void emit(void *ctx, struct zt_event *e)
 {
-	struct zt_config *c = cfg();
-	__u32 zero = 0, tid = e->tid;
-	__s64 *b = busy.lookup(&zero);
+	__u32 tid = e->tid;
+	int live;
+	__s64 *b = busy_enter(&live);
 	struct zt_task *t;
 
 	if (!b)
 		return;
-	__sync_fetch_and_add(b, 1);
-	if (!c || c->stopped)
+	if (!live)
 		goto out;
 	if (e->kind != ZT_ZAP_EXIT) {
 		t = tasks.lookup(&tid);
@@ -356,22 +375,20 @@ static __always_inline void emit(void *ctx, struct zt_event *e)
 	}
 	send(ctx, e);
 out:
-	__sync_fetch_and_add(b, -1);
+	busy_leave(b);
 }
 
 /* Count a zap bracket that is not written (emit()'s stop protocol, no event). */
 static __always_inline void count_empty_zap(void)
 {
-	struct zt_config *c = cfg();
-	__u32 zero = 0;
-	__s64 *b = busy.lookup(&zero);
+	int live;
+	__s64 *b = busy_enter(&live);
 
 	if (!b)
 		return;
-	__sync_fetch_and_add(b, 1);
-	if (c && !c->stopped)
+	if (live)
 		count(ZT_COUNT_EMPTY_ZAPS);
-	__sync_fetch_and_add(b, -1);
+	busy_leave(b);
 }
 
 static __always_inline void fill(struct zt_event *e, __u8 kind, __u64 pid_tgid)
@@ -667,8 +684,8 @@ static __always_inline int zap_mark(void *ctx, __u8 kind, __u64 arg)
  * zap, so it does the least it can: look up the task's state (it exists for every followed
  * task that zapped before: the first zap of a task takes the full path below), read the
  * zap's return address (a kprobe: at regs->sp; a trampoline: with the arguments, in one
- * read, at the position zap_return_slot() found), and keep it with the arguments.  Its ZAP_ENTER is filled by the first
- * event of the task inside the zap (emit()), with that event's time less 1 ns: no event of
+ * read, at the position zap_return_slot() found), and keep it with the arguments.  Its
+ * ZAP_ENTER is filled by the first event of the task inside the zap (emit()), with that event's time less 1 ns: no event of
  * the task lies between the zap's entry and that one, so every rule that compares a zap's
  * entry with the task's events decides as with the entry's own time.  A zap in which
  * nothing fires is neither written nor counted.  1: fall back to the full path.
