@@ -57,6 +57,11 @@ struct zt_task {
 	__u32 zap_k;                 /* its position in the trampoline's frame, in words from ctx */
 	__u32 zap_lazy;              /* zap_ev is filled by the first event inside (zap_enter_fast()) */
 	__u64 zap_vma;               /* then: the zap's vma (or tlb) argument; zap_mm is found from it */
+	__u64 zap_addr;              /* --zap-entry inferred: the address of the open bracket's last opener */
+	__u64 lz_slot;               /* --zap-entry inferred with --zap-return checked: the inferred bracket's slot, */
+	__u64 lz_addr;               /* its last opener's address, */
+	__u32 lz_new;                /* and 1 when a probed zap entered since the last opener */
+	__u32 pad2;
 };
 
 BPF_ARRAY(config, struct zt_config, 1);
@@ -197,6 +202,9 @@ static __always_inline void busy_leave(__s64 *b)
 #ifndef THREAD_SIZE
 #define THREAD_SIZE 16384
 #endif
+#ifndef ZT_KRET_TRAMP
+#define ZT_KRET_TRAMP 1ULL          /* no kretprobe trampoline known: matches no return address */
+#endif
 /*
  * Where the probe runs on the task's stack, as a number: its ctx (a trampoline's saved
  * arguments, a kprobe's pt_regs) lies on that stack, below the probed function's frame.
@@ -210,20 +218,37 @@ static __always_inline __u64 stack_here(void *ctx)
 	return here;
 }
 
-static __always_inline int zap_running(void *ctx, struct zt_task *t)
+/*
+ * Whether the call that pushed ret at slot still runs, as seen from this probe.  With
+ * --zap-entry inferred (ZT_ZAP_LAZY) the slot is where the zap bracket's function pushes
+ * the return addresses of its calls (the opener's, zap_open_lazy()): while the function
+ * runs, every probe of the task inside the zap is deeper and that slot holds an address
+ * inside the function, [ZT_ZAP_LO, ZT_ZAP_HI).
+ */
+static __always_inline int slot_running(void *ctx, __u64 slot, __u64 ret)
 {
 	__u64 v = 0;
 	__u64 here = stack_here(ctx);
 
-	if (!t->zap_slot)
+	if (!slot)
 		return 0;
-	if ((here & ~((__u64)THREAD_SIZE - 1)) != (t->zap_slot & ~((__u64)THREAD_SIZE - 1)))
+	if ((here & ~((__u64)THREAD_SIZE - 1)) != (slot & ~((__u64)THREAD_SIZE - 1)))
 		return 1;
-	if (here >= t->zap_slot)
+	if (here >= slot)
 		return 0;
-	if (bpf_probe_read_kernel(&v, sizeof(v), (void *)t->zap_slot))
+	if (bpf_probe_read_kernel(&v, sizeof(v), (void *)slot))
 		return 0;
-	return v == t->zap_ret;
+#ifdef ZT_ZAP_LAZY
+	/* a kretprobe on the function's callee has put its trampoline there (plan.KRETPROBE_TRAMPOLINES) */
+	return (v >= ZT_ZAP_LO && v < ZT_ZAP_HI) || v == ZT_KRET_TRAMP;
+#else
+	return v == ret;
+#endif
+}
+
+static __always_inline int zap_running(void *ctx, struct zt_task *t)
+{
+	return slot_running(ctx, t->zap_slot, t->zap_ret);
 }
 
 /*
@@ -236,6 +261,18 @@ static __always_inline void zap_infer(void *ctx, struct zt_task *t, __u64 ts, in
 {
 	int running;
 
+#if ZT_ZAP_INFER == 2 && defined(ZT_ZAP_LAZY)
+	/* the inferred bracket (lz_slot, opened by zap_open_lazy()) against both probes */
+	if (returned || (!t->lz_slot && !t->zap_depth))
+		return;
+	count(ZT_COUNT_ZAP_CHECKS);
+	running = t->lz_slot && slot_running(ctx, t->lz_slot, 0);
+	if (running != (t->zap_depth != 0))
+		count(ZT_COUNT_ZAP_WRONG);
+	if (!running)
+		t->lz_slot = 0;
+	return;
+#endif
 	if (!t->zap_slot)
 		return;
 #if ZT_ZAP_INFER == 2
@@ -285,44 +322,51 @@ static __always_inline void zap_infer_now(void *ctx, struct zt_task *t, __u64 ts
 
 /*
  * At the zap's entry: where its return address is.  A trampoline's ctx holds the
- * arguments; above them (after the return value's slot when there is one, and the saved
- * frame pointer) the first kernel text address is the one the function returns to, unless
- * it points into the function itself (a trampoline called from the function's first
- * instruction; not so on Debian's 7.2, measured).  A kprobe at a function's first
- * instruction: at regs->sp.
+ * arguments; above them (after the return value's slot when there is one) the trampoline
+ * saved RBP, then its own return address into the function (the function's patched first
+ * instruction called it: ip + 5, or ip + 9 after an ENDBR), then the function's return
+ * address; measured on Debian's 7.2: [rbp][ip+9][return] above the arguments.  The slot is
+ * the word after the one within 32 bytes of ip: the saved RBP, a general register without
+ * frame pointers, may hold any kernel address (taking the first kernel address above the
+ * arguments picked it in 22 of 13,566 zaps).  A kprobe at a function's first instruction:
+ * at regs->sp.
  */
 #define ZT_KERNEL_TEXT 0xffffffff80000000ULL   /* x86-64: __START_KERNEL_map */
-static __always_inline void zap_return_slot(void *ctx, __u64 *slot, __u64 *ret)
+/* The same for any probed function: tramp and nargs are its ZT_<EV>_TRAMP and _NARGS. */
+static __always_inline void ret_slot(void *ctx, int tramp, int nargs, __u64 *slot, __u64 *ret)
 {
 	__u64 w = 0, base = 0;
 
 	*slot = 0;
-#if ZT_ZAP_TRAMP
-	{
+	if (tramp) {
 		__u64 ip = bpf_get_func_ip(ctx);
 		void *c = ctx;
 		int k;
 
 		bpf_probe_read_kernel(&base, sizeof(base), &c);
 #pragma unroll
-		for (k = ZT_ZAP_NARGS; k < ZT_ZAP_NARGS + 4; k++) {
-			if (bpf_probe_read_kernel(&w, sizeof(w), (void *)(base + 8 * k)))
+		for (k = 0; k < 4; k++) {
+			if (bpf_probe_read_kernel(&w, sizeof(w), (void *)(base + 8 * (nargs + k))))
 				return;
-			if (w >= ZT_KERNEL_TEXT && w - ip >= 32) {
-				base += 8 * k;
+			if (w - ip < 32) {
+				base += 8 * (nargs + k + 1);
 				break;
 			}
 		}
-		if (w < ZT_KERNEL_TEXT || w - ip < 32)
+		if (w - ip >= 32 || bpf_probe_read_kernel(&w, sizeof(w), (void *)base) || w < ZT_KERNEL_TEXT)
+			return;
+	} else {
+		base = PT_REGS_SP((struct pt_regs *)ctx);
+		if (bpf_probe_read_kernel(&w, sizeof(w), (void *)base) || w < ZT_KERNEL_TEXT)
 			return;
 	}
-#else
-	base = PT_REGS_SP((struct pt_regs *)ctx);
-	if (bpf_probe_read_kernel(&w, sizeof(w), (void *)base) || w < ZT_KERNEL_TEXT)
-		return;
-#endif
 	*slot = base;
 	*ret = w;
+}
+
+static __always_inline void zap_return_slot(void *ctx, __u64 *slot, __u64 *ret)
+{
+	ret_slot(ctx, ZT_ZAP_TRAMP, ZT_ZAP_NARGS, slot, ret);
 }
 #endif
 
@@ -677,6 +721,93 @@ static __always_inline int zap_mark(void *ctx, __u8 kind, __u64 arg)
 	return 0;
 }
 
+#ifdef ZT_ZAP_LAZY
+/*
+ * --zap-entry inferred: the zap bracket is not probed at all.  It opens at the first call
+ * the zap makes to an opener (zap_table: flush_tlb_batched_pending(), once per PTE table
+ * the zap walks; zap_pmd: zap_huge_pmd()) whose return address lies inside the zap
+ * bracket's function, [ZT_ZAP_LO, ZT_ZAP_HI) (the zap_p*_range loops are inlined there;
+ * mprotect, mremap and MADV_FREE walks call the same functions from elsewhere).  The slot
+ * of that return address is where the function pushes every call's: the zap runs while it
+ * holds an address inside the function and the task's probe runs deeper (slot_running()).
+ * A zap of an empty range (its tables freed by PT_RECLAIM) calls no opener: no probe hit.
+ * An opener at the open bracket's slot continues it: the next table of the same zap, or
+ * the next zap from the same caller when no event of the task between them saw the first
+ * one return (exit's zaps of consecutive VMAs, mostly): both then read as one bracket.
+ * Two huge PMDs' addresses tell that apart (a zap walks upwards: an address at or below
+ * the last one starts another zap); a PTE table's opener has none.  The bracket's
+ * ZAP_ENTER is written by its first event, as with zap_enter_fast(); its mm is the
+ * opener's (or its vma's).  With --zap-return checked the same inference runs beside both
+ * probes (lz_*): zap_infer() counts the events it places wrongly, this function the
+ * openers where it would join two zaps or split one.
+ */
+static __always_inline int lazy_continues(void *ctx, __u64 open_slot, __u64 last, __u64 slot, __u64 addr)
+{
+	if (!open_slot)
+		return 0;
+	if (slot == open_slot)
+		return !addr || !last || addr > last;
+	return slot < open_slot && slot_running(ctx, open_slot, 0);   /* a zap inside the open one */
+}
+
+static __always_inline void zap_open_lazy(void *ctx, int tramp, int nargs, __u64 mm, __u64 vma, __u64 addr)
+{
+	__u64 slot = 0, ret = 0;
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = id;
+	struct zt_task *t;
+
+	ret_slot(ctx, tramp, nargs, &slot, &ret);
+	if (!slot || ret < ZT_ZAP_LO || ret >= ZT_ZAP_HI)
+		return;                 /* not called by the zap (a fault, mprotect, mremap...) */
+	t = tasks.lookup(&tid);
+	if (!t) {
+		if (!followed(cfg(), id >> 32))
+			return;
+		t = task_state(tid);
+		if (!t)
+			return;
+	}
+#if ZT_ZAP_INFER == 2
+	{
+		int cont = lazy_continues(ctx, t->lz_slot, t->lz_addr, slot, addr);
+
+		if (t->zap_depth) {
+			count(ZT_COUNT_ZAP_OPENS);
+			if (cont && t->lz_new)
+				count(ZT_COUNT_ZAP_JOINED);   /* a probed zap began since: joined to it */
+			else if (!cont && !t->lz_new)
+				count(ZT_COUNT_ZAP_SPLIT);    /* the same probed zap: its bracket split */
+		}
+		t->lz_new = 0;
+		if (!cont)
+			t->lz_slot = slot;
+		if (slot == t->lz_slot)
+			t->lz_addr = addr;
+	}
+#else
+	if (t->zap_depth) {
+		if (lazy_continues(ctx, t->zap_slot, t->zap_addr, slot, addr)) {
+			if (slot == t->zap_slot)
+				t->zap_addr = addr;
+			return;
+		}
+		zap_infer_now(ctx, t, bpf_ktime_get_ns(), 1);
+	}
+	t->zap_depth = 1;
+	t->zap_sent = 0;
+	t->zap_lazy = 1;
+	t->zap_slot = slot;
+	t->zap_ret = ret;
+	t->zap_addr = addr;
+	t->zap_mm = mm;
+	t->zap_vma = mm ? 0 : vma;
+	t->zap_ev.page = 0;         /* the zap's range is not known here */
+	t->zap_ev.folio = 0;
+#endif
+}
+#endif
+
 #ifdef ZT_HAVE_ZAP
 #if defined(ZT_ZAP_INFER) && ZT_ZAP_INFER == 1
 /*
@@ -690,7 +821,7 @@ static __always_inline int zap_mark(void *ctx, __u8 kind, __u64 arg)
  * entry with the task's events decides as with the entry's own time.  A zap in which
  * nothing fires is neither written nor counted.  1: fall back to the full path.
  */
-#define ZT_ZAP_WORDS (ZT_ZAP_NARGS + 4)
+#define ZT_ZAP_WORDS (ZT_ZAP_NARGS + 5)
 static __always_inline int zap_enter_fast(void *ctx, struct zt_task *t, __u64 id)
 {
 	__u64 slot = 0, ret = 0, arg = 0, start = 0, end = 0;
@@ -766,6 +897,10 @@ static __always_inline int h_zap_enter(void *ctx)
 	e.page = ZT_GET(ZAP, ctx, ZT_ZAP_START);
 	e.folio = ZT_GET(ZAP, ctx, ZT_ZAP_END);
 	t = task_state(e.tid);
+#if defined(ZT_ZAP_LAZY) && ZT_ZAP_INFER == 2
+	if (t)
+		t->lz_new = 1;          /* for zap_open_lazy()'s check: a zap began */
+#endif
 #ifdef ZT_ZAP_INFER
 	__u64 slot = 0, ret = 0;
 
@@ -968,7 +1103,22 @@ static __always_inline int h_rmap_pud(void *ctx)
  */
 static __always_inline int h_zap_pmd(void *ctx)
 {
+#ifdef ZT_ZAP_LAZY
+	zap_open_lazy(ctx, ZT_ZAPPMD_TRAMP, ZT_ZAPPMD_NARGS, 0, ZT_GET(ZAPPMD, ctx, ZT_ZAPPMD_VMA),
+		      ZT_GET(ZAPPMD, ctx, ZT_ZAPPMD_ADDR));
+#endif
 	return zap_mark(ctx, ZT_ZAP_PMD, ZT_GET(ZAPPMD, ctx, ZT_ZAPPMD_ADDR));
+}
+#endif
+
+#ifdef ZT_HAVE_ZAPTABLE
+/* flush_tlb_batched_pending(): with --zap-entry inferred, where a zap's bracket opens (zap_open_lazy()). */
+static __always_inline int h_zap_table(void *ctx)
+{
+#ifdef ZT_ZAP_LAZY
+	zap_open_lazy(ctx, ZT_ZAPTABLE_TRAMP, ZT_ZAPTABLE_NARGS, ZT_GET(ZAPTABLE, ctx, ZT_ZAPTABLE_MM), 0, 0);
+#endif
+	return 0;
 }
 #endif
 

@@ -62,7 +62,11 @@ struct zt_event {
  * not written because no event of their task fired inside them (a zap of an empty range: see
  * h_zap_enter); with --zap-return inferred or --zap-return checked, [ZT_COUNT_ZAP_CHECKS] the
  * times the inference was made and [ZT_COUNT_ZAP_WRONG] those where it disagreed with the
- * zap's probed return (--zap-return checked only; see zap_running()).  zaptrace/layout.py reads these defines too: keep each one of the form
+ * zap's probed return (--zap-return checked only; see zap_running()).  With --zap-entry inferred
+ * and --zap-return checked, [ZT_COUNT_ZAP_OPENS] the openers met inside a probed zap, of which
+ * [ZT_COUNT_ZAP_JOINED] would have continued the bracket of an earlier zap and
+ * [ZT_COUNT_ZAP_SPLIT] would have closed the zap's own (zap_open_lazy()).
+ * zaptrace/layout.py reads these defines too: keep each one of the form
  * (A * ZT_NKINDS) or (A * ZT_NKINDS + B).
  */
 #define ZT_COUNT_GENERATED (0 * ZT_NKINDS)
@@ -70,6 +74,9 @@ struct zt_event {
 #define ZT_COUNT_EMPTY_ZAPS (2 * ZT_NKINDS)
 #define ZT_COUNT_ZAP_CHECKS (2 * ZT_NKINDS + 1)
 #define ZT_COUNT_ZAP_WRONG (2 * ZT_NKINDS + 2)
-#define ZT_COUNT_SLOTS (2 * ZT_NKINDS + 3)
+#define ZT_COUNT_ZAP_OPENS (2 * ZT_NKINDS + 3)
+#define ZT_COUNT_ZAP_JOINED (2 * ZT_NKINDS + 4)
+#define ZT_COUNT_ZAP_SPLIT (2 * ZT_NKINDS + 5)
+#define ZT_COUNT_SLOTS (2 * ZT_NKINDS + 6)
 
 #endif /* ZAPTRACE_EVENT_H */

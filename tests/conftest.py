@@ -72,6 +72,9 @@ step doctor   zaptrace doctor
 # --zap-return: checked (the inference of each zap's return counted against its probe), inferred
 step zapcheck zaptrace record -q --zap-return checked -o zapcheck.zt -- zaptrace workload run race --pages 256 --iterations 100
 step zapinfer zaptrace record -q --zap-return inferred -o zapinfer.zt -- zaptrace workload run race --pages 256 --iterations 100
+# --zap-entry inferred: the bracket opened at the zap's first PTE table, checked and inferred
+step lazycheck zaptrace record -q --zap-entry inferred --zap-return checked -o lazycheck.zt -- zaptrace workload run race --pages 256 --iterations 100
+step lazyinfer zaptrace record -q --zap-entry inferred --zap-return inferred -o lazyinfer.zt -- zaptrace workload run race --pages 256 --iterations 100
 # A wheel built on the host (only where the fixture put one): unpacked as pip would install
 # it, it records without the checkout, and `import analysis` fails beside it.
 if [ -f zaptrace.whl ]; then

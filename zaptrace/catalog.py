@@ -123,6 +123,25 @@ CATALOG: Tuple[LogicalEvent, ...] = (
         handlers=("zap_pmd", None),
     ),
     LogicalEvent(
+        "zap_table", "ZAPTABLE", "a zap walks a PTE table (record --zap-entry inferred: where its bracket opens)",
+        (
+            # v4.13, 3ea277194daa "mm, mprotect: flush TLB if potentially racing with a
+            # parallel reclaim leaving stale TLB entries": zap_pte_range() calls it once per
+            # PTE table it walks, under the table's lock, before clearing anything; so do
+            # mprotect, mremap and MADV_FREE/COLD walks, which the BPF side tells apart by
+            # the call's return address (inside the zap bracket's function: the zap_p*_range
+            # loops are inlined there).  A zap of an empty range, whose tables PT_RECLAIM
+            # freed, never calls it.  Not the PTE table's lock (pte_offset_map_lock(), which
+            # has the address): page faults call that, and a fault's BPF program preempted
+            # on a CPU made the kernel skip 191 zap hits in 20 s (fdinfo recursion_misses,
+            # 7.2, measured), leaving those zaps unbracketed.
+            _alt("flush_tlb_batched_pending", ("mm",), {"mm": "mm"},
+                 "v4.13: 3ea277194daa mm, mprotect: flush TLB if potentially racing with a parallel reclaim"),
+        ),
+        required=False, roles=("mm",),
+        handlers=("zap_table", None),
+    ),
+    LogicalEvent(
         "rmap_pmd", "RMAPPMD", "mapcount decrement of a whole PMD mapping (zap_huge_pmd)",
         (
             # v6.8, b06dc281aa99 (above); a8e61d584eda "mm/huge_memory: page_remove_rmap() ->
@@ -283,6 +302,7 @@ class Choice:
     tried: List[Tuple[str, str]] = field(default_factory=list)   # (symbol, reason it was not used)
     required: bool = True
     ret: bool = False
+    entry: bool = True                      # the entry probe is attached (record --zap-entry inferred: not the zap's)
     trampoline: bool = False               # fentry/fexit (BPF trampoline) instead of kprobes
     nargs: int = 0                          # parameters of the function (fexit's return value follows)
 
@@ -290,6 +310,8 @@ class Choice:
     def mechanism(self) -> str:
         if not self.ok:
             return "-"
+        if not self.entry and not self.ret:
+            return "inferred (not attached)"
         return ("fentry" + ("/fexit" if self.ret else "")) if self.trampoline else \
             ("kprobe" + ("/kretprobe" if self.ret else ""))
 

@@ -89,6 +89,12 @@ def record(
                                         "address on its stack: one probe hit per zap, for hunting lost writes "
                                         "under a zapper of empty ranges), checked (both, counting where the "
                                         "inference disagrees)."),
+    zap_entry: str = typer.Option("probed", "--zap-entry",
+                                  help="How a zap bracket opens: probed (its entry), or inferred (at the first "
+                                       "PTE table or huge PMD the zap clears, told from other page-table walks "
+                                       "by its return address: a zap of an empty range fires no probe at all; "
+                                       "needs --zap-return inferred, or checked to count disagreements). "
+                                       "E.g. --zap-entry inferred --zap-return inferred."),
     ebpf: bool = typer.Option(False, "--ebpf", help="Print the BPF program for this kernel and exit."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors and the summary."),
 ):
@@ -99,9 +105,11 @@ def record(
         raise RecordError("--keep-events only makes sense with --summary")
     if zap_return not in planmod.ZAP_RETURNS:
         raise RecordError(f"--zap-return is one of {', '.join(planmod.ZAP_RETURNS)}, not {zap_return!r}")
+    if zap_entry not in planmod.ZAP_ENTRIES:
+        raise RecordError(f"--zap-entry is one of {', '.join(planmod.ZAP_ENTRIES)}, not {zap_entry!r}")
     if ebpf:
         p = planmod.build(ringbuf_pages=buffer_pages, force_perfbuf=perf_buffer, summary=summary,
-                          kprobes_only=kprobes, zap_return=zap_return)
+                          kprobes_only=kprobes, zap_return=zap_return, zap_entry=zap_entry)
         sys.stdout.write(p.annotated_source())
         return
     command = list(command or [])
@@ -118,7 +126,7 @@ def record(
     opts = RecordOptions(output=output, command=command, pid=pid, all_processes=all_processes,
                          duration=duration, ringbuf_pages=buffer_pages, perfbuf=perf_buffer,
                          mkclean_all=mkclean_all, quiet=quiet, summary=summary, keep_events=keep_events,
-                         kprobes_only=kprobes, zap_return=zap_return)
+                         kprobes_only=kprobes, zap_return=zap_return, zap_entry=zap_entry)
     try:
         res = Recorder(opts, info).run()
     except WriteFailed as e:
@@ -167,7 +175,8 @@ def doctor():
             print(f"  {ch.event:12} {', '.join(ch.attach)} ({ch.mechanism})")
             print(f"  {'':12}   {ch.verified}; {ch.why}")
         else:
-            need = "REQUIRED, missing" if ch.required else "optional, missing"
+            only = any(why.startswith("attached only with") for _, why in ch.tried)
+            need = "REQUIRED, missing" if ch.required else ("optional, not attached" if only else "optional, missing")
             print(f"  {ch.event:12} {need}")
         for sym, why in ch.tried:
             print(f"  {'':12}   tried {sym}: {why}")

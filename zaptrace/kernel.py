@@ -7,6 +7,7 @@ alternatives exist; ``zaptrace doctor`` prints what it finds.
 """
 from __future__ import annotations
 
+import bisect
 import os
 import platform
 import re
@@ -70,6 +71,39 @@ def read_kallsyms(path: str = "/proc/kallsyms") -> Symbols:
             if addr:
                 syms.addresses_visible = True
     return syms
+
+
+def text_ranges(names, path: str = "/proc/kallsyms") -> Dict[str, Tuple[int, int]]:
+    """[start, end) of each kernel text symbol of ``names`` found once in vmlinux: its address
+    and the next text symbol's (on 6.2+ kernels the next function's ``__pfx_`` padding).
+    Absent: not in kallsyms, not unique, or addresses hidden (kptr_restrict: not root)."""
+    want = set(names)
+    addrs: List[int] = []
+    found: Dict[str, int] = {}
+    dup: Set[str] = set()
+    try:
+        with open(path, "r", errors="replace") as f:
+            for line in f:
+                parts = line.split(None, 3)
+                if len(parts) != 3 or parts[1] not in "tT":
+                    continue                     # vmlinux text only: modules ("[mod]") sit elsewhere
+                a = int(parts[0], 16)
+                addrs.append(a)
+                if parts[2] in want:
+                    if parts[2] in found:
+                        dup.add(parts[2])
+                    found[parts[2]] = a
+    except (OSError, ValueError):
+        return {}
+    addrs.sort()
+    out = {}
+    for name, a in found.items():
+        if not a or name in dup:
+            continue
+        i = bisect.bisect_right(addrs, a)
+        if i < len(addrs):
+            out[name] = (a, addrs[i])
+    return out
 
 
 def tracefs() -> Optional[Path]:

@@ -58,11 +58,12 @@ class Plan:
                 continue
             entry, ret = catalog.event(ch.event).handlers
             if ch.trampoline:
-                stubs.append(f"int kfunc__{ch.symbol}(unsigned long long *ctx) {{ return h_{entry}(ctx); }}")
+                if ch.entry:
+                    stubs.append(f"int kfunc__{ch.symbol}(unsigned long long *ctx) {{ return h_{entry}(ctx); }}")
                 if ch.ret and ret:
                     stubs.append(f"int kretfunc__{ch.symbol}(unsigned long long *ctx) {{ return h_{ret}(ctx); }}")
             else:
-                for h in (entry, ret if ch.ret else None):
+                for h in (entry if ch.entry else None, ret if ch.ret else None):
                     if h:
                         stubs.append(f"int zt_{h}(struct pt_regs *ctx) {{ return h_{h}(ctx); }}")
         src = BPF_SOURCE.read_text()
@@ -112,11 +113,36 @@ def missing_event_message(ch: catalog.Choice) -> str:
 ZAP_RETURNS = {"probed": 0, "inferred": 1, "checked": 2}
 
 
+#: How the zap bracket opens (record --zap-entry): at the zap's entry probe, or at the first
+#: PTE table or huge PMD the zap clears (zap_table, zap_pmd), recognised by their return
+#: address inside the zap bracket's function: a zap of an empty range then fires no probe.
+ZAP_ENTRIES = ("probed", "inferred")
+
+#: Where a kretprobe's return lands: it replaces the return address of each call it probes, so
+#: a call the zap bracket's function made may show this address in its slot instead of one
+#: inside the function (probes/zaptrace.bpf.c, slot_running()).  Newest first: v5.19,
+#: f3a112c0c40d "x86,rethook,kprobes: Replace kretprobe with rethook on x86"
+#: (arch_rethook_trampoline); v5.15, adf8a61a940c "kprobes: treewide: Make it harder to
+#: refer kretprobe_trampoline directly" (__kretprobe_trampoline); kretprobe_trampoline before.
+KRETPROBE_TRAMPOLINES = ("arch_rethook_trampoline", "__kretprobe_trampoline", "kretprobe_trampoline")
+
+
 def zap_return_flags(choices: List[catalog.Choice], syms: kernel.Symbols, zap_return: str,
-                     summary: bool) -> List[str]:
-    """The -D flags of --zap-return; with "inferred", the zap's return probe is dropped."""
+                     summary: bool, zap_entry: str = "probed",
+                     text_ranges=kernel.text_ranges) -> List[str]:
+    """The -D flags of --zap-return and --zap-entry; with "inferred", the zap's return (and
+    entry) probe is dropped.  The zap_table opener is attached only with --zap-entry inferred."""
     if zap_return not in ZAP_RETURNS:
         raise PlanError(f"--zap-return is one of {', '.join(ZAP_RETURNS)}, not {zap_return!r}")
+    if zap_entry not in ZAP_ENTRIES:
+        raise PlanError(f"--zap-entry is one of {', '.join(ZAP_ENTRIES)}, not {zap_entry!r}")
+    table = next((c for c in choices if c.event == "zap_table"), None)
+    if zap_entry == "probed" and table is not None and table.ok:
+        table.tried.append((table.symbol, "attached only with --zap-entry inferred"))
+        table.attach = []
+    if zap_entry == "inferred" and zap_return == "probed":
+        raise PlanError("--zap-entry inferred needs --zap-return inferred (or checked, to count where "
+                        "the inference disagrees with both probes)")
     if zap_return == "probed":
         return []
     if summary:
@@ -132,12 +158,31 @@ def zap_return_flags(choices: List[catalog.Choice], syms: kernel.Symbols, zap_re
                         f"(v5.15: 9b99edcadbb8); add --kprobes")
     if zap_return == "inferred":
         zap.ret = False
-    return [f"-DZT_ZAP_INFER={ZAP_RETURNS[zap_return]}"]
+    flags = [f"-DZT_ZAP_INFER={ZAP_RETURNS[zap_return]}"]
+    if zap_entry == "inferred":
+        if table is None or not table.ok:
+            raise PlanError("--zap-entry inferred needs flush_tlb_batched_pending (v4.13: 3ea277194daa) "
+                            "to open the zap bracket; this kernel has none to probe")
+        if zap.attach != [zap.symbol]:
+            raise PlanError(f"--zap-entry inferred needs the zap bracket's own function; this kernel has "
+                            f"only its GCC clones ({', '.join(zap.attach)})")
+        ranges = text_ranges((zap.symbol,) + KRETPROBE_TRAMPOLINES)
+        rng = ranges.get(zap.symbol)
+        if rng is None:
+            raise PlanError(f"--zap-entry inferred needs the address range of {zap.symbol} in /proc/kallsyms "
+                            f"(hidden unless root: kernel.kptr_restrict)")
+        if zap_return == "inferred":
+            zap.entry = False
+        flags += ["-DZT_ZAP_LAZY=1", f"-DZT_ZAP_LO={rng[0]:#x}ULL", f"-DZT_ZAP_HI={rng[1]:#x}ULL"]
+        kret = next((ranges[n][0] for n in KRETPROBE_TRAMPOLINES if n in ranges), None)
+        if kret:
+            flags.append(f"-DZT_KRET_TRAMP={kret:#x}ULL")
+    return flags
 
 
 def build(ringbuf_pages: int = 4096, force_perfbuf: bool = False,
           summary: bool = False, keep_events: bool = False, kprobes_only: bool = False,
-          zap_return: str = "probed") -> Plan:
+          zap_return: str = "probed", zap_entry: str = "probed") -> Plan:
     syms = kernel.read_kallsyms()
     checks = kernel.feature_checks(syms)
     scan = kernel.btf_scan(catalog.symbols_of_interest(),
@@ -148,7 +193,7 @@ def build(ringbuf_pages: int = 4096, force_perfbuf: bool = False,
     # BPF trampolines: x86-64 kernels with BTF and bpf_trampoline_link_prog (5.5+).
     if not kprobes_only and syms.has("bpf_trampoline_link_prog") and os.uname().machine == "x86_64":
         catalog.use_trampolines(choices, btf)
-    zap_flags = zap_return_flags(choices, syms, zap_return, summary)
+    zap_flags = zap_return_flags(choices, syms, zap_return, summary, zap_entry)
     ringbuf = syms.has("bpf_ringbuf_output") and not force_perfbuf
     if ringbuf_pages <= 0 or ringbuf_pages & (ringbuf_pages - 1):
         raise PlanError(f"ring buffer size must be a power of two pages, not {ringbuf_pages}")

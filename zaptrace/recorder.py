@@ -60,6 +60,7 @@ class RecordOptions:
     keep_events: bool = False     # with summary: transfer the events as well
     kprobes_only: bool = False    # never BPF trampolines
     zap_return: str = "probed"    # plan.ZAP_RETURNS: how the zap bracket ends
+    zap_entry: str = "probed"     # plan.ZAP_ENTRIES: how it opens
 
 
 #: Seconds the stop waits for BPF programs already past the stop check.
@@ -83,7 +84,8 @@ class Result:
     command_status: Optional[int] = None
     ring_corrupt: int = 0               # ring records dropped as not zaptrace records (ringbuf.py)
     zaps_not_written: int = 0           # zap brackets with nothing inside: counted, not written
-    zap_return: Optional[dict] = None   # --zap-return inferred/checked: mode, inferences, disagreed
+    zap_return: Optional[dict] = None   # --zap-return inferred/checked: mode, entry, inferences, disagreed
+    probe_misses: Dict[str, int] = field(default_factory=dict)   # BPF program -> hits the kernel skipped
 
 
 class Recorder:
@@ -121,7 +123,7 @@ class Recorder:
         """Compile (and attach the trampoline programs); fall back to kprobes if those fail."""
         bcc = load_bcc()
         t0 = time.monotonic()
-        n = sum(len(c.attach) * (2 if c.ret else 1) for c in plan.choices if c.ok)
+        n = sum(len(c.attach) * (int(c.entry) + int(c.ret)) for c in plan.choices if c.ok)
         tramp = any(c.trampoline for c in plan.choices)
         self.log(f"zaptrace: compiling the BPF program for {plan.release} ({n} probes"
                  + (", BPF trampolines" if tramp else ", kprobes") + ")...")
@@ -148,7 +150,7 @@ class Recorder:
             if ch.trampoline:
                 continue            # fentry/fexit programs were loaded and attached with the object
             entry, ret = catalog.event(ch.event).handlers
-            for fn in (entry, ret if ch.ret else None):
+            for fn in (entry if ch.entry else None, ret if ch.ret else None):
                 if fn is None:
                     continue
                 try:
@@ -167,13 +169,15 @@ class Recorder:
                 continue
             entry, ret = ("zt_" + h if h else None for h in catalog.event(ch.event).handlers)
             if ch.trampoline:
-                self.attached += [ch.symbol + " (fentry)"] + ([ch.symbol + " (fexit)"] if ch.ret else [])
+                self.attached += (([ch.symbol + " (fentry)"] if ch.entry else [])
+                                  + ([ch.symbol + " (fexit)"] if ch.ret else []))
                 continue
             failures = []
             for sym in ch.attach:
                 try:
-                    self.bpf.attach_kprobe(event=sym, fn_name=entry)
-                    self.attached.append(sym + " (kprobe)")
+                    if ch.entry:
+                        self.bpf.attach_kprobe(event=sym, fn_name=entry)
+                        self.attached.append(sym + " (kprobe)")
                     if ch.ret and ret:
                         # Default maxactive: a non-zero one makes BCC fall back to
                         # kprobe_events, which costs ~1 s per probe under TCG.
@@ -294,8 +298,12 @@ class Recorder:
         empty = total(slot["EMPTY_ZAPS"])
         out = {"generated": gen, "lost": lost, "delivered": deliv, "zaps_not_written": empty}
         if self.opts.zap_return != "probed":       # the inferences of the zap's return (zap_running())
-            out["zap_return"] = {"mode": self.opts.zap_return, "inferences": total(slot["ZAP_CHECKS"]),
+            out["zap_return"] = {"mode": self.opts.zap_return, "entry": self.opts.zap_entry,
+                                 "inferences": total(slot["ZAP_CHECKS"]),
                                  "disagreed": total(slot["ZAP_WRONG"])}
+            if self.opts.zap_entry == "inferred" and self.opts.zap_return == "checked":
+                out["zap_return"].update(opens=total(slot["ZAP_OPENS"]), joined=total(slot["ZAP_JOINED"]),
+                                         split=total(slot["ZAP_SPLIT"]))
         return out
 
     def _stat(self) -> dict:
@@ -323,7 +331,8 @@ class Recorder:
         try:
             plan = planmod.build(ringbuf_pages=opts.ringbuf_pages, force_perfbuf=opts.perfbuf,
                                  summary=opts.summary, keep_events=opts.keep_events,
-                                 kprobes_only=opts.kprobes_only, zap_return=opts.zap_return)
+                                 kprobes_only=opts.kprobes_only, zap_return=opts.zap_return,
+                                 zap_entry=opts.zap_entry)
             planmod.require_recordable(plan)
         except planmod.PlanError as e:
             raise RecordError(str(e)) from None
@@ -407,7 +416,7 @@ class Recorder:
                    recorder_cpu_s=recorder_cpu, summary=kernel_summary, still_running=orphans,
                    in_flight=getattr(self, "in_flight", 0), stop=getattr(self, "stop_info", None),
                    ring_corrupt=self._corrupt(),
-                   ring_checks=self._ring_checks())
+                   ring_checks=self._ring_checks(), probe_misses=self._probe_misses())
         vm = self._vmemmap()
         if not self.write_error:
             self._write(lambda: (self.writer.json(b"META", vm) if vm else None,
@@ -423,7 +432,7 @@ class Recorder:
         res = Result(opts.output, status, duration, counters["generated"], counters["delivered"],
                      counters["lost"], nbytes, stop_reason, self.attached, self.missing, kernel_summary,
                      orphans, self.child.status if self.child else None, self._corrupt(),
-                     counters["zaps_not_written"], counters.get("zap_return"))
+                     counters["zaps_not_written"], counters.get("zap_return"), end["probe_misses"])
         if self.write_error:
             raise WriteFailed(res, f"writing {opts.output} failed: {self.write_error}; recording stopped, "
                                    f"the file keeps the {int(self.delivered.sum())} events written before"
@@ -436,6 +445,24 @@ class Recorder:
         c = self.counters()
         return sum(c["generated"].values()) - sum(c["lost"].values()) - \
             (int(self.delivered.sum()) + sum(int(a.size) for a in self.pending)) - self._corrupt()
+
+    def _probe_misses(self) -> Dict[str, int]:
+        """Probe hits the kernel skipped without running the program, per BPF program (nonzero
+        only): ``recursion_misses`` of its fdinfo (v5.12: 9ed9e9ba2337 "bpf: Count the number
+        of times recursion was prevented").  A tracing program runs at most once per CPU at a
+        time; preempted inside it (PREEMPT_LAZY, Debian's 7.x), another task's hit on that CPU
+        is skipped, and so is its event.  Read before the programs are released."""
+        out: Dict[str, int] = {}
+        for name, fn in list(getattr(self.bpf, "funcs", {}).items()):
+            try:
+                with open(f"/proc/self/fdinfo/{fn.fd}") as f:
+                    text = f.read()
+            except (OSError, AttributeError):
+                continue
+            n = recursion_misses(text)
+            if n:
+                out[name.decode() if isinstance(name, bytes) else str(name)] = n
+        return out
 
     def _ring_checks(self) -> Optional[dict]:
         """What the ring reader's record checks saw (zaptrace/ringbuf.py), for END."""
@@ -584,9 +611,19 @@ class Recorder:
             "mkclean_all": self.opts.mkclean_all,
             "mode": ("summary+events" if self.opts.keep_events else "summary") if self.opts.summary else "events",
             "zap_return": self.opts.zap_return,
+            "zap_entry": self.opts.zap_entry,
             "cpus": os.cpu_count(),
             "machine": machine.describe_here(),
         }
+
+
+def recursion_misses(fdinfo: str) -> int:
+    """The ``recursion_misses`` of a BPF program's /proc/PID/fdinfo text (0 when absent: before v5.12)."""
+    for line in fdinfo.splitlines():
+        key, _, val = line.partition(":")
+        if key.strip() == "recursion_misses" and val.strip().isdigit():
+            return int(val)
+    return 0
 
 
 def _cpu_seconds() -> float:
@@ -618,14 +655,24 @@ def summary_lines(res: Result) -> List[str]:
         lines.append(f"  ({res.zaps_not_written} zaps with nothing inside them were counted, not written)")
     zr = res.zap_return
     if zr and zr["mode"] == "inferred":
-        lines.append(f"  (zap returns inferred, not probed: {zr['inferences']} inferences, check them with "
+        what = "zap entries and returns" if zr.get("entry") == "inferred" else "zap returns"
+        lines.append(f"  ({what} inferred, not probed: {zr['inferences']} inferences, check them with "
                      f"--zap-return checked; a zap's entry time is its first event's, and zaps with "
                      f"nothing inside are not counted)")
     elif zr:
-        lines.append(f"  (zap returns probed and inferred: {zr['disagreed']} of {zr['inferences']} "
+        if "opens" in zr:
+            lines.append(f"  (zap brackets probed and inferred: {zr['joined']} of {zr['opens']} openers inside a "
+                         f"zap joined it to an earlier zap's bracket, {zr['split']} split their zap's bracket)")
+        what = "zap brackets" if zr.get("entry") == "inferred" else "zap returns"
+        lines.append(f"  ({what} probed and inferred: {zr['disagreed']} of {zr['inferences']} "
                      f"inferences disagreed with the probe)")
     if tl:
         lines.append(f"zaptrace: WARNING: {tl} events lost (ring buffer full): enlarge it with --buffer-pages")
+    if res.probe_misses:
+        lines.append(f"zaptrace: WARNING: the kernel skipped {sum(res.probe_misses.values())} probe hits "
+                     f"(a BPF program already running on that CPU: preempted, or nested), their events are "
+                     f"missing: " + ", ".join(f"{k} {v}" for k, v in sorted(res.probe_misses.items()))
+                     + " (END.probe_misses)")
     if res.ring_corrupt:
         lines.append(f"zaptrace: WARNING: {res.ring_corrupt} ring buffer records were not zaptrace records "
                      f"after {ringbuf.STUCK_S:g} s and were dropped (counted in END.ring_corrupt)")

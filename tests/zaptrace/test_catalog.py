@@ -155,3 +155,45 @@ def test_file_position_offsets_come_from_btf():
     assert catalog.offset_flags(fields) == ["-DZT_OFF_MAPPING_HOST=0", "-DZT_OFF_INODE_INO=64"]
     assert catalog.offset_flags({"inode": {"i_ino": 64}}) == ["-DZT_OFF_INODE_INO=64"]
     assert catalog.offset_flags(None) == []
+
+
+def _lazy_plan(zap_entry, zap_return, ranges=None, trampolines=True):
+    from zaptrace import plan
+    btf = dict(BTF_72, flush_tlb_batched_pending=["mm"])
+    s = Symbols(text=(set(BASE) - {"unmap_page_range"}) | set(btf) | {"bpf_get_func_ip_tracing"})
+    ch = catalog.resolve(s, btf)
+    if trampolines:
+        catalog.use_trampolines(ch, btf)
+    if ranges is None:
+        ranges = {"__zap_vma_range": (0xffffffff81566800, 0xffffffff815684f0),
+                  "arch_rethook_trampoline": (0xffffffff81100000, 0xffffffff81100040)}
+    flags = plan.zap_return_flags(ch, s, zap_return, False, zap_entry, text_ranges=lambda names: ranges)
+    return ch, flags
+
+
+def test_an_inferred_zap_entry_attaches_the_opener_and_not_the_zap():
+    ch, flags = _lazy_plan("inferred", "inferred")
+    z, table = pick(ch, "zap"), pick(ch, "zap_table")
+    assert not z.entry and not z.ret and z.mechanism == "inferred (not attached)"
+    assert table.attach == ["flush_tlb_batched_pending"] and "3ea277194daa" in table.why
+    assert flags == ["-DZT_ZAP_INFER=1", "-DZT_ZAP_LAZY=1", "-DZT_ZAP_LO=0xffffffff81566800ULL",
+                     "-DZT_ZAP_HI=0xffffffff815684f0ULL", "-DZT_KRET_TRAMP=0xffffffff81100000ULL"]
+    # checked: both zap probes stay, the same inference runs beside them
+    ch, flags = _lazy_plan("inferred", "checked")
+    assert pick(ch, "zap").entry and pick(ch, "zap").ret and "-DZT_ZAP_INFER=2" in flags
+
+
+def test_the_opener_is_attached_only_with_an_inferred_zap_entry():
+    from zaptrace import plan
+    for ret in ("probed", "inferred"):
+        ch, flags = _lazy_plan("probed", ret)
+        table = pick(ch, "zap_table")
+        assert not table.ok and table.tried[-1] == ("flush_tlb_batched_pending", "attached only with --zap-entry inferred")
+        assert not any("LAZY" in f for f in flags)
+    import pytest
+    with pytest.raises(plan.PlanError, match="--zap-entry inferred needs --zap-return inferred"):
+        _lazy_plan("inferred", "probed")
+    with pytest.raises(plan.PlanError, match="--zap-entry is one of probed, inferred, not 'maybe'"):
+        _lazy_plan("maybe", "inferred")
+    with pytest.raises(plan.PlanError, match="address range of __zap_vma_range .*kptr_restrict"):
+        _lazy_plan("inferred", "inferred", ranges={})

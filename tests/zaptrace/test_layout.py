@@ -46,8 +46,9 @@ def test_counter_slots_are_what_the_c_compiler_computes(tmp_path):
     from zaptrace.probes import EVENT_HEADER
     L = layout()
     assert L.count_slots["GENERATED"] == 0 and L.count_slots["LOST"] == L.nkinds
-    assert L.count_slots["EMPTY_ZAPS"] == 2 * L.nkinds and L.count_slots["SLOTS"] == 2 * L.nkinds + 3
+    assert L.count_slots["EMPTY_ZAPS"] == 2 * L.nkinds and L.count_slots["SLOTS"] == 2 * L.nkinds + 6
     assert (L.count_slots["ZAP_CHECKS"], L.count_slots["ZAP_WRONG"]) == (2 * L.nkinds + 1, 2 * L.nkinds + 2)
+    assert [L.count_slots[k] for k in ("ZAP_OPENS", "ZAP_JOINED", "ZAP_SPLIT")] == [2 * L.nkinds + i for i in (3, 4, 5)]
     gcc = shutil.which("gcc")
     need(bool(gcc), "gcc is missing (scripts/setup installs it)")
     src = tmp_path / "slots.c"

@@ -58,3 +58,30 @@ def test_a_program_that_never_leaves_is_reported(monkeypatch):
     r._stop_bpf()
     assert r.stop_info["busy_left"] == 1
     assert len(r.logged) == 1 and "still inside emit()" in r.logged[0] and "WARNING" in r.logged[0]
+
+
+
+def test_recursion_misses_are_read_from_each_programs_fdinfo(tmp_path, monkeypatch):
+    # /proc/PID/fdinfo of a BPF program fd (v5.12+: recursion_misses); older kernels lack the line.
+    info = ("pos:\t0\nflags:\t02000002\nprog_type:\t26\nprog_jited:\t1\nprog_id:\t42\n"
+            "run_time_ns:\t0\nrun_cnt:\t0\nrecursion_misses:\t191\nverified_insns:\t312\n")
+    assert recorder.recursion_misses(info) == 191
+    assert recorder.recursion_misses(info.replace("recursion_misses:\t191\n", "")) == 0
+
+    class Fn:                        # BCC keeps its loaded programs in .funcs (name -> Function)
+        def __init__(self, fd):
+            self.fd = fd
+
+    class Bpf:
+        funcs = {b"kfunc__flush_tlb_batched_pending": Fn(7), b"kfunc__folio_mark_dirty": Fn(8)}
+    (tmp_path / "7").write_text(info)
+    (tmp_path / "8").write_text(info.replace("191", "0"))
+    real_open = open
+
+    def fdinfo_open(path, *a, **k):
+        p = str(path)
+        return real_open(tmp_path / p.rsplit("/", 1)[1] if p.startswith("/proc/self/fdinfo/") else path, *a, **k)
+    monkeypatch.setattr("builtins.open", fdinfo_open)
+    r = recorder.Recorder.__new__(recorder.Recorder)
+    r.bpf = Bpf()
+    assert r._probe_misses() == {"kfunc__flush_tlb_batched_pending": 191}     # nonzero only
