@@ -609,8 +609,10 @@ def gap_columns(trace: Trace, mk: Optional[pd.DataFrame] = None, release=None) -
     marker_ok = dirty_ok & zap_ok & (dirty_ts >= zap_ts) & ~other
     pte_dirty = marker_ok & (dirty_ts > prev_call)
     del prev_call
-    # The entry's clear from below, for the bypass search of a closed window (PathRule.bypass).
-    by_marker = path_mask(p, lambda r: r.bypass == "marker") & marker_ok
+    # The entry's clear from below, for the bypass search of a closed window (PathRule.bypass):
+    # the marker of this call, not one before the task's previous call on the folio (an
+    # earlier zap's, when an inferred bracket joined two zaps: record --zap-entry inferred).
+    by_marker = path_mask(p, lambda r: r.bypass == "marker") & pte_dirty
     dec["clear_ts"] = np.where(by_marker, dirty_ts, 0)
     dec["clear_ok"] = by_marker
     del marker_ok, by_marker

@@ -315,6 +315,10 @@ def fact_lines(summary: Dict[str, Any]) -> List[str]:
         lines.append(f"lost:      {s['lost_events']:,} events LOST (ring buffer full): {_by_kind(s['lost_by_kind'])}")
     else:
         lines.append("lost:      0 events")
+    if s.get("probe_misses"):
+        m = s["probe_misses"]
+        lines.append(f"skipped:   {sum(m.values()):,} probe hits skipped by the kernel (a BPF program already "
+                     f"running on that CPU), their events missing: {', '.join(f'{k} {v:,}' for k, v in sorted(m.items()))}")
     if s["trace_problems"]:
         lines.append(f"PROBLEMS:  the trace is damaged or incomplete ({s['skipped_bytes']:,} bytes skipped):")
         lines += [f"  - {p}" for p in s["trace_problems"]]

@@ -150,8 +150,16 @@ def trace_fields(trace: Trace, flush_source: Optional[str]) -> Dict[str, Any]:
         "trace_problems": trace.problems,
         "skipped_bytes": trace.skipped_bytes,
         "flush_source": flush_source,
-        "probes": {p.get("event"): (p.get("attach") or None) for p in trace.head.get("probes") or []},
+        "probe_misses": (trace.end or {}).get("probe_misses"),
+        "probes": {p.get("event"): (p.get("attach") or None) for p in trace.head.get("probes") or []
+                   if p.get("attach") or not _by_choice(p)},
     }
+
+
+def _by_choice(probe: Dict[str, Any]) -> bool:
+    """A probe left out by the recording's options (record --zap-entry inferred's opener), not
+    missing from the kernel."""
+    return any(str(why).startswith("attached only with") for _, why in probe.get("tried") or [])
 
 
 def summarize(trace: Trace, gaps: Optional[pd.DataFrame] = None) -> Dict[str, Any]:

@@ -190,3 +190,17 @@ def test_zaps_counted_and_not_written_are_reported(tmp_path):
     q = trace_a(tmp_path / "old.zt")
     assert analysis.load(q).zaps_not_written is None
     assert "zaps with nothing inside" not in run("report", q).stdout
+
+
+def test_probe_hits_the_kernel_skipped_are_reported(tmp_path):
+    # record reads each program's recursion_misses (END.probe_misses): events never made.
+    p = trace_a(tmp_path / "m.zt", end_extra={"probe_misses": {"kfunc__folio_mark_dirty": 1636,
+                                                                "kretfunc__flush_tlb_mm_range": 19}})
+    r = run("report", p)
+    assert r.exit_code == 0, r.stderr
+    assert ("skipped:   1,655 probe hits skipped by the kernel (a BPF program already running on that CPU), "
+            "their events missing: kfunc__folio_mark_dirty 1,636, kretfunc__flush_tlb_mm_range 19") in r.stdout
+    assert json.loads(run("report", p, "--json").stdout)["probe_misses"]["kfunc__folio_mark_dirty"] == 1636
+    q = trace_a(tmp_path / "old.zt")                 # before the count: nothing said
+    assert "skipped:" not in run("report", q).stdout
+    assert json.loads(run("report", q, "--json").stdout)["probe_misses"] is None
