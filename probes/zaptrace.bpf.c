@@ -202,6 +202,7 @@ static __always_inline void busy_leave(__s64 *b)
 #ifndef THREAD_SIZE
 #define THREAD_SIZE 16384
 #endif
+#define ZT_KERNEL_TEXT 0xffffffff80000000ULL   /* x86-64: __START_KERNEL_map */
 #ifndef ZT_KRET_TRAMP
 #define ZT_KRET_TRAMP 1ULL          /* no kretprobe trampoline known: matches no return address */
 #endif
@@ -225,9 +226,9 @@ static __always_inline __u64 stack_here(void *ctx)
  * runs, every probe of the task inside the zap is deeper and that slot holds an address
  * inside the function, [ZT_ZAP_LO, ZT_ZAP_HI).
  */
+#define ZT_LAZY_PUSHED 15       /* words a call of the bracket's function may push below the slot */
 static __always_inline int slot_running(void *ctx, __u64 slot, __u64 ret)
 {
-	__u64 v = 0;
 	__u64 here = stack_here(ctx);
 
 	if (!slot)
@@ -236,13 +237,38 @@ static __always_inline int slot_running(void *ctx, __u64 slot, __u64 ret)
 		return 1;
 	if (here >= slot)
 		return 0;
-	if (bpf_probe_read_kernel(&v, sizeof(v), (void *)slot))
-		return 0;
 #ifdef ZT_ZAP_LAZY
-	/* a kretprobe on the function's callee has put its trampoline there (plan.KRETPROBE_TRAMPOLINES) */
-	return (v >= ZT_ZAP_LO && v < ZT_ZAP_HI) || v == ZT_KRET_TRAMP;
+	{
+		/*
+		 * A call with more than six arguments pushes the rest first: its return address
+		 * then lies below the slot, under them (measured on Debian's 7.2: 2 of 100 zaps
+		 * of a race read a pushed argument at the slot).  The first kernel text address
+		 * at or below the slot decides; a kretprobe on the callee has put its trampoline
+		 * there (plan.KRETPROBE_TRAMPOLINES).
+		 */
+		__u64 w[ZT_LAZY_PUSHED + 1] = {};
+		int k;
+
+		if (bpf_probe_read_kernel(w, sizeof(w), (void *)(slot - 8 * ZT_LAZY_PUSHED)))
+			return 0;
+#pragma unroll
+		for (k = ZT_LAZY_PUSHED; k >= 0; k--) {
+			if (w[k] < ZT_KERNEL_TEXT)
+				continue;
+			if (here >= slot - 8 * (ZT_LAZY_PUSHED - k))
+				return 0;
+			return (w[k] >= ZT_ZAP_LO && w[k] < ZT_ZAP_HI) || w[k] == ZT_KRET_TRAMP;
+		}
+		return 0;
+	}
 #else
-	return v == ret;
+	{
+		__u64 v = 0;
+
+		if (bpf_probe_read_kernel(&v, sizeof(v), (void *)slot))
+			return 0;
+		return v == ret;
+	}
 #endif
 }
 
@@ -322,16 +348,30 @@ static __always_inline void zap_infer_now(void *ctx, struct zt_task *t, __u64 ts
 
 /*
  * At the zap's entry: where its return address is.  A trampoline's ctx holds the
- * arguments; above them (after the return value's slot when there is one) the trampoline
- * saved RBP, then its own return address into the function (the function's patched first
- * instruction called it: ip + 5, or ip + 9 after an ENDBR), then the function's return
- * address; measured on Debian's 7.2: [rbp][ip+9][return] above the arguments.  The slot is
- * the word after the one within 32 bytes of ip: the saved RBP, a general register without
- * frame pointers, may hold any kernel address (taking the first kernel address above the
- * arguments picked it in 22 of 13,566 zaps).  A kprobe at a function's first instruction:
- * at regs->sp.
+ * arguments; above them lie the return value's slot (when a fexit is attached), the saved
+ * RBP, and, when the trampoline was called from the function's patched first instruction,
+ * its return into the function (ip + 9 after an ENDBR), then the function's return address.
+ * Measured in the guests (2026-12-07): [rbp][ip+9][return] for an fentry-only trampoline on
+ * 7.2 and 7.2-src, [return value][rbp][return] for one with a fexit on 7.2.  The saved RBP,
+ * a general register without frame pointers, may hold any address, a kernel one too (taking
+ * the first kernel address above the arguments picked it in 22 of 13,566 zaps on 7.2-src),
+ * so a word counts only as the return address of a direct call to this function: the five
+ * bytes before it are a call (0xe8, rel32) whose target lies within 32 bytes of ip (a call
+ * thunk may sit just before it).  A kprobe at a function's first instruction: at regs->sp.
  */
-#define ZT_KERNEL_TEXT 0xffffffff80000000ULL   /* x86-64: __START_KERNEL_map */
+static __always_inline int returns_from_call_of(__u64 w, __u64 ip)
+{
+	unsigned char insn[5] = {};
+	__s32 rel;
+
+	if (w < ZT_KERNEL_TEXT || w - ip < 32)
+		return 0;
+	if (bpf_probe_read_kernel(insn, sizeof(insn), (void *)(w - 5)) || insn[0] != 0xe8)
+		return 0;
+	rel = (__s32)((__u32)insn[1] | (__u32)insn[2] << 8 | (__u32)insn[3] << 16 | (__u32)insn[4] << 24);
+	return w + (__s64)rel + 32 - ip < 48;
+}
+
 /* The same for any probed function: tramp and nargs are its ZT_<EV>_TRAMP and _NARGS. */
 static __always_inline void ret_slot(void *ctx, int tramp, int nargs, __u64 *slot, __u64 *ret)
 {
@@ -341,19 +381,20 @@ static __always_inline void ret_slot(void *ctx, int tramp, int nargs, __u64 *slo
 	if (tramp) {
 		__u64 ip = bpf_get_func_ip(ctx);
 		void *c = ctx;
-		int k;
+		int k, found = 0;
 
 		bpf_probe_read_kernel(&base, sizeof(base), &c);
 #pragma unroll
-		for (k = 0; k < 4; k++) {
+		for (k = 0; k < 5; k++) {
 			if (bpf_probe_read_kernel(&w, sizeof(w), (void *)(base + 8 * (nargs + k))))
 				return;
-			if (w - ip < 32) {
-				base += 8 * (nargs + k + 1);
+			if (returns_from_call_of(w, ip)) {
+				base += 8 * (nargs + k);
+				found = 1;
 				break;
 			}
 		}
-		if (w - ip >= 32 || bpf_probe_read_kernel(&w, sizeof(w), (void *)base) || w < ZT_KERNEL_TEXT)
+		if (!found)
 			return;
 	} else {
 		base = PT_REGS_SP((struct pt_regs *)ctx);
